@@ -1,0 +1,34 @@
+//! Every quantity that input can grow has a named limit here; `docs/LIMITS.md` lists them
+//! with the error a client sees when it is exceeded. A tidy test keeps the two in step.
+
+/// Largest request body accepted, in bytes (a transaction Bundle of a few thousand resources).
+pub const REQUEST_BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Largest single resource accepted in a create or update, in bytes.
+pub const RESOURCE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most entries in one `transaction` or `batch` Bundle.
+pub const BUNDLE_ENTRIES_MAX: usize = 10_000;
+/// Deepest nesting of JSON objects and arrays in a request body.
+pub const JSON_DEPTH_MAX: usize = 64;
+/// Longest JSON string value (one FHIR primitive), in bytes.
+pub const STRING_BYTES_MAX: usize = 1024 * 1024;
+/// Default and largest page of a history Bundle.
+pub const PAGE_SIZE_DEFAULT: u32 = 50;
+pub const PAGE_SIZE_MAX: u32 = 1000;
+/// Longest URL path and query accepted, in bytes.
+pub const REQUEST_URL_BYTES_MAX: usize = 8 * 1024;
+/// Write jobs waiting for the single writer; beyond this, writers wait (back-pressure).
+pub const WRITE_QUEUE_JOBS_MAX: usize = 4096;
+/// Most jobs one group commit takes from the queue.
+pub const GROUP_COMMIT_JOBS_MAX: usize = 512;
+/// Most resource versions one group commit writes (a large transaction still commits alone).
+pub const GROUP_COMMIT_VERSIONS_MAX: usize = 20_000;
+/// Unwrapped data keys kept in memory.
+pub const DATA_KEY_CACHE_ENTRIES_MAX: usize = 65_536;
+/// Longest client name of an access token, in bytes.
+pub const CLIENT_NAME_BYTES_MAX: usize = 128;
+/// Longest line of an NDJSON import file, in bytes.
+pub const NDJSON_LINE_BYTES_MAX: usize = RESOURCE_BYTES_MAX;
+/// Resources per commit when importing NDJSON or collection Bundles.
+pub const IMPORT_CHUNK_RESOURCES_MAX: usize = 1000;
+/// Times a write is re-prepared after losing a race for the same resource or key.
+pub const WRITE_RETRIES_MAX: u32 = 16;

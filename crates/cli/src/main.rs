@@ -1,0 +1,454 @@
+//! `medvault`: the one binary. Every command is scriptable without prompts; exit codes are
+//! listed in `ExitCode` and in the README.
+
+mod demo;
+mod import;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use medvault_crypto::master::{KeyFile, Passphrase};
+use medvault_crypto::{MasterKey, MasterKeySource};
+use medvault_server::auth::Role;
+use medvault_store::{Store, StoreError};
+
+/// Exit codes, stable for scripts.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    /// Usage errors (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The data directory is not in the state the command needs (exists for `init`, missing otherwise).
+    pub const STORE_STATE: u8 = 3;
+    /// The master key is missing, unreadable, too widely readable, or does not open the store.
+    pub const KEY: u8 = 4;
+    /// An import finished but some entries were rejected.
+    pub const IMPORT_REJECTED: u8 = 5;
+    /// Stored data failed an integrity check.
+    pub const INTEGRITY: u8 = 6;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "medvault", version, about = "A FHIR R4 server that holds while under attack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new store (keys, database) in a directory that does not exist or is empty.
+    Init(InitArgs),
+    /// Serve the FHIR API.
+    Serve(ServeArgs),
+    /// First run: create a store with a demo dataset and tokens if there is none, then serve it.
+    Demo(DemoArgs),
+    /// Import FHIR Bundles (transaction, batch, collection) and Bulk Data NDJSON files.
+    Import(ImportArgs),
+    /// Create, list and revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show what the store holds.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// The data directory.
+    #[arg(long, env = "MEDVAULT_DATA_DIR", default_value = "medvault-data")]
+    data_dir: PathBuf,
+    /// The master key file [default: <data-dir>.key, beside the data directory].
+    #[arg(long, env = "MEDVAULT_KEY_FILE", conflicts_with = "passphrase_env")]
+    key_file: Option<PathBuf>,
+    /// Derive the master key from a passphrase held in this environment variable.
+    #[arg(long, value_name = "VARIABLE")]
+    passphrase_env: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Also write a self-signed TLS certificate for these host names, for evaluation.
+    #[arg(long, value_name = "HOSTNAME", num_args = 1..)]
+    self_signed_cert: Vec<String>,
+    /// The client name of the first administrator token.
+    #[arg(long, default_value = "admin")]
+    admin_client: String,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on. Anything but loopback needs TLS.
+    #[arg(long, env = "MEDVAULT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// PEM certificate chain for TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Fixed public base URL (e.g. behind a proxy), used in Location and paging links.
+    #[arg(long)]
+    public_base_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Files to import: `.json` Bundles or `.ndjson` resources, one per line.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Mint a token for a named client; it is printed once and stored only as a digest.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        client: String,
+        /// administrator, clinician, service or auditor.
+        #[arg(long)]
+        role: String,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List tokens (clients, roles, state; never the tokens).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke every token of a client; takes effect on the next request.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        client: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Init(args) => init(args),
+        Command::Serve(args) => serve(args, None),
+        Command::Demo(args) => demo::run(args.serve),
+        Command::Import(args) => import::run(&args.store, &args.files, args.quiet),
+        Command::Token(command) => token(command),
+        Command::Status(args) => status(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit_code_of(&error))
+        }
+    }
+}
+
+fn exit_code_of(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(store_error) = cause.downcast_ref::<StoreError>() {
+            return match store_error {
+                StoreError::AlreadyExists(_) | StoreError::NotFound(_) | StoreError::NotAStore(_) => exit::STORE_STATE,
+                StoreError::WrongMasterKey | StoreError::MasterKeySourceMismatch { .. } | StoreError::Crypto(_) => {
+                    exit::KEY
+                }
+                StoreError::Integrity(_) => exit::INTEGRITY,
+                _ => exit::FAILURE,
+            };
+        }
+        if cause.downcast_ref::<medvault_crypto::CryptoError>().is_some() {
+            return exit::KEY;
+        }
+    }
+    exit::FAILURE
+}
+
+fn init_logging() {
+    let level = match std::env::var("MEDVAULT_LOG").as_deref() {
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).init();
+}
+
+impl StoreArgs {
+    fn key_file_path(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| default_key_file(&self.data_dir))
+    }
+
+    fn source(&self) -> anyhow::Result<Box<dyn MasterKeySource>> {
+        match &self.passphrase_env {
+            Some(variable) => {
+                let passphrase = std::env::var(variable)
+                    .with_context(|| format!("the environment variable {variable} (--passphrase-env) is not set"))?;
+                if passphrase.chars().count() < 15 {
+                    anyhow::bail!("the passphrase in {variable} is shorter than 15 characters");
+                }
+                Ok(Box::new(Passphrase(zeroize::Zeroizing::new(passphrase))))
+            }
+            None => Ok(Box::new(KeyFile { path: self.key_file_path() })),
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<Store> {
+        let source = self.source()?;
+        Store::open(&self.data_dir, source.as_ref(), Arc::new(medvault_base::SystemClock))
+            .with_context(|| format!("cannot open the store in {}", self.data_dir.display()))
+    }
+}
+
+fn default_key_file(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "medvault-data".into());
+    name.push(".key");
+    data_dir.with_file_name(name)
+}
+
+/// Creates the store; returns it with the first administrator token (shown once).
+fn create_store(args: &StoreArgs, admin_client: &str) -> anyhow::Result<(Store, zeroize::Zeroizing<String>)> {
+    if args.data_dir.join(medvault_store::sqlite::DATABASE_FILE).exists() {
+        return Err(StoreError::AlreadyExists(args.data_dir.display().to_string()).into());
+    }
+    if args.passphrase_env.is_none() {
+        let key_file = args.key_file_path();
+        if key_file.exists() {
+            anyhow::bail!(StoreError::AlreadyExists(format!(
+                "the key file {} (give another --key-file, or move it away)",
+                key_file.display()
+            )));
+        }
+        MasterKey::generate()?.create_key_file(&key_file)?;
+    }
+    let source = args.source()?;
+    let store = Store::create(&args.data_dir, source.as_ref(), Arc::new(medvault_base::SystemClock))
+        .with_context(|| format!("cannot create a store in {}", args.data_dir.display()))?;
+    let token = store.create_token(admin_client, Role::Administrator.name(), None)?;
+    Ok((store, token))
+}
+
+fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let (store, token) = create_store(&args.store, &args.admin_client)?;
+    println!("Created a medvault store in {}", args.store.data_dir.display());
+    if args.store.passphrase_env.is_none() {
+        println!(
+            "Master key file: {} (keep it apart from the data; without it the data cannot be read)",
+            args.store.key_file_path().display()
+        );
+    }
+    if !args.self_signed_cert.is_empty() {
+        let (certificate, key) = write_self_signed_certificate(&args.store.data_dir, &args.self_signed_cert)?;
+        println!(
+            "Self-signed TLS certificate for evaluation: --tls-cert {} --tls-key {}",
+            certificate.display(),
+            key.display()
+        );
+    }
+    println!("Administrator access token for '{}' (shown once, stored only as a digest):", args.admin_client);
+    println!("{}", token.as_str());
+    store.close();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_self_signed_certificate(data_dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let tls_dir = data_dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let certified = rcgen::generate_simple_self_signed(names.to_vec()).context("cannot generate a certificate")?;
+    let certificate_path = tls_dir.join("cert.pem");
+    let key_path = tls_dir.join("key.pem");
+    std::fs::write(&certificate_path, certified.cert.pem())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut key_file = options.open(&key_path).with_context(|| format!("cannot create {}", key_path.display()))?;
+    std::io::Write::write_all(&mut key_file, certified.signing_key.serialize_pem().as_bytes())?;
+    Ok((certificate_path, key_path))
+}
+
+fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(certificate), Some(key)) => Some(medvault_server::serve::tls_config(certificate, key)?),
+        _ => None,
+    };
+    medvault_server::serve::check_plaintext_allowed(args.listen, tls.is_some())?;
+    let store = match store {
+        Some(store) => store,
+        None => args.store.open()?,
+    };
+    let store = Arc::new(store);
+    let service = medvault_server::Service::new(store.clone());
+    let config = medvault_server::http::HttpConfig {
+        scheme: if tls.is_some() { "https" } else { "http" },
+        fallback_authority: args.listen.to_string(),
+        public_base: args.public_base_url.clone().map(|b| b.trim_end_matches('/').to_string()),
+    };
+    let app = medvault_server::http::router(medvault_server::http::AppState::new(service, config.clone()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| medvault_server::serve::ServeError::Bind(args.listen, e))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, tls = config.scheme == "https", "medvault serving FHIR R4 at {}://{address}/fhir", config.scheme);
+        println!("Serving FHIR R4 at {}://{address}/fhir (Ctrl-C to stop)", config.scheme);
+        medvault_server::serve::serve(listener, app, tls, shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    store.close();
+    tracing::info!("stopped; every acknowledged write is on disk");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { store, client, role, expires_in_days } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role '{role}'; choose one of: {}", Role::ALL.map(Role::name).join(", "))
+            })?;
+            if client.is_empty()
+                || client.len() > medvault_base::limits::CLIENT_NAME_BYTES_MAX
+                || client.chars().any(char::is_control)
+            {
+                anyhow::bail!(
+                    "the client name must be 1 to {} printable bytes",
+                    medvault_base::limits::CLIENT_NAME_BYTES_MAX
+                );
+            }
+            let store = store.open()?;
+            let expires_ms = expires_in_days.map(|days| store.clock().now_ms() + i64::from(days) * 86_400_000);
+            let token = store.create_token(&client, role.name(), expires_ms)?;
+            println!("{}", token.as_str());
+            store.close();
+        }
+        TokenCommand::List { store } => {
+            let store = store.open()?;
+            println!("{:<24} {:<14} {:<26} state", "client", "role", "created");
+            let now_ms = store.clock().now_ms();
+            for row in store.tokens()? {
+                let state = match (row.revoked_ms, row.expires_ms) {
+                    (Some(at), _) => format!("revoked {}", medvault_base::time::format_instant(at)),
+                    (None, Some(expires)) if expires <= now_ms => "expired".to_string(),
+                    (None, Some(expires)) => format!("active until {}", medvault_base::time::format_instant(expires)),
+                    (None, None) => "active".to_string(),
+                };
+                println!(
+                    "{:<24} {:<14} {:<26} {state}",
+                    row.client,
+                    row.role,
+                    medvault_base::time::format_instant(row.created_ms)
+                );
+            }
+            store.close();
+        }
+        TokenCommand::Revoke { store, client } => {
+            let store = store.open()?;
+            let revoked = store.revoke_tokens(&client)?;
+            println!("revoked {revoked} token(s) of '{client}'");
+            store.close();
+            if revoked == 0 {
+                return Ok(ExitCode::from(exit::FAILURE));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let status = store.status()?;
+    store.close();
+    let resources: u64 = status.by_type.iter().map(|(_, current, _)| current).sum();
+    let versions: u64 = status.by_type.iter().map(|(_, _, versions)| versions).sum();
+    if args.json {
+        let by_type: serde_json::Map<String, serde_json::Value> = status
+            .by_type
+            .iter()
+            .map(|(name, current, versions)| {
+                (name.clone(), serde_json::json!({"resources": current, "versions": versions}))
+            })
+            .collect();
+        let report = serde_json::json!({
+            "data_dir": status.data_dir,
+            "store_id": status.store_id,
+            "format_version": status.format_version,
+            "master_key_source": status.master_key_source,
+            "resources": resources,
+            "versions": versions,
+            "by_type": by_type,
+            "data_keys": status.data_keys,
+            "tokens_active": status.tokens_active,
+            "database_bytes": status.database_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "store        {} (id {}, format {})",
+            status.data_dir.display(),
+            status.store_id,
+            status.format_version
+        );
+        println!("master key   {}", status.master_key_source);
+        println!("resources    {resources} current, {versions} versions, sealed under {} data keys", status.data_keys);
+        println!("tokens       {} active", status.tokens_active);
+        println!("database     {} bytes", status.database_bytes);
+        for (name, current, versions) in &status.by_type {
+            println!("  {name:<28} {current:>8} {versions:>8}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

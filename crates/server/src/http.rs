@@ -1,0 +1,589 @@
+//! The HTTP face of the FHIR interactions: routing, content negotiation, authentication,
+//! base URLs and paging links. Each request makes one hop to a blocking thread, where it
+//! is authenticated, authorized and served against the store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use medvault_base::limits::{
+    PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, REQUEST_BODY_BYTES_MAX, REQUEST_URL_BYTES_MAX, RESOURCE_BYTES_MAX,
+};
+use medvault_fhir::outcome::operation_outcome;
+use medvault_store::engine::HistoryPage;
+use medvault_store::{History, StoredVersion, Written};
+
+use crate::auth::{authenticate, authorize_clinical, ClinicalAccess};
+use crate::bundle::{
+    etag, parse_etag, raw_resource, BundleLink, EntryRequest, EntryResponse, ResponseBundle, ResponseEntry,
+    ReturnPreference,
+};
+use crate::error::ApiError;
+use crate::service::Service;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// How the server is reached, for absolute URLs in responses.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `https` when serving TLS.
+    pub scheme: &'static str,
+    /// Used when a request has no usable `Host` header, e.g. `127.0.0.1:8080`.
+    pub fallback_authority: String,
+    /// A fixed public base URL (behind a proxy), overriding `Host`.
+    pub public_base: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub service: Service,
+    pub config: HttpConfig,
+    request_counter: AtomicU64,
+    request_prefix: String,
+}
+
+impl AppState {
+    pub fn new(service: Service, config: HttpConfig) -> Arc<Self> {
+        let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
+        Arc::new(Self { service, config, request_counter: AtomicU64::new(0), request_prefix: prefix })
+    }
+
+    fn next_request_id(&self) -> String {
+        format!("{}-{}", self.request_prefix, self.request_counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/fhir/metadata", get(metadata))
+        .route("/fhir", axum::routing::post(bundle))
+        .route("/fhir/", axum::routing::post(bundle))
+        .route("/fhir/_history", get(history_system))
+        .route("/fhir/{resource_type}", axum::routing::post(create).get(search_type))
+        .route("/fhir/{resource_type}/_history", get(history_type))
+        .route("/fhir/{resource_type}/{id}", get(read).put(update).delete(delete))
+        .route("/fhir/{resource_type}/{id}/_history", get(history_instance))
+        .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// What every handler knows about its request.
+struct Context {
+    request_id: String,
+    base: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+}
+
+async fn health() -> Response {
+    let mut response = Response::new(Body::from(r#"{"status":"pass"}"#));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/health+json"));
+    response
+}
+
+async fn metadata(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let context = match context(&state, &headers, query.as_deref()) {
+        Ok(context) => context,
+        Err((id, error)) => return error_response(&id, error),
+    };
+    let now_ms = state.service.store().clock().now_ms();
+    let statement = crate::capability::capability_statement(&context.base, now_ms);
+    match serde_json::to_vec(&statement) {
+        Ok(bytes) => fhir_response(StatusCode::OK, bytes, &context.request_id),
+        Err(e) => error_response(&context.request_id, ApiError::internal(e.to_string())),
+    }
+}
+
+async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = state.next_request_id();
+    error_response(&id, ApiError::not_found(format!("no such endpoint: {}", request.uri().path())))
+}
+
+async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = state.next_request_id();
+    error_response(
+        &id,
+        ApiError::new(
+            405,
+            "not-supported",
+            format!("{} is not supported on {}", request.method(), request.uri().path()),
+        ),
+    )
+}
+
+async fn search_type(
+    State(state): State<Arc<AppState>>,
+    Path(resource_type): Path<String>,
+    request: Request,
+) -> Response {
+    run(state, request, None, move |_service, _context, _access, _body| {
+        crate::service::check_type(&resource_type)?;
+        Err(ApiError::new(
+            501,
+            "not-supported",
+            format!("search on {resource_type} is not supported yet; the CapabilityStatement lists what is"),
+        ))
+    })
+    .await
+}
+
+async fn read(
+    State(state): State<Arc<AppState>>,
+    Path((resource_type, id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    run(state, request, None, move |service, context, access, _| {
+        let stored = service.read(access, &resource_type, &id)?;
+        Ok(resource_response(
+            StatusCode::OK,
+            &stored.json,
+            stored.version,
+            stored.recorded_ms,
+            None,
+            &context.request_id,
+        ))
+    })
+    .await
+}
+
+async fn vread(
+    State(state): State<Arc<AppState>>,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    run(state, request, None, move |service, context, access, _| {
+        let stored = service.vread(access, &resource_type, &id, &version)?;
+        Ok(resource_response(
+            StatusCode::OK,
+            &stored.json,
+            stored.version,
+            stored.recorded_ms,
+            None,
+            &context.request_id,
+        ))
+    })
+    .await
+}
+
+async fn create(State(state): State<Arc<AppState>>, Path(resource_type): Path<String>, request: Request) -> Response {
+    run(state, request, Some(RESOURCE_BYTES_MAX), move |service, context, access, body| {
+        let resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
+        let written = service.create(access, &resource_type, resource)?;
+        Ok(written_response(StatusCode::CREATED, &written, context))
+    })
+    .await
+}
+
+async fn update(
+    State(state): State<Arc<AppState>>,
+    Path((resource_type, id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    run(state, request, Some(RESOURCE_BYTES_MAX), move |service, context, access, body| {
+        let if_match = if_match(&context.headers)?;
+        let resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
+        let written = service.update(access, &resource_type, &id, resource, if_match)?;
+        let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok(written_response(status, &written, context))
+    })
+    .await
+}
+
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((resource_type, id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    run(state, request, None, move |service, context, access, _| {
+        let if_match = if_match(&context.headers)?;
+        let written = service.delete(access, &resource_type, &id, if_match)?;
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        if !written.noop {
+            insert_header(&mut response, header::ETAG, &etag(written.version));
+        }
+        insert_header(&mut response, "x-request-id", &context.request_id);
+        Ok(response)
+    })
+    .await
+}
+
+async fn bundle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    run(state, request, Some(REQUEST_BODY_BYTES_MAX), move |service, context, access, body| {
+        let bundle = crate::json::parse_body(&body, REQUEST_BODY_BYTES_MAX)?;
+        let json = service.process_bundle(access, bundle, &context.base, return_preference(&context.headers))?;
+        Ok(fhir_response(StatusCode::OK, json, &context.request_id))
+    })
+    .await
+}
+
+async fn history_system(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    history(state, request, History::System, "_history".into()).await
+}
+
+async fn history_type(
+    State(state): State<Arc<AppState>>,
+    Path(resource_type): Path<String>,
+    request: Request,
+) -> Response {
+    let path = format!("{resource_type}/_history");
+    history(state, request, History::Type(resource_type), path).await
+}
+
+async fn history_instance(
+    State(state): State<Arc<AppState>>,
+    Path((resource_type, id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let path = format!("{resource_type}/{id}/_history");
+    history(state, request, History::Instance { resource_type, id }, path).await
+}
+
+async fn history(state: Arc<AppState>, request: Request, scope: History, path: String) -> Response {
+    run(state, request, None, move |service, context, access, _| {
+        let page = history_page(context)?;
+        let versions = service.history(access, &scope, page)?;
+        let json = history_bundle(service, context, &path, page, &versions)?;
+        Ok(fhir_response(StatusCode::OK, json, &context.request_id))
+    })
+    .await
+}
+
+fn history_page(context: &Context) -> Result<HistoryPage, ApiError> {
+    let lenient = prefer_lenient(&context.headers);
+    let mut page = HistoryPage { count: PAGE_SIZE_DEFAULT, before_seq: None, since_ms: None };
+    for (name, value) in &context.query {
+        match name.as_str() {
+            "_count" => {
+                let count: u32 =
+                    value.parse().map_err(|_| ApiError::bad_request(format!("_count '{value}' is not a number")))?;
+                if count == 0 || count > PAGE_SIZE_MAX {
+                    return Err(ApiError::bad_request(format!("_count must be between 1 and {PAGE_SIZE_MAX}")));
+                }
+                page.count = count;
+            }
+            "_since" => {
+                page.since_ms = Some(medvault_base::time::parse_instant(value).ok_or_else(|| {
+                    ApiError::bad_request(format!("_since '{value}' is not an instant such as 2026-01-31T12:00:00Z"))
+                })?)
+            }
+            "_cursor" => {
+                page.before_seq =
+                    Some(value.parse().map_err(|_| ApiError::bad_request("_cursor is not one this server issued"))?)
+            }
+            "_format" => {}
+            _ if lenient => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "history does not support the parameter '{other}' (supported: _count, _since)"
+                )))
+            }
+        }
+    }
+    Ok(page)
+}
+
+fn history_bundle(
+    service: &Service,
+    context: &Context,
+    path: &str,
+    page: HistoryPage,
+    versions: &[StoredVersion],
+) -> Result<Vec<u8>, ApiError> {
+    let mut bundle = ResponseBundle::new("history", service.store().clock().now_ms())?;
+    let since =
+        page.since_ms.map(|ms| format!("&_since={}", medvault_base::time::format_instant(ms))).unwrap_or_default();
+    let first = format!("{}/{path}?_count={}{since}", context.base, page.count);
+    let this = match page.before_seq {
+        Some(seq) => format!("{first}&_cursor={seq}"),
+        None => first.clone(),
+    };
+    bundle.link.push(BundleLink { relation: "self", url: this });
+    bundle.link.push(BundleLink { relation: "first", url: first.clone() });
+    if versions.len() == usize::try_from(page.count).unwrap_or(usize::MAX) {
+        if let Some(last) = versions.last() {
+            bundle.link.push(BundleLink { relation: "next", url: format!("{first}&_cursor={}", last.seq) });
+        }
+    }
+    for stored in versions {
+        let url = format!("{}/{}", stored.resource_type, stored.id);
+        let (method, status) = match (stored.deleted, stored.version) {
+            (true, _) => ("DELETE", "204 No Content"),
+            (false, 1) => ("POST", "201 Created"),
+            (false, _) => ("PUT", "200 OK"),
+        };
+        bundle.entry.push(ResponseEntry {
+            full_url: Some(format!("{}/{url}", context.base)),
+            resource: if stored.deleted { None } else { Some(raw_resource(&stored.json)?) },
+            request: Some(EntryRequest {
+                method,
+                url: if method == "POST" { stored.resource_type.clone() } else { url },
+            }),
+            response: Some(EntryResponse {
+                status: status.into(),
+                etag: Some(etag(stored.version)),
+                last_modified: Some(medvault_base::time::format_instant(stored.recorded_ms)),
+                ..Default::default()
+            }),
+        });
+    }
+    bundle.to_json()
+}
+
+/// Runs an authenticated clinical interaction on a blocking thread.
+async fn run<F>(state: Arc<AppState>, request: Request, body_bytes_max: Option<usize>, operation: F) -> Response
+where
+    F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
+{
+    let (parts, body) = request.into_parts();
+    let context = match context(&state, &parts.headers, parts.uri.query()) {
+        Ok(context) => context,
+        Err((id, error)) => return error_response(&id, error),
+    };
+    let body = match body_bytes_max {
+        None => Vec::new(),
+        Some(limit) => {
+            if let Err(error) = check_content_type(&parts.headers) {
+                return error_response(&context.request_id, error);
+            }
+            match to_bytes(body, limit).await {
+                Ok(bytes) => bytes.to_vec(),
+                Err(_) => {
+                    return error_response(
+                        &context.request_id,
+                        ApiError::new(413, "too-long", format!("the request body exceeds the limit of {limit} bytes")),
+                    )
+                }
+            }
+        }
+    };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let task_state = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let result = authenticate(task_state.service.store(), authorization)
+            .and_then(|principal| {
+                tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, %path, "request");
+                authorize_clinical(&principal)
+            })
+            .and_then(|access| operation(&task_state.service, &context, &access, body));
+        (context.request_id, result)
+    })
+    .await;
+    match outcome {
+        Ok((_, Ok(response))) => response,
+        Ok((request_id, Err(error))) => error_response(&request_id, error),
+        Err(join_error) => {
+            error_response(&state.next_request_id(), ApiError::internal(format!("request task failed: {join_error}")))
+        }
+    }
+}
+
+fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Context, (String, ApiError)> {
+    let request_id = state.next_request_id();
+    let fail = |error| Err((request_id.clone(), error));
+    let query_text = query.unwrap_or("");
+    if query_text.len() > REQUEST_URL_BYTES_MAX {
+        return fail(ApiError::new(414, "too-long", format!("the query exceeds {REQUEST_URL_BYTES_MAX} bytes")));
+    }
+    let query: Vec<(String, String)> = form_urlencoded::parse(query_text.as_bytes()).into_owned().collect();
+    if let Some((_, format)) = query.iter().find(|(name, _)| name == "_format") {
+        if !matches!(format.as_str(), "json" | "application/json" | "application/fhir+json" | "application/fhir json") {
+            return fail(ApiError::new(
+                406,
+                "not-supported",
+                format!("_format '{format}' is not supported; this server speaks JSON"),
+            ));
+        }
+    } else if let Err(error) = check_accept(headers) {
+        return fail(error);
+    }
+    let base = base_url(state, headers);
+    Ok(Context { request_id, base, query, headers: headers.clone() })
+}
+
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT) else { return Ok(()) };
+    let accept = accept.to_str().unwrap_or("");
+    let acceptable = accept.split(',').any(|item| {
+        let media = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(
+            media.as_str(),
+            "" | "*/*" | "application/*" | "application/json" | "application/fhir+json" | "application/json+fhir"
+        )
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            406,
+            "not-supported",
+            format!("cannot answer in '{accept}'; this server speaks application/fhir+json"),
+        ))
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if matches!(media.as_str(), "application/fhir+json" | "application/json" | "application/json+fhir") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            415,
+            "not-supported",
+            format!("Content-Type '{content_type}' is not supported; send application/fhir+json"),
+        ))
+    }
+}
+
+/// The base URL the client used, so that paging links work for it.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(base) = &state.config.public_base {
+        return base.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host.len() <= 255
+                && host.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
+        })
+        .unwrap_or(&state.config.fallback_authority);
+    format!("{}://{host}/fhir", state.config.scheme)
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(value) => parse_etag(value.to_str().unwrap_or("")).map(Some),
+    }
+}
+
+fn prefer_values(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()))
+}
+
+fn return_preference(headers: &HeaderMap) -> ReturnPreference {
+    for value in prefer_values(headers) {
+        match value.as_str() {
+            "return=minimal" => return ReturnPreference::Minimal,
+            "return=operationoutcome" => return ReturnPreference::OperationOutcome,
+            "return=representation" => return ReturnPreference::Representation,
+            _ => {}
+        }
+    }
+    ReturnPreference::Representation
+}
+
+fn prefer_lenient(headers: &HeaderMap) -> bool {
+    prefer_values(headers).any(|value| value == "handling=lenient")
+}
+
+fn written_response(status: StatusCode, written: &Written, context: &Context) -> Response {
+    let location = format!("{}/{}/{}/_history/{}", context.base, written.resource_type, written.id, written.version);
+    let mut response = match return_preference(&context.headers) {
+        ReturnPreference::Representation => resource_response(
+            status,
+            &written.json,
+            written.version,
+            written.recorded_ms,
+            Some(&location),
+            &context.request_id,
+        ),
+        preference => {
+            let mut response = if preference == ReturnPreference::OperationOutcome {
+                let outcome = operation_outcome(&[medvault_fhir::outcome::Issue::information(
+                    "informational",
+                    format!("{}/{} version {} stored", written.resource_type, written.id, written.version),
+                )]);
+                fhir_response(status, serde_json::to_vec(&outcome).unwrap_or_default(), &context.request_id)
+            } else {
+                let mut response = Response::new(Body::empty());
+                *response.status_mut() = status;
+                insert_header(&mut response, "x-request-id", &context.request_id);
+                response
+            };
+            insert_header(&mut response, header::ETAG, &etag(written.version));
+            insert_header(
+                &mut response,
+                header::LAST_MODIFIED,
+                &medvault_base::time::format_http_date(written.recorded_ms),
+            );
+            insert_header(&mut response, header::LOCATION, &location);
+            response
+        }
+    };
+    if status == StatusCode::CREATED || status == StatusCode::OK {
+        insert_header(&mut response, header::CONTENT_LOCATION, &location);
+    }
+    response
+}
+
+fn resource_response(
+    status: StatusCode,
+    json: &[u8],
+    version: u64,
+    recorded_ms: i64,
+    location: Option<&str>,
+    request_id: &str,
+) -> Response {
+    let mut response = fhir_response(status, json.to_vec(), request_id);
+    insert_header(&mut response, header::ETAG, &etag(version));
+    insert_header(&mut response, header::LAST_MODIFIED, &medvault_base::time::format_http_date(recorded_ms));
+    if let Some(location) = location {
+        insert_header(&mut response, header::LOCATION, location);
+    }
+    response
+}
+
+fn fhir_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    insert_header(&mut response, "x-request-id", request_id);
+    response
+}
+
+fn insert_header<K: header::IntoHeaderName>(response: &mut Response, name: K, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// The one place an error becomes a response; detail goes to the log, not the client.
+pub fn error_response(request_id: &str, error: ApiError) -> Response {
+    if error.security_event {
+        tracing::warn!(target: "medvault::security", request_id, status = error.status, internal = error.internal.as_deref().unwrap_or(""), diagnostics = %error.issues.first().map(|i| i.diagnostics.as_str()).unwrap_or(""), "security event");
+    } else if error.status >= 500 {
+        tracing::error!(
+            request_id,
+            status = error.status,
+            internal = error.internal.as_deref().unwrap_or(""),
+            "request failed"
+        );
+    } else {
+        tracing::debug!(request_id, status = error.status, "request refused");
+    }
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&operation_outcome(&error.issues)).unwrap_or_default();
+    let mut response = fhir_response(status, body, request_id);
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"medvault\""));
+    }
+    response
+}

@@ -1,0 +1,168 @@
+//! The storage engine trait: rows in, rows out, one transaction per job, nothing sealed or
+//! opened here. SQLite implements it ([`crate::sqlite`]); PostgreSQL can implement it later
+//! without changing the server.
+//!
+//! API boundary: engines never see plaintext, keys or resource ids — only keyed resource
+//! keys, sealed bytes and wrapped keys.
+
+use crate::StoreError;
+
+/// A keyed resource key (see `docs/format/key-hierarchy.md`).
+pub type ResourceKey = [u8; 16];
+
+/// One stored version, as an engine returns it.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    /// Position in the store's global order of versions (the system history order).
+    pub seq: i64,
+    pub resource_key: ResourceKey,
+    pub resource_type: String,
+    pub version: u64,
+    pub key_id: u64,
+    pub recorded_ms: i64,
+    pub deleted: bool,
+    pub sealed: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrentState {
+    pub version: u64,
+    pub deleted: bool,
+    pub key_id: u64,
+}
+
+/// A wrapped key row.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: u64,
+    pub purpose: u8,
+    pub compartment: Option<[u8; 32]>,
+    pub wrapped: Option<Vec<u8>>,
+}
+
+/// An access-token row; the token itself is never stored.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub digest: [u8; 32],
+    pub client: String,
+    pub role: String,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+/// The state a write expects to find, checked inside the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No row for this resource key.
+    Absent,
+    /// The current version is this one (deleted or not).
+    Current(u64),
+}
+
+/// Which data key seals a new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef {
+    Existing(u64),
+    /// Index into [`VersionJob::new_keys`].
+    New(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub purpose: u8,
+    /// The compartment token of a patient data key; `None` for store-wide keys.
+    pub compartment: Option<[u8; 32]>,
+    pub wrapped: Vec<u8>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub resource_key: ResourceKey,
+    pub resource_type: String,
+    pub expected: Expected,
+    pub version: u64,
+    pub key: KeyRef,
+    pub recorded_ms: i64,
+    pub deleted: bool,
+    pub sealed: Vec<u8>,
+}
+
+/// Versions that commit together or not at all (one resource write, or one transaction).
+#[derive(Debug, Clone, Default)]
+pub struct VersionJob {
+    pub new_keys: Vec<NewKey>,
+    pub versions: Vec<NewVersion>,
+}
+
+/// What a committed version job produced.
+#[derive(Debug, Clone)]
+pub struct VersionReceipt {
+    /// `seq` of each version, in job order.
+    pub seqs: Vec<i64>,
+    /// Key id assigned to each new key, in job order.
+    pub new_key_ids: Vec<u64>,
+}
+
+/// Why a version job did not commit; nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobConflict {
+    /// The version at `index` found another state than it expected (a concurrent write).
+    Stale { index: usize, found: Option<u64> },
+    /// A new key's compartment already has a key (a concurrent first write for that patient).
+    KeyExists { index: usize },
+}
+
+/// Which versions a history page covers.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(ResourceKey),
+}
+
+/// A page of history: newest first, strictly before `before_seq`, at or after `since_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPage {
+    pub count: u32,
+    pub before_seq: Option<i64>,
+    pub since_ms: Option<i64>,
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct EngineCounts {
+    /// (resource type, current resources not deleted, versions).
+    pub by_type: Vec<(String, u64, u64)>,
+    pub data_keys: u64,
+    pub tokens_active: u64,
+}
+
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn current(&self, resource_key: &ResourceKey) -> Result<Option<VersionRow>, StoreError>;
+    /// The current version number, deleted flag and data key of a resource, without its bytes.
+    fn current_state(&self, resource_key: &ResourceKey) -> Result<Option<CurrentState>, StoreError>;
+    fn version(&self, resource_key: &ResourceKey, version: u64) -> Result<Option<VersionRow>, StoreError>;
+    fn history(&self, scope: &HistoryScope, page: HistoryPage) -> Result<Vec<VersionRow>, StoreError>;
+    fn key_by_id(&self, key_id: u64) -> Result<Option<KeyRow>, StoreError>;
+    fn key_by_compartment(&self, compartment: &[u8; 32]) -> Result<Option<KeyRow>, StoreError>;
+    fn keys_by_purpose(&self, purpose: u8) -> Result<Vec<KeyRow>, StoreError>;
+
+    /// Commits a version job, group-committed with others; returns after it is durable.
+    fn commit_versions(&self, job: VersionJob) -> Result<Result<VersionReceipt, JobConflict>, StoreError>;
+    /// Commits independent jobs (each all-or-nothing on its own), sharing group commits.
+    fn commit_versions_each(
+        &self,
+        jobs: Vec<VersionJob>,
+    ) -> Vec<Result<Result<VersionReceipt, JobConflict>, StoreError>>;
+
+    fn insert_token(&self, token: TokenRow) -> Result<(), StoreError>;
+    fn token(&self, digest: &[u8; 32]) -> Result<Option<TokenRow>, StoreError>;
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    /// Revokes every live token of `client`; returns how many.
+    fn revoke_tokens(&self, client: &str, at_ms: i64) -> Result<u64, StoreError>;
+
+    fn counts(&self) -> Result<EngineCounts, StoreError>;
+}

@@ -1,0 +1,213 @@
+//! The store's keys in memory: the KEK, the index key, and a bounded cache of unwrapped
+//! data keys, looked up by key id (reads) and by compartment token (writes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use medvault_base::limits::DATA_KEY_CACHE_ENTRIES_MAX;
+use medvault_crypto::{IndexKey, KeyEncryptionKey, KeyPurpose, Sealer, WrapContext};
+
+use crate::engine::{Engine, KeyRow, ResourceKey};
+use crate::StoreError;
+
+/// The compartment a version is sealed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Compartment {
+    /// Resources outside any patient compartment.
+    Shared,
+    Patient(String),
+}
+
+#[derive(Debug)]
+pub struct Keyring {
+    store_id: [u8; 16],
+    kek: KeyEncryptionKey,
+    index: IndexKey,
+    shared_key_id: u64,
+    shared: Arc<Sealer>,
+    cache: RwLock<Cache>,
+    /// Only ever true in a benchmark build (`danger-benchmark-unsealed`).
+    danger_unsealed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    by_id: HashMap<u64, Arc<Sealer>>,
+    by_compartment: HashMap<[u8; 32], u64>,
+}
+
+/// The key that seals a write: an existing one, or a new one the write must insert.
+#[derive(Debug, Clone)]
+pub struct KeyChoice {
+    pub key_id: Option<u64>,
+    pub compartment_token: [u8; 32],
+    pub sealer: Arc<Sealer>,
+    /// Wrapped bytes of a new key (when `key_id` is `None`).
+    pub new_wrapped: Option<Vec<u8>>,
+}
+
+impl Keyring {
+    /// Unwraps the index and shared data keys; a wrong master key fails here.
+    pub fn load(engine: &dyn Engine, store_id: [u8; 16], kek: KeyEncryptionKey) -> Result<Self, StoreError> {
+        Self::load_with(engine, store_id, kek, false)
+    }
+
+    /// A keyring whose new versions are written unsealed, so a benchmark can measure sealing.
+    #[cfg(feature = "danger-benchmark-unsealed")]
+    pub fn danger_load_unsealed_for_benchmark(
+        engine: &dyn Engine,
+        store_id: [u8; 16],
+        kek: KeyEncryptionKey,
+    ) -> Result<Self, StoreError> {
+        Self::load_with(engine, store_id, kek, true)
+    }
+
+    fn load_with(
+        engine: &dyn Engine,
+        store_id: [u8; 16],
+        kek: KeyEncryptionKey,
+        danger_unsealed: bool,
+    ) -> Result<Self, StoreError> {
+        let index_row = single_key(engine, KeyPurpose::Index)?;
+        let shared_row = single_key(engine, KeyPurpose::SharedData)?;
+        let unwrap = |row: &KeyRow, purpose| {
+            let wrapped = row.wrapped.as_deref().ok_or(StoreError::Corrupt("a store key was destroyed".into()))?;
+            kek.unwrap(wrapped, &WrapContext { store_id: &store_id, purpose, compartment: &[] })
+                .map_err(|_| StoreError::WrongMasterKey)
+        };
+        let index = IndexKey::new(&unwrap(&index_row, KeyPurpose::Index)?);
+        let shared_key = unwrap(&shared_row, KeyPurpose::SharedData)?;
+        Ok(Self {
+            store_id,
+            index,
+            shared_key_id: shared_row.key_id,
+            shared: Arc::new(make_sealer(&shared_key, danger_unsealed)),
+            kek,
+            cache: RwLock::new(Cache::default()),
+            danger_unsealed,
+        })
+    }
+
+    pub fn store_id(&self) -> &[u8; 16] {
+        &self.store_id
+    }
+
+    pub fn resource_key(&self, resource_type: &str, id: &str) -> ResourceKey {
+        let mac = self.index.mac(&[b"resource\0", resource_type.as_bytes(), b"\0", id.as_bytes()]);
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&mac[..16]);
+        key
+    }
+
+    pub fn compartment_token(&self, patient_id: &str) -> [u8; 32] {
+        self.index.mac(&[b"compartment\0Patient\0", patient_id.as_bytes()])
+    }
+
+    /// The sealer for an existing key id (reads).
+    pub fn sealer_by_id(&self, engine: &dyn Engine, key_id: u64) -> Result<Arc<Sealer>, StoreError> {
+        if key_id == self.shared_key_id {
+            return Ok(self.shared.clone());
+        }
+        if let Some(sealer) = self.cache.read().map_err(|_| StoreError::Poisoned)?.by_id.get(&key_id) {
+            return Ok(sealer.clone());
+        }
+        let row = engine.key_by_id(key_id)?.ok_or(StoreError::KeyDestroyed)?;
+        let compartment =
+            row.compartment.ok_or(StoreError::Corrupt(format!("data key {key_id} has no compartment")))?;
+        let sealer = self.unwrap_patient_key(&row, &compartment)?;
+        self.remember(key_id, compartment, sealer.clone())?;
+        Ok(sealer)
+    }
+
+    /// The key that seals a new version in `compartment`, creating one if the patient has none.
+    pub fn key_for_write(&self, engine: &dyn Engine, compartment: &Compartment) -> Result<KeyChoice, StoreError> {
+        let patient_id = match compartment {
+            Compartment::Shared => {
+                return Ok(KeyChoice {
+                    key_id: Some(self.shared_key_id),
+                    compartment_token: [0; 32],
+                    sealer: self.shared.clone(),
+                    new_wrapped: None,
+                })
+            }
+            Compartment::Patient(patient_id) => patient_id,
+        };
+        let token = self.compartment_token(patient_id);
+        {
+            let cache = self.cache.read().map_err(|_| StoreError::Poisoned)?;
+            if let Some(key_id) = cache.by_compartment.get(&token) {
+                if let Some(sealer) = cache.by_id.get(key_id) {
+                    return Ok(KeyChoice {
+                        key_id: Some(*key_id),
+                        compartment_token: token,
+                        sealer: sealer.clone(),
+                        new_wrapped: None,
+                    });
+                }
+            }
+        }
+        if let Some(row) = engine.key_by_compartment(&token)? {
+            let sealer = self.unwrap_patient_key(&row, &token)?;
+            self.remember(row.key_id, token, sealer.clone())?;
+            return Ok(KeyChoice { key_id: Some(row.key_id), compartment_token: token, sealer, new_wrapped: None });
+        }
+        let key = medvault_crypto::Secret32::random()?;
+        let wrapped = self.kek.wrap(
+            &key,
+            &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::PatientData, compartment: &token },
+        )?;
+        Ok(KeyChoice {
+            key_id: None,
+            compartment_token: token,
+            sealer: Arc::new(self.sealer(&key)),
+            new_wrapped: Some(wrapped),
+        })
+    }
+
+    /// Records the id a new key received when its write committed.
+    pub fn remember(&self, key_id: u64, compartment_token: [u8; 32], sealer: Arc<Sealer>) -> Result<(), StoreError> {
+        let mut cache = self.cache.write().map_err(|_| StoreError::Poisoned)?;
+        if cache.by_id.len() >= DATA_KEY_CACHE_ENTRIES_MAX {
+            cache.by_id.clear();
+            cache.by_compartment.clear();
+        }
+        cache.by_id.insert(key_id, sealer);
+        cache.by_compartment.insert(compartment_token, key_id);
+        Ok(())
+    }
+
+    fn unwrap_patient_key(&self, row: &KeyRow, compartment: &[u8; 32]) -> Result<Arc<Sealer>, StoreError> {
+        let wrapped = row.wrapped.as_deref().ok_or(StoreError::KeyDestroyed)?;
+        let key = self
+            .kek
+            .unwrap(wrapped, &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::PatientData, compartment })
+            .map_err(|_| StoreError::Integrity(format!("data key {} does not unwrap", row.key_id)))?;
+        Ok(Arc::new(self.sealer(&key)))
+    }
+
+    fn sealer(&self, key: &medvault_crypto::Secret32) -> Sealer {
+        make_sealer(key, self.danger_unsealed)
+    }
+}
+
+fn make_sealer(key: &medvault_crypto::Secret32, danger_unsealed: bool) -> Sealer {
+    #[cfg(feature = "danger-benchmark-unsealed")]
+    if danger_unsealed {
+        return Sealer::danger_unsealed_for_benchmark(key);
+    }
+    // Without the benchmark feature the flag can only be false.
+    assert!(!danger_unsealed, "unsealed storage needs the danger-benchmark-unsealed feature");
+    Sealer::new(key)
+}
+
+fn single_key(engine: &dyn Engine, purpose: KeyPurpose) -> Result<KeyRow, StoreError> {
+    let mut rows = engine.keys_by_purpose(purpose as u8)?;
+    if rows.len() != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "expected one key of purpose {}, found {}",
+            purpose as u8,
+            rows.len()
+        )));
+    }
+    rows.pop().ok_or(StoreError::Corrupt("missing store key".into()))
+}

@@ -1,0 +1,617 @@
+//! The embedded engine: SQLite in WAL mode with `synchronous=FULL`, one writer thread that
+//! group-commits queued jobs (many writes share one sync), and a pool of readers.
+//!
+//! Architecture invariant: only the writer thread writes. Each job runs inside its own
+//! savepoint of the group's transaction, so a job that conflicts rolls back alone; the
+//! group's `COMMIT` is the durability point and every reply is sent after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Mutex;
+
+use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WRITE_QUEUE_JOBS_MAX};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::engine::*;
+use crate::StoreError;
+
+pub const DATABASE_FILE: &str = "medvault.db";
+/// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
+pub const SCHEMA_VERSION: &str = "1";
+const READERS_MAX: usize = 16;
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE keys (
+    key_id       INTEGER PRIMARY KEY,
+    purpose      INTEGER NOT NULL,
+    compartment  BLOB UNIQUE,
+    wrapped      BLOB,
+    created_ms   INTEGER NOT NULL,
+    destroyed_ms INTEGER
+);
+CREATE TABLE resources (
+    resource_key  BLOB PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    deleted       INTEGER NOT NULL,
+    seq           INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE versions (
+    seq           INTEGER PRIMARY KEY,
+    resource_key  BLOB NOT NULL,
+    resource_type TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    key_id        INTEGER NOT NULL,
+    recorded_ms   INTEGER NOT NULL,
+    deleted       INTEGER NOT NULL,
+    sealed        BLOB NOT NULL,
+    UNIQUE (resource_key, version)
+);
+CREATE INDEX versions_by_type ON versions (resource_type, seq);
+CREATE TABLE tokens (
+    digest     BLOB PRIMARY KEY,
+    client     TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    revoked_ms INTEGER
+) WITHOUT ROWID;
+";
+
+enum WriterJob {
+    Versions(VersionJob, Sender<Result<Result<VersionReceipt, JobConflict>, StoreError>>),
+    InsertToken(TokenRow, Sender<Result<(), StoreError>>),
+    RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
+}
+
+impl WriterJob {
+    fn version_count(&self) -> usize {
+        match self {
+            WriterJob::Versions(job, _) => job.versions.len(),
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SqliteEngine {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<SyncSender<WriterJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SqliteEngine {
+    /// Creates a new database file with the schema, `meta` rows and first keys, atomically.
+    pub fn create(path: &Path, meta: &[(&str, Vec<u8>)], keys: &[NewKey]) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::AlreadyExists(path.display().to_string()));
+        }
+        let mut connection = open_connection(path, true)?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        transaction.execute_batch(SCHEMA)?;
+        transaction
+            .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
+        for (name, value) in meta {
+            transaction.execute("INSERT INTO meta (name, value) VALUES (?1, ?2)", params![name, value])?;
+        }
+        for key in keys {
+            insert_key(&transaction, key)?;
+        }
+        transaction.commit()?;
+        drop(connection);
+        Self::open(path)
+    }
+
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        let reader = open_connection(path, false)?;
+        let version: Option<Vec<u8>> = reader
+            .query_row("SELECT value FROM meta WHERE name = 'format_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(|_| StoreError::NotAStore(path.display().to_string()))?;
+        if version.as_deref() != Some(SCHEMA_VERSION.as_bytes()) {
+            return Err(StoreError::UnsupportedFormat(
+                version.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_else(|| "none".into()),
+            ));
+        }
+        let writer_connection = open_connection(path, false)?;
+        let (sender, receiver) = mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
+        let writer_thread = std::thread::Builder::new()
+            .name("medvault-writer".into())
+            .spawn(move || writer_loop(writer_connection, receiver))
+            .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            readers: Mutex::new(vec![reader]),
+            writer: Mutex::new(Some(sender)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path, false)?,
+        };
+        let result = read(&connection);
+        let mut readers = self.readers.lock().map_err(|_| StoreError::Poisoned)?;
+        if readers.len() < READERS_MAX {
+            readers.push(connection);
+        }
+        result
+    }
+
+    fn submit<T>(&self, make: impl FnOnce(Sender<Result<T, StoreError>>) -> WriterJob) -> Result<T, StoreError> {
+        let (reply, receive) = mpsc::channel();
+        let sender = self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed)?;
+        sender.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        receive.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer after it finishes queued jobs.
+    pub fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        if let Ok(mut thread) = self.writer_thread.lock() {
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for SqliteEngine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // WAL with FULL: every commit syncs the WAL, so an acknowledged write survives power loss.
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Io(format!("SQLite refused WAL mode (got {mode})")));
+    }
+    connection.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -32768;",
+    )?;
+    connection.set_prepared_statement_cache_capacity(32);
+    Ok(connection)
+}
+
+fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>) {
+    while let Ok(first) = receiver.recv() {
+        let mut versions = first.version_count();
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_JOBS_MAX && versions < GROUP_COMMIT_VERSIONS_MAX {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    versions += job.version_count();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut connection, jobs);
+    }
+}
+
+/// Outcome of one job inside the group, held until the group commits.
+enum Applied {
+    Versions(Result<Result<VersionReceipt, JobConflict>, StoreError>),
+    Token(Result<(), StoreError>),
+    Revoked(Result<u64, StoreError>),
+}
+
+fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>) {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let commit = (|| -> Result<(), StoreError> {
+        let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in &jobs {
+            let mut savepoint = transaction.savepoint()?;
+            let applied = match job {
+                WriterJob::Versions(job, _) => Applied::Versions(apply_versions(&savepoint, job)),
+                WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
+                WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
+            };
+            let keep = match &applied {
+                Applied::Versions(result) => matches!(result, Ok(Ok(_))),
+                Applied::Token(result) => result.is_ok(),
+                Applied::Revoked(result) => result.is_ok(),
+            };
+            if keep {
+                savepoint.commit()?;
+            } else {
+                savepoint.rollback()?;
+                savepoint.commit()?;
+            }
+            outcomes.push(applied);
+        }
+        transaction.commit()?;
+        Ok(())
+    })();
+    for (job, applied) in jobs.into_iter().zip(outcomes.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
+        // If the group failed to commit, nothing of it is durable: every job gets the error.
+        let failure = || match &commit {
+            Err(error) => error.clone(),
+            Ok(()) => StoreError::Io("the group commit lost a job".into()),
+        };
+        match (job, applied) {
+            (WriterJob::Versions(_, reply), Some(Applied::Versions(result))) if commit.is_ok() => {
+                let _ = reply.send(result);
+            }
+            (WriterJob::InsertToken(_, reply), Some(Applied::Token(result))) if commit.is_ok() => {
+                let _ = reply.send(result);
+            }
+            (WriterJob::RevokeTokens(_, _, reply), Some(Applied::Revoked(result))) if commit.is_ok() => {
+                let _ = reply.send(result);
+            }
+            (WriterJob::Versions(_, reply), _) => {
+                let _ = reply.send(Err(failure()));
+            }
+            (WriterJob::InsertToken(_, reply), _) => {
+                let _ = reply.send(Err(failure()));
+            }
+            (WriterJob::RevokeTokens(_, _, reply), _) => {
+                let _ = reply.send(Err(failure()));
+            }
+        }
+    }
+}
+
+fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> {
+    connection
+        .prepare_cached("INSERT INTO keys (purpose, compartment, wrapped, created_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![key.purpose, key.compartment.as_ref().map(|c| &c[..]), key.wrapped, key.created_ms])?;
+    u64::try_from(connection.last_insert_rowid()).map_err(|_| StoreError::Corrupt("negative key id".into()))
+}
+
+fn apply_versions(
+    connection: &Connection,
+    job: &VersionJob,
+) -> Result<Result<VersionReceipt, JobConflict>, StoreError> {
+    let mut new_key_ids = Vec::with_capacity(job.new_keys.len());
+    for (index, key) in job.new_keys.iter().enumerate() {
+        let compartment =
+            key.compartment.ok_or_else(|| StoreError::Corrupt("a data key without compartment".into()))?;
+        let exists: Option<i64> = connection
+            .prepare_cached("SELECT key_id FROM keys WHERE compartment = ?1")?
+            .query_row([&compartment[..]], |row| row.get(0))
+            .optional()?;
+        if exists.is_some() {
+            return Ok(Err(JobConflict::KeyExists { index }));
+        }
+        new_key_ids.push(insert_key(connection, key)?);
+    }
+    let mut seqs = Vec::with_capacity(job.versions.len());
+    let mut select_current = connection.prepare_cached("SELECT version FROM resources WHERE resource_key = ?1")?;
+    let mut insert_version = connection.prepare_cached(
+        "INSERT INTO versions (resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut upsert_resource = connection.prepare_cached(
+        "INSERT INTO resources (resource_key, resource_type, version, deleted, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (resource_key) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, seq = excluded.seq",
+    )?;
+    for (index, version) in job.versions.iter().enumerate() {
+        let found: Option<i64> = select_current.query_row([&version.resource_key[..]], |row| row.get(0)).optional()?;
+        let found = found.map(|v| u64::try_from(v).unwrap_or(0));
+        let matches = match version.expected {
+            Expected::Absent => found.is_none(),
+            Expected::Current(current) => found == Some(current),
+        };
+        if !matches {
+            return Ok(Err(JobConflict::Stale { index, found }));
+        }
+        // Programmer errors, kept on in release: a broken invariant stops the write.
+        assert!(version.version == found.map_or(1, |current| current + 1), "version must follow the current one");
+        assert!(!version.sealed.is_empty(), "a version is never stored without its sealed bytes");
+        let key_id = match version.key {
+            KeyRef::Existing(key_id) => key_id,
+            KeyRef::New(index) => {
+                *new_key_ids.get(index).ok_or_else(|| StoreError::Corrupt("bad new-key index".into()))?
+            }
+        };
+        let version_number =
+            i64::try_from(version.version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
+        let key_id = i64::try_from(key_id).map_err(|_| StoreError::Corrupt("key id overflow".into()))?;
+        insert_version.execute(params![
+            &version.resource_key[..],
+            version.resource_type,
+            version_number,
+            key_id,
+            version.recorded_ms,
+            version.deleted,
+            version.sealed
+        ])?;
+        let seq = connection.last_insert_rowid();
+        upsert_resource.execute(params![
+            &version.resource_key[..],
+            version.resource_type,
+            version_number,
+            version.deleted,
+            seq
+        ])?;
+        seqs.push(seq);
+    }
+    Ok(Ok(VersionReceipt { seqs, new_key_ids }))
+}
+
+fn apply_insert_token(connection: &Connection, token: &TokenRow) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO tokens (digest, client, role, created_ms, expires_ms, revoked_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![&token.digest[..], token.client, token.role, token.created_ms, token.expires_ms, token.revoked_ms],
+    )?;
+    Ok(())
+}
+
+fn apply_revoke(connection: &Connection, client: &str, at_ms: i64) -> Result<u64, StoreError> {
+    let changed = connection.execute(
+        "UPDATE tokens SET revoked_ms = ?2 WHERE client = ?1 AND revoked_ms IS NULL",
+        params![client, at_ms],
+    )?;
+    Ok(u64::try_from(changed).unwrap_or(0))
+}
+
+const VERSION_COLUMNS: &str = "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed";
+
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    let resource_key: Vec<u8> = row.get(1)?;
+    let version: i64 = row.get(3)?;
+    let key_id: i64 = row.get(4)?;
+    Ok(VersionRow {
+        seq: row.get(0)?,
+        // A malformed key column becomes all zeros, which no keyed token equals; opening then fails.
+        resource_key: resource_key.try_into().unwrap_or([0; 16]),
+        resource_type: row.get(2)?,
+        version: u64::try_from(version).unwrap_or(0),
+        key_id: u64::try_from(key_id).unwrap_or(0),
+        recorded_ms: row.get(5)?,
+        deleted: row.get(6)?,
+        sealed: row.get(7)?,
+    })
+}
+
+fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    let key_id: i64 = row.get(0)?;
+    let compartment: Option<Vec<u8>> = row.get(2)?;
+    Ok(KeyRow {
+        key_id: u64::try_from(key_id).unwrap_or(0),
+        purpose: row.get(1)?,
+        compartment: compartment.and_then(|c| c.try_into().ok()),
+        wrapped: row.get(3)?,
+    })
+}
+
+fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    let digest: Vec<u8> = row.get(0)?;
+    Ok(TokenRow {
+        digest: digest.try_into().unwrap_or([0; 32]),
+        client: row.get(1)?,
+        role: row.get(2)?,
+        created_ms: row.get(3)?,
+        expires_ms: row.get(4)?,
+        revoked_ms: row.get(5)?,
+    })
+}
+
+impl Engine for SqliteEngine {
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                .query_row([name], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    fn current(&self, resource_key: &ResourceKey) -> Result<Option<VersionRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE seq = (SELECT seq FROM resources WHERE resource_key = ?1)"
+            ))?
+            .query_row([&resource_key[..]], version_row)
+            .optional()?)
+        })
+    }
+
+    fn current_state(&self, resource_key: &ResourceKey) -> Result<Option<CurrentState>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT r.version, r.deleted, v.key_id FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.resource_key = ?1",
+            )?
+            .query_row([&resource_key[..]], |row| {
+                let version: i64 = row.get(0)?;
+                let key_id: i64 = row.get(2)?;
+                Ok(CurrentState {
+                    version: u64::try_from(version).unwrap_or(0),
+                    deleted: row.get(1)?,
+                    key_id: u64::try_from(key_id).unwrap_or(0),
+                })
+            })
+            .optional()?)
+        })
+    }
+
+    fn version(&self, resource_key: &ResourceKey, version: u64) -> Result<Option<VersionRow>, StoreError> {
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_key = ?1 AND version = ?2"
+            ))?
+            .query_row(params![&resource_key[..], version], version_row)
+            .optional()?)
+        })
+    }
+
+    fn history(&self, scope: &HistoryScope, page: HistoryPage) -> Result<Vec<VersionRow>, StoreError> {
+        let before = page.before_seq.unwrap_or(i64::MAX);
+        let since = page.since_ms.unwrap_or(i64::MIN);
+        let count = i64::from(page.count);
+        self.with_reader(|c| {
+            let rows = match scope {
+                HistoryScope::System => c
+                    .prepare_cached(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM versions WHERE seq < ?1 AND recorded_ms >= ?2 ORDER BY seq DESC LIMIT ?3"
+                    ))?
+                    .query_map(params![before, since, count], version_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                HistoryScope::Type(resource_type) => c
+                    .prepare_cached(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_type = ?1 AND seq < ?2 AND recorded_ms >= ?3
+                         ORDER BY seq DESC LIMIT ?4"
+                    ))?
+                    .query_map(params![resource_type, before, since, count], version_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                HistoryScope::Instance(resource_key) => c
+                    .prepare_cached(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_key = ?1 AND seq < ?2 AND recorded_ms >= ?3
+                         ORDER BY seq DESC LIMIT ?4"
+                    ))?
+                    .query_map(params![&resource_key[..], before, since, count], version_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(rows)
+        })
+    }
+
+    fn key_by_id(&self, key_id: u64) -> Result<Option<KeyRow>, StoreError> {
+        let key_id = i64::try_from(key_id).unwrap_or(i64::MAX);
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT key_id, purpose, compartment, wrapped FROM keys WHERE key_id = ?1")?
+                .query_row([key_id], key_row)
+                .optional()?)
+        })
+    }
+
+    fn key_by_compartment(&self, compartment: &[u8; 32]) -> Result<Option<KeyRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT key_id, purpose, compartment, wrapped FROM keys WHERE compartment = ?1")?
+                .query_row([&compartment[..]], key_row)
+                .optional()?)
+        })
+    }
+
+    fn keys_by_purpose(&self, purpose: u8) -> Result<Vec<KeyRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT key_id, purpose, compartment, wrapped FROM keys WHERE purpose = ?1 ORDER BY key_id",
+            )?
+            .query_map([purpose], key_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn commit_versions(&self, job: VersionJob) -> Result<Result<VersionReceipt, JobConflict>, StoreError> {
+        self.submit(|reply| WriterJob::Versions(job, reply))
+    }
+
+    fn commit_versions_each(
+        &self,
+        jobs: Vec<VersionJob>,
+    ) -> Vec<Result<Result<VersionReceipt, JobConflict>, StoreError>> {
+        let sender = match self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Poisoned)
+            .and_then(|w| w.clone().ok_or(StoreError::Closed))
+        {
+            Ok(sender) => sender,
+            Err(error) => return jobs.iter().map(|_| Err(error.clone())).collect(),
+        };
+        // Queue every job before waiting for any, so they share group commits.
+        let receivers: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let (reply, receive) = mpsc::channel();
+                sender.send(WriterJob::Versions(job, reply)).map(|()| receive).map_err(|_| StoreError::Closed)
+            })
+            .collect();
+        receivers
+            .into_iter()
+            .map(|receive| receive.and_then(|receive| receive.recv().map_err(|_| StoreError::Closed)?))
+            .collect()
+    }
+
+    fn insert_token(&self, token: TokenRow) -> Result<(), StoreError> {
+        self.submit(|reply| WriterJob::InsertToken(token, reply))
+    }
+
+    fn token(&self, digest: &[u8; 32]) -> Result<Option<TokenRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms FROM tokens WHERE digest = ?1",
+            )?
+            .query_row([&digest[..]], token_row)
+            .optional()?)
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms FROM tokens ORDER BY created_ms, client",
+            )?
+            .query_map([], token_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn revoke_tokens(&self, client: &str, at_ms: i64) -> Result<u64, StoreError> {
+        let client = client.to_string();
+        self.submit(|reply| WriterJob::RevokeTokens(client, at_ms, reply))
+    }
+
+    fn counts(&self) -> Result<EngineCounts, StoreError> {
+        self.with_reader(|c| {
+            let mut by_type = c
+                .prepare(
+                    "SELECT v.resource_type, COUNT(*),
+                            (SELECT COUNT(*) FROM resources r WHERE r.resource_type = v.resource_type AND r.deleted = 0)
+                     FROM versions v GROUP BY v.resource_type ORDER BY v.resource_type",
+                )?
+                .query_map([], |row| {
+                    let versions: i64 = row.get(1)?;
+                    let current: i64 = row.get(2)?;
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        u64::try_from(current).unwrap_or(0),
+                        u64::try_from(versions).unwrap_or(0),
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            by_type.sort();
+            let data_keys: i64 =
+                c.query_row("SELECT COUNT(*) FROM keys WHERE purpose IN (2, 3)", [], |row| row.get(0))?;
+            let tokens_active: i64 =
+                c.query_row("SELECT COUNT(*) FROM tokens WHERE revoked_ms IS NULL", [], |row| row.get(0))?;
+            Ok(EngineCounts {
+                by_type,
+                data_keys: u64::try_from(data_keys).unwrap_or(0),
+                tokens_active: u64::try_from(tokens_active).unwrap_or(0),
+            })
+        })
+    }
+}
