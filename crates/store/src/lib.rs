@@ -178,7 +178,14 @@ pub struct Store {
     keyring: Keyring,
     clock: Arc<dyn Clock>,
     data_dir: PathBuf,
+    /// Serializes, within this process, writes to the same existing resource, so that
+    /// concurrent updates queue instead of failing their version check over and over.
+    /// Other processes are still caught by the version check inside the transaction.
+    write_stripes: Vec<std::sync::Mutex<()>>,
 }
+
+/// Lock stripes for updates; creates with server-assigned ids cannot conflict and take none.
+const WRITE_STRIPES: usize = 1024;
 
 /// Scope of a history request, by resource type and id rather than keyed tokens.
 #[derive(Debug, Clone)]
@@ -268,7 +275,8 @@ impl Store {
             assert!(!danger_unsealed, "unsealed storage needs the danger-benchmark-unsealed feature");
             Keyring::load(engine.as_ref(), store_id, kek)?
         };
-        Ok(Self { engine, keyring, clock, data_dir: data_dir.to_path_buf() })
+        let write_stripes = (0..WRITE_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
+        Ok(Self { engine, keyring, clock, data_dir: data_dir.to_path_buf(), write_stripes })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -352,6 +360,7 @@ impl Store {
                 return Err(WriteError::Duplicate { index });
             }
         }
+        let _guards = self.lock_stripes(writes)?;
         for _attempt in 0..WRITE_RETRIES_MAX {
             let prepared = self.prepare(writes)?;
             match self.engine.commit_versions(prepared.job.clone())? {
@@ -362,11 +371,31 @@ impl Store {
         Err(WriteError::Contended)
     }
 
+    /// Locks the stripes of every write that may race (sorted, so lockers never deadlock).
+    fn lock_stripes(&self, writes: &[Write]) -> Result<Vec<std::sync::MutexGuard<'_, ()>>, StoreError> {
+        let mut stripes: Vec<usize> = writes
+            .iter()
+            .filter(|write| !write.must_be_new)
+            .map(|write| {
+                let key = self.keyring.resource_key(&write.resource_type, &write.id);
+                usize::from(u16::from_be_bytes([key[0], key[1]])) % WRITE_STRIPES
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.iter().map(|&stripe| self.write_stripes[stripe].lock().map_err(|_| StoreError::Poisoned)).collect()
+    }
+
     /// Writes each of `writes` independently (a batch): one failing leaves the others.
     pub fn write_each(&self, writes: &[Write]) -> Vec<Result<Written, WriteError>> {
+        let guards = match self.lock_stripes(writes) {
+            Ok(guards) => guards,
+            Err(error) => return writes.iter().map(|_| Err(error.clone().into())).collect(),
+        };
         let prepared: Vec<_> = writes.iter().map(|write| self.prepare(std::slice::from_ref(write))).collect();
         let jobs: Vec<VersionJob> = prepared.iter().filter_map(|p| p.as_ref().ok()).map(|p| p.job.clone()).collect();
         let mut committed = self.engine.commit_versions_each(jobs).into_iter();
+        drop(guards);
         prepared
             .into_iter()
             .zip(writes)
