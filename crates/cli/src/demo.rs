@@ -40,16 +40,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let clinician_token = store.create_token("demo-clinician", Role::Clinician.name(), None)?;
     let store = std::sync::Arc::new(store);
     let service = medvault_server::Service::new(store.clone());
-    let staging = tempdir_for_demo()?;
-    let mut paths = Vec::new();
-    for (name, text) in DEMO_FILES {
-        let path = staging.join(name);
-        std::fs::write(&path, text)?;
-        paths.push(path);
-    }
-    let tally = crate::import::import_files(&service, &paths, false);
-    let _ = std::fs::remove_dir_all(&staging);
-    let tally = tally?;
+    let sources: Vec<crate::import::Source<'_>> =
+        DEMO_FILES.iter().map(|(name, text)| crate::import::Source::Memory { name, bytes: text.as_bytes() }).collect();
+    let tally = crate::import::import_sources(&service, &sources, false)?;
     drop(service);
     let store = std::sync::Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the store is still shared"))?;
     let base = format!("http://{}/fhir", args.listen);
@@ -74,18 +67,4 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("  curl -s -H 'Authorization: Bearer {}' '{base}/Patient/_history?_count=5'", clinician_token.as_str());
     println!();
     crate::serve(args, Some(store))
-}
-
-/// A private staging directory for the embedded files (the import reads files).
-fn tempdir_for_demo() -> anyhow::Result<std::path::PathBuf> {
-    let suffix = medvault_base::hex::encode(&medvault_crypto::random::array::<8>()?);
-    let path = std::env::temp_dir().join(format!("medvault-demo-{suffix}"));
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(&path)?;
-    Ok(path)
 }

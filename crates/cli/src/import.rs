@@ -52,7 +52,19 @@ pub fn run(store_args: &StoreArgs, files: &[PathBuf], quiet: bool) -> anyhow::Re
     Ok(if tally.rejected > 0 { ExitCode::from(exit::IMPORT_REJECTED) } else { ExitCode::SUCCESS })
 }
 
+/// Something to import: a file, or bytes already in memory (the demo's embedded dataset,
+/// which is never written to disk in the clear).
+pub enum Source<'a> {
+    File(&'a Path),
+    Memory { name: &'a str, bytes: &'a [u8] },
+}
+
 pub fn import_files(service: &Service, files: &[PathBuf], quiet: bool) -> anyhow::Result<Tally> {
+    let sources: Vec<Source<'_>> = files.iter().map(|file| Source::File(file)).collect();
+    import_sources(service, &sources, quiet)
+}
+
+pub fn import_sources(service: &Service, sources: &[Source<'_>], quiet: bool) -> anyhow::Result<Tally> {
     let access = ClinicalAccess::local_operator("import");
     let progress = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     progress.set_style(
@@ -61,10 +73,18 @@ pub fn import_files(service: &Service, files: &[PathBuf], quiet: bool) -> anyhow
             .progress_chars("=> "),
     );
     let mut tally = Tally::default();
-    for file in files {
-        progress.set_message(file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        import_file(service, &access, file, &progress, &mut tally)
-            .with_context(|| format!("importing {}", file.display()))?;
+    for source in sources {
+        match source {
+            Source::File(file) => {
+                progress.set_message(file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                import_file(service, &access, file, &progress, &mut tally)
+                    .with_context(|| format!("importing {}", file.display()))?;
+            }
+            Source::Memory { name, bytes } => {
+                progress.set_message(name.to_string());
+                import_bundle_bytes(service, &access, name, bytes, &progress, &mut tally);
+            }
+        }
     }
     progress.finish_and_clear();
     Ok(tally)
@@ -85,11 +105,23 @@ fn import_file(
     std::fs::File::open(path)?
         .take(u64::try_from(REQUEST_BODY_BYTES_MAX).unwrap_or(u64::MAX) + 1)
         .read_to_end(&mut bytes)?;
-    let mut bundle = match medvault_server::json::parse_body(&bytes, REQUEST_BODY_BYTES_MAX) {
+    import_bundle_bytes(service, access, &name, &bytes, progress, tally);
+    Ok(())
+}
+
+fn import_bundle_bytes(
+    service: &Service,
+    access: &ClinicalAccess,
+    name: &str,
+    bytes: &[u8],
+    progress: &ProgressBar,
+    tally: &mut Tally,
+) {
+    let mut bundle = match medvault_server::json::parse_body(bytes, REQUEST_BODY_BYTES_MAX) {
         Ok(bundle) => bundle,
         Err(error) => {
             tally.reject(1, format!("{name}: {}", describe(&error)));
-            return Ok(());
+            return;
         }
     };
     let entries = bundle.get("entry").and_then(Value::as_array).map_or(0, Vec::len) as u64;
@@ -97,7 +129,7 @@ fn import_file(
     match bundle.get("type").and_then(Value::as_str) {
         Some("transaction") | Some("batch") => {
             match service.process_bundle(access, bundle, IMPORT_BASE, ReturnPreference::Minimal) {
-                Ok(response) => count_response(&response, &name, tally),
+                Ok(response) => count_response(&response, name, tally),
                 Err(error) => tally.reject(entries, format!("{name}: {}", describe(&error))),
             }
         }
@@ -107,8 +139,10 @@ fn import_file(
                 .and_then(Value::as_array_mut)
                 .map(|entries| entries.iter_mut().filter_map(|e| e.get_mut("resource").map(Value::take)).collect())
                 .unwrap_or_default();
-            for chunk in resources.chunks(IMPORT_CHUNK_RESOURCES_MAX) {
-                import_chunk(service, access, chunk.to_vec(), &name, 0, tally);
+            let mut numbered = resources.into_iter().enumerate().peekable();
+            while numbered.peek().is_some() {
+                let chunk: Vec<(usize, Value)> = numbered.by_ref().take(IMPORT_CHUNK_RESOURCES_MAX).collect();
+                import_chunk(service, access, chunk, name, "entry", tally);
             }
         }
         other => tally.reject(
@@ -120,7 +154,6 @@ fn import_file(
         ),
     }
     progress.inc(entries);
-    Ok(())
 }
 
 fn import_ndjson(
@@ -133,7 +166,6 @@ fn import_ndjson(
     let name = path.display().to_string();
     let mut reader = BufReader::new(std::fs::File::open(path)?);
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK_RESOURCES_MAX);
-    let mut first_line = 1usize;
     let mut line_number = 0usize;
     let mut line = Vec::new();
     loop {
@@ -154,32 +186,33 @@ fn import_ndjson(
         }
         progress.inc_length(1);
         match medvault_server::json::parse_body(&line, NDJSON_LINE_BYTES_MAX) {
-            Ok(resource) => chunk.push(resource),
+            Ok(resource) => chunk.push((line_number, resource)),
             Err(error) => tally.reject(1, format!("{name} line {line_number}: {}", describe(&error))),
         }
         if chunk.len() == IMPORT_CHUNK_RESOURCES_MAX {
             progress.inc(chunk.len() as u64);
-            import_chunk(service, access, std::mem::take(&mut chunk), &name, first_line, tally);
-            first_line = line_number + 1;
+            import_chunk(service, access, std::mem::take(&mut chunk), &name, "line", tally);
         }
     }
     progress.inc(chunk.len() as u64);
-    import_chunk(service, access, chunk, &name, first_line, tally);
+    import_chunk(service, access, chunk, &name, "line", tally);
     Ok(())
 }
 
+/// Imports numbered resources; `unit` names what the numbers count in error messages.
 fn import_chunk(
     service: &Service,
     access: &ClinicalAccess,
-    resources: Vec<Value>,
+    numbered: Vec<(usize, Value)>,
     name: &str,
-    first: usize,
+    unit: &str,
     tally: &mut Tally,
 ) {
-    for (offset, result) in service.import_resources(access, resources).into_iter().enumerate() {
+    let (numbers, resources): (Vec<usize>, Vec<Value>) = numbered.into_iter().unzip();
+    for (number, result) in numbers.into_iter().zip(service.import_resources(access, resources)) {
         match result {
             Ok(_) => tally.stored += 1,
-            Err(error) => tally.reject(1, format!("{name} item {}: {}", first + offset, describe(&error))),
+            Err(error) => tally.reject(1, format!("{name} {unit} {number}: {}", describe(&error))),
         }
     }
 }

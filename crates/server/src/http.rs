@@ -348,6 +348,30 @@ where
         Ok(context) => context,
         Err((id, error)) => return error_response(&id, error),
     };
+    // Requests with a body are authenticated before the body is read, so an anonymous
+    // client cannot make the server buffer it; the others do it all in one blocking hop.
+    let (context, early_access) = match body_bytes_max {
+        None => (context, None),
+        Some(_) => {
+            let task_state = state.clone();
+            let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+            let checked = tokio::task::spawn_blocking(move || {
+                let result = authorize(&task_state, &context, &method, &path);
+                (context, result)
+            })
+            .await;
+            match checked {
+                Ok((context, Ok(access))) => (context, Some(access)),
+                Ok((context, Err(error))) => return error_response(&context.request_id, error),
+                Err(join_error) => {
+                    return error_response(
+                        &state.next_request_id(),
+                        ApiError::internal(format!("request task failed: {join_error}")),
+                    )
+                }
+            }
+        }
+    };
     let body = match body_bytes_max {
         None => Vec::new(),
         Some(limit) => {
@@ -369,13 +393,11 @@ where
     let path = parts.uri.path().to_string();
     let task_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let result = authenticate(task_state.service.store(), authorization)
-            .and_then(|principal| {
-                tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, %path, "request");
-                authorize_clinical(&principal)
-            })
-            .and_then(|access| operation(&task_state.service, &context, &access, body));
+        let result = match early_access {
+            Some(access) => Ok(access),
+            None => authorize(&task_state, &context, &method, &path),
+        }
+        .and_then(|access| operation(&task_state.service, &context, &access, body));
         (context.request_id, result)
     })
     .await;
@@ -386,6 +408,18 @@ where
             error_response(&state.next_request_id(), ApiError::internal(format!("request task failed: {join_error}")))
         }
     }
+}
+
+fn authorize(
+    state: &AppState,
+    context: &Context,
+    method: &axum::http::Method,
+    path: &str,
+) -> Result<ClinicalAccess, ApiError> {
+    let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = authenticate(state.service.store(), authorization)?;
+    tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, path, "request");
+    authorize_clinical(&principal)
 }
 
 fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Context, (String, ApiError)> {

@@ -1,0 +1,199 @@
+//! The `medvault` command as a script would use it: outputs and exit codes.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{init, run, text, token, ServerProcess};
+use medvault_testkit::{HttpClient, TempDir};
+
+#[test]
+fn init_creates_once_and_prints_a_token() {
+    let dir = TempDir::new("cli-init");
+    let admin = init(dir.path());
+    assert!(admin.starts_with("mvt_") && admin.len() > 40, "{admin}");
+    let data = dir.path().join("data");
+    let again = run(&["init", "--data-dir", data.to_str().expect("utf8")]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(text(&again).contains("already exists"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("data.key")).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+        let mode = std::fs::metadata(&data).expect("data dir").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the data directory is private");
+    }
+}
+
+#[test]
+fn key_problems_exit_with_code_4() {
+    let dir = TempDir::new("cli-key");
+    init(dir.path());
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf8");
+    let missing = run(&["status", "--data-dir", data, "--key-file", "/nonexistent/key"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", text(&missing));
+    let other = dir.path().join("other.key");
+    medvault_crypto::MasterKey::generate().expect("random").create_key_file(&other).expect("key");
+    let wrong = run(&["status", "--data-dir", data, "--key-file", other.to_str().expect("utf8")]);
+    assert_eq!(wrong.status.code(), Some(4), "{}", text(&wrong));
+    assert!(text(&wrong).contains("does not open this store"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.path().join("data.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let loose = run(&["status", "--data-dir", data]);
+        assert_eq!(loose.status.code(), Some(4), "{}", text(&loose));
+        assert!(text(&loose).contains("chmod 600"));
+    }
+    let nowhere = run(&["status", "--data-dir", dir.path().join("nothing").to_str().expect("utf8")]);
+    assert_eq!(nowhere.status.code(), Some(3), "{}", text(&nowhere));
+}
+
+#[test]
+fn tokens_are_scriptable() {
+    let dir = TempDir::new("cli-token");
+    init(dir.path());
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf8");
+    let bad_role = run(&["token", "create", "--data-dir", data, "--client", "x", "--role", "superuser"]);
+    assert_eq!(bad_role.status.code(), Some(1));
+    assert!(text(&bad_role).contains("unknown role"));
+    let clinician = token(dir.path(), "ward-3", "clinician");
+    assert!(clinician.starts_with("mvt_"));
+    let list = run(&["token", "list", "--data-dir", data]);
+    let listing = text(&list);
+    assert!(listing.contains("ward-3") && listing.contains("clinician") && listing.contains("admin"));
+    assert!(!listing.contains(&clinician), "tokens are never listed");
+    let revoked = run(&["token", "revoke", "--data-dir", data, "--client", "ward-3"]);
+    assert!(revoked.status.success() && text(&revoked).contains("revoked 1"));
+    let none = run(&["token", "revoke", "--data-dir", data, "--client", "nobody"]);
+    assert_eq!(none.status.code(), Some(1));
+}
+
+#[test]
+fn import_reports_counts_and_status_sees_them() {
+    let dir = TempDir::new("cli-import");
+    init(dir.path());
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf8");
+    // An NDJSON file with two good lines, one malformed, one invalid resource type.
+    let ndjson = dir.path().join("patients.ndjson");
+    std::fs::write(
+        &ndjson,
+        "{\"resourceType\":\"Patient\",\"id\":\"nd-1\"}\n{\"resourceType\":\"Patient\"}\n{not json\n{\"resourceType\":\"Nope\"}\n",
+    )
+    .expect("write");
+    let collection = dir.path().join("collection.json");
+    std::fs::write(
+        &collection,
+        r#"{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Practitioner","id":"dr-1"}}]}"#,
+    )
+    .expect("write");
+    let mut args = vec!["import", "--quiet", "--data-dir", data];
+    let files: Vec<String> = medvault_testkit::demo_bundle_files().iter().map(|p| p.display().to_string()).collect();
+    args.extend(files.iter().map(String::as_str));
+    args.push(ndjson.to_str().expect("utf8"));
+    args.push(collection.to_str().expect("utf8"));
+    let output = run(&args);
+    assert_eq!(output.status.code(), Some(5), "some lines were rejected: {}", text(&output));
+    let report = text(&output);
+    assert!(report.contains("imported 942 resources from 14 file(s); 2 rejected"), "{report}");
+    assert!(report.contains("line 3") && report.contains("line 4"), "{report}");
+
+    let status = run(&["status", "--data-dir", data, "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(status["resources"], 942);
+    assert_eq!(status["by_type"]["Practitioner"]["resources"].as_u64().map(|n| n >= 1), Some(true));
+    assert!(status["data_keys"].as_u64().expect("keys") >= 12, "one data key per patient: {status}");
+
+    let missing = run(&["import", "--data-dir", data, "/nonexistent.json"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn serving_off_loopback_needs_tls() {
+    let dir = TempDir::new("cli-tls-refuse");
+    init(dir.path());
+    let data = dir.path().join("data");
+    let output = run(&["serve", "--data-dir", data.to_str().expect("utf8"), "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("refusing to serve 0.0.0.0:0 without TLS"), "{}", text(&output));
+}
+
+#[test]
+fn a_real_server_over_a_real_socket() {
+    let dir = TempDir::new("cli-serve");
+    init(dir.path());
+    let clinician = token(dir.path(), "e2e", "clinician");
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let mut client = HttpClient::connect(server.address).expect("connect");
+    let auth = format!("Bearer {clinician}");
+    let created = client
+        .request(
+            "POST",
+            "/fhir/Patient",
+            &[("Authorization", &auth), ("Content-Type", "application/fhir+json")],
+            Some(br#"{"resourceType":"Patient","gender":"other"}"#),
+        )
+        .expect("create");
+    assert_eq!(created.status, 201);
+    let location = created.header("location").expect("location").to_string();
+    assert!(location.starts_with(&format!("http://{}/fhir/Patient/", server.address)), "{location}");
+    let path = location.split_once(&server.address.to_string()).map(|(_, p)| p.to_string()).expect("path");
+    let read = client.request("GET", &path, &[("Authorization", &auth)], None).expect("read");
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["gender"], "other");
+    let anonymous = client.request("GET", &path, &[], None).expect("read");
+    assert_eq!(anonymous.status, 401);
+    server.stop();
+}
+
+#[test]
+fn tls_with_a_self_signed_certificate() {
+    let dir = TempDir::new("cli-tls");
+    let data = dir.path().join("data");
+    let output =
+        run(&["init", "--data-dir", data.to_str().expect("utf8"), "--self-signed-cert", "localhost", "127.0.0.1"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let certificate = data.join("tls/cert.pem");
+    let key = data.join("tls/key.pem");
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &["--tls-cert", certificate.to_str().expect("utf8"), "--tls-key", key.to_str().expect("utf8")],
+    );
+
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_file_iter(&certificate).expect("pem") {
+        roots.add(certificate.expect("certificate")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let mut connection = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut socket = std::net::TcpStream::connect(server.address).expect("connect");
+        let mut stream = rustls::Stream::new(&mut connection, &mut socket);
+        use std::io::{Read, Write};
+        stream
+            .write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("request over TLS");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{version:?}: {response}");
+        assert!(response.contains("https://localhost/fhir"), "the base URL says https: {response}");
+    }
+    // Plain HTTP to the TLS port gets no FHIR answer.
+    let mut plain = HttpClient::connect(server.address).expect("connect");
+    assert!(plain.request("GET", "/fhir/metadata", &[], None).map(|r| r.status != 200).unwrap_or(true));
+    server.stop();
+}
