@@ -283,9 +283,9 @@ impl Service {
                 }
             }
         }
-        let only_writes: Vec<Write> = writes.iter().map(|(_, write)| write.clone()).collect();
-        for ((index, _), outcome) in writes.iter().zip(self.store().write_each(&only_writes)) {
-            results[*index] = Some(match outcome {
+        let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each(&only_writes)) {
+            results[index] = Some(match outcome {
                 Ok(written) => written_entry(&written, base, prefer)?,
                 Err(error) => error_entry(&error.into()),
             });
@@ -335,9 +335,9 @@ impl Service {
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
-        let only_writes: Vec<Write> = writes.iter().map(|(_, write)| write.clone()).collect();
-        for ((index, _), outcome) in writes.iter().zip(self.store().write_each(&only_writes)) {
-            results[*index] = Some(outcome.map_err(ApiError::from));
+        let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each(&only_writes)) {
+            results[index] = Some(outcome.map_err(ApiError::from));
         }
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("import lost an entry")))).collect()
     }

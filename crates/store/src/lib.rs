@@ -362,8 +362,8 @@ impl Store {
         }
         let _guards = self.lock_stripes(writes)?;
         for _attempt in 0..WRITE_RETRIES_MAX {
-            let prepared = self.prepare(writes)?;
-            match self.engine.commit_versions(prepared.job.clone())? {
+            let mut prepared = self.prepare(writes)?;
+            match self.engine.commit_versions(std::mem::take(&mut prepared.job))? {
                 Ok(receipt) => return self.finish(prepared, &receipt),
                 Err(conflict) => self.check_conflict(writes, &prepared, &conflict)?,
             }
@@ -392,8 +392,9 @@ impl Store {
             Ok(guards) => guards,
             Err(error) => return writes.iter().map(|_| Err(error.clone().into())).collect(),
         };
-        let prepared: Vec<_> = writes.iter().map(|write| self.prepare(std::slice::from_ref(write))).collect();
-        let jobs: Vec<VersionJob> = prepared.iter().filter_map(|p| p.as_ref().ok()).map(|p| p.job.clone()).collect();
+        let mut prepared: Vec<_> = writes.iter().map(|write| self.prepare(std::slice::from_ref(write))).collect();
+        let jobs: Vec<VersionJob> =
+            prepared.iter_mut().filter_map(|p| p.as_mut().ok()).map(|p| std::mem::take(&mut p.job)).collect();
         let mut committed = self.engine.commit_versions_each(jobs).into_iter();
         drop(guards);
         prepared

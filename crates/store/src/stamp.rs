@@ -2,7 +2,7 @@
 //! back after opening (the "check twice" of the write path).
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The fields that tie a sealed body to its row.
 #[derive(Debug, Deserialize)]
@@ -29,29 +29,42 @@ pub fn parse_head(json: &[u8]) -> Option<Head> {
 
 /// The resource as stored and served: `resourceType`, `id`, `meta` (with `versionId` and
 /// `lastUpdated` set by the server, the client's other meta kept), then the client's fields
-/// in their order. `None` if `resource` is not an object.
+/// in their order. Written straight to bytes, without copying the resource. `None` if
+/// `resource` is not an object with a `resourceType`.
 pub fn stamp(resource: &Value, id: &str, version: u64, recorded_ms: i64) -> Option<Vec<u8>> {
     let object = resource.as_object()?;
-    let mut stamped = Map::with_capacity(object.len() + 2);
-    stamped.insert("resourceType".into(), object.get("resourceType")?.clone());
-    stamped.insert("id".into(), Value::String(id.to_string()));
-    let mut meta = Map::new();
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(medvault_base::time::format_instant(recorded_ms)));
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"resourceType\":");
+    serde_json::to_writer(&mut out, object.get("resourceType")?).ok()?;
+    out.extend_from_slice(b",\"id\":");
+    serde_json::to_writer(&mut out, id).ok()?;
+    out.extend_from_slice(b",\"meta\":{\"versionId\":\"");
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"lastUpdated\":\"");
+    out.extend_from_slice(medvault_base::time::format_instant(recorded_ms).as_bytes());
+    out.push(b'"');
     if let Some(Value::Object(client_meta)) = object.get("meta") {
         for (name, value) in client_meta {
             if name != "versionId" && name != "lastUpdated" {
-                meta.insert(name.clone(), value.clone());
+                write_member(&mut out, name, value)?;
             }
         }
     }
-    stamped.insert("meta".into(), Value::Object(meta));
+    out.push(b'}');
     for (name, value) in object {
         if !matches!(name.as_str(), "resourceType" | "id" | "meta") {
-            stamped.insert(name.clone(), value.clone());
+            write_member(&mut out, name, value)?;
         }
     }
-    serde_json::to_vec(&Value::Object(stamped)).ok()
+    out.push(b'}');
+    Some(out)
+}
+
+fn write_member(out: &mut Vec<u8>, name: &str, value: &Value) -> Option<()> {
+    out.push(b',');
+    serde_json::to_writer(&mut *out, name).ok()?;
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value).ok()
 }
 
 /// The sealed body of a deletion: enough to name what was deleted, nothing more.
