@@ -197,3 +197,35 @@ fn tls_with_a_self_signed_certificate() {
     assert!(plain.request("GET", "/fhir/metadata", &[], None).map(|r| r.status != 200).unwrap_or(true));
     server.stop();
 }
+
+#[test]
+fn a_passphrase_store_opens_only_with_its_passphrase() {
+    let dir = TempDir::new("cli-passphrase");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf8");
+    let with = |passphrase: &str, args: &[&str]| {
+        common::medvault().args(args).env("MV_TEST_PASSPHRASE", passphrase).output().expect("runs")
+    };
+    let short = with("too short", &["init", "--data-dir", data, "--passphrase-env", "MV_TEST_PASSPHRASE"]);
+    assert_eq!(short.status.code(), Some(1), "{}", text(&short));
+    let created =
+        with("correct horse battery staple", &["init", "--data-dir", data, "--passphrase-env", "MV_TEST_PASSPHRASE"]);
+    assert!(created.status.success(), "{}", text(&created));
+    assert!(!dir.path().join("data.key").exists(), "no key file in passphrase mode");
+    let opened =
+        with("correct horse battery staple", &["status", "--data-dir", data, "--passphrase-env", "MV_TEST_PASSPHRASE"]);
+    assert!(opened.status.success(), "{}", text(&opened));
+    assert!(text(&opened).contains("passphrase"));
+    let wrong = with(
+        "correct horse battery stapler",
+        &["status", "--data-dir", data, "--passphrase-env", "MV_TEST_PASSPHRASE"],
+    );
+    assert_eq!(wrong.status.code(), Some(4), "{}", text(&wrong));
+    let key_file = run(&["status", "--data-dir", data]);
+    assert_eq!(
+        key_file.status.code(),
+        Some(4),
+        "a passphrase store does not open with a key file: {}",
+        text(&key_file)
+    );
+}
