@@ -3,7 +3,14 @@
 //!
 //! The rules are generated from the official HL7 definitions (CC0), see `model/README.md`.
 
+pub mod compartment;
 pub mod outcome;
+pub mod validate;
 
-mod interim;
-pub use interim::*;
+mod format;
+mod model;
+
+pub use compartment::{parse_relative_reference, patient_compartment_owner};
+pub use validate::{
+    is_resource_type, is_valid_id, resource_types, validate_resource, IssueKind, ValidationError, ValidationIssue,
+};
