@@ -19,7 +19,8 @@ fn constants(source: &str) -> Vec<String> {
 fn every_limit_is_documented() {
     let limits_doc = std::fs::read_to_string(workspace().join("docs/LIMITS.md")).expect("docs/LIMITS.md");
     let mut names = constants(include_str!("../src/limits.rs"));
-    names.extend(constants(&std::fs::read_to_string(workspace().join("crates/server/src/serve.rs")).expect("serve.rs")));
+    names
+        .extend(constants(&std::fs::read_to_string(workspace().join("crates/server/src/serve.rs")).expect("serve.rs")));
     assert!(names.len() >= 15, "found the constants: {names:?}");
     let missing: Vec<&String> = names.iter().filter(|name| !limits_doc.contains(&format!("`{name}`"))).collect();
     assert!(missing.is_empty(), "limits missing from docs/LIMITS.md: {missing:?}");

@@ -20,6 +20,8 @@ pub enum KeyPurpose {
     Index = 1,
     SharedData = 2,
     PatientData = 3,
+    /// The Ed25519 seed that signs ledger checkpoints.
+    LedgerSigning = 4,
 }
 
 impl KeyPurpose {
@@ -28,6 +30,7 @@ impl KeyPurpose {
             1 => Some(Self::Index),
             2 => Some(Self::SharedData),
             3 => Some(Self::PatientData),
+            4 => Some(Self::LedgerSigning),
             _ => None,
         }
     }

@@ -221,7 +221,7 @@ impl Service {
                 writes.push(write);
             }
         }
-        let written = self.store().write(&writes).map_err(|error| {
+        let written = self.store().write(&writes, &access.principal().client).map_err(|error| {
             let index = match &error {
                 WriteError::PreconditionFailed { index, .. }
                 | WriteError::AlreadyExists { index }
@@ -284,7 +284,9 @@ impl Service {
             }
         }
         let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
-        for (index, outcome) in indices.into_iter().zip(self.store().write_each(&only_writes)) {
+        for (index, outcome) in
+            indices.into_iter().zip(self.store().write_each(&only_writes, &access.principal().client))
+        {
             results[index] = Some(match outcome {
                 Ok(written) => written_entry(&written, base, prefer)?,
                 Err(error) => error_entry(&error.into()),
@@ -309,7 +311,7 @@ impl Service {
 
     /// Imports resources one by one (NDJSON lines, `collection` entries): with an id it is
     /// an update-or-create, without one a create. Each result stands alone.
-    pub fn import_resources(&self, _access: &ClinicalAccess, resources: Vec<Value>) -> Vec<Result<Written, ApiError>> {
+    pub fn import_resources(&self, access: &ClinicalAccess, resources: Vec<Value>) -> Vec<Result<Written, ApiError>> {
         let mut results: Vec<Option<Result<Written, ApiError>>> = (0..resources.len()).map(|_| None).collect();
         let mut writes = Vec::with_capacity(resources.len());
         for (index, resource) in resources.into_iter().enumerate() {
@@ -336,7 +338,9 @@ impl Service {
             }
         }
         let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
-        for (index, outcome) in indices.into_iter().zip(self.store().write_each(&only_writes)) {
+        for (index, outcome) in
+            indices.into_iter().zip(self.store().write_each(&only_writes, &access.principal().client))
+        {
             results[index] = Some(outcome.map_err(ApiError::from));
         }
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("import lost an entry")))).collect()

@@ -61,7 +61,7 @@ impl Service {
     }
 
     /// Create with a server-assigned id.
-    pub fn create(&self, _access: &ClinicalAccess, resource_type: &str, resource: Value) -> Result<Written, ApiError> {
+    pub fn create(&self, access: &ClinicalAccess, resource_type: &str, resource: Value) -> Result<Written, ApiError> {
         check_type(resource_type)?;
         validate(&resource, resource_type)?;
         let id = medvault_crypto::random::uuid_v4().map_err(|e| ApiError::internal(e.to_string()))?;
@@ -72,13 +72,13 @@ impl Service {
             if_match: None,
             must_be_new: true,
         };
-        Ok(self.store.write(std::slice::from_ref(&write))?.remove(0))
+        Ok(self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0))
     }
 
     /// Update, or create with the client's id.
     pub fn update(
         &self,
-        _access: &ClinicalAccess,
+        access: &ClinicalAccess,
         resource_type: &str,
         id: &str,
         resource: Value,
@@ -102,12 +102,12 @@ impl Service {
             if_match,
             must_be_new: false,
         };
-        Ok(self.store.write(std::slice::from_ref(&write))?.remove(0))
+        Ok(self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0))
     }
 
     pub fn delete(
         &self,
-        _access: &ClinicalAccess,
+        access: &ClinicalAccess,
         resource_type: &str,
         id: &str,
         if_match: Option<u64>,
@@ -120,7 +120,7 @@ impl Service {
             if_match,
             must_be_new: false,
         };
-        let written = self.store.write(std::slice::from_ref(&write))?.remove(0);
+        let written = self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0);
         if written.noop && written.version == 0 {
             return Err(ApiError::not_found(format!("{resource_type}/{id} does not exist")));
         }

@@ -22,6 +22,27 @@ pub struct VersionRow {
     pub recorded_ms: i64,
     pub deleted: bool,
     pub sealed: Vec<u8>,
+    /// Position of this version's leaf in the ledger.
+    pub leaf_index: u64,
+    /// The client that wrote it.
+    pub author: String,
+}
+
+/// A signed checkpoint of the ledger.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    /// The C2SP signed note.
+    pub note: String,
+    pub created_ms: i64,
+}
+
+/// Signs a checkpoint for the writer, inside the transaction that grows the ledger, so
+/// that no write is acknowledged before a signed checkpoint covers it. The store supplies
+/// it; the engine never holds the signing key.
+pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
+    fn sign(&self, tree_size: u64, root: &[u8; 32]) -> Result<String, String>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +108,9 @@ pub struct NewVersion {
     pub recorded_ms: i64,
     pub deleted: bool,
     pub sealed: Vec<u8>,
+    /// The ledger leaf hash of this version (`docs/format/ledger.md`).
+    pub leaf_hash: [u8; 32],
+    pub author: String,
 }
 
 /// Versions that commit together or not at all (one resource write, or one transaction).
@@ -103,6 +127,10 @@ pub struct VersionReceipt {
     pub seqs: Vec<i64>,
     /// Key id assigned to each new key, in job order.
     pub new_key_ids: Vec<u64>,
+    /// Ledger leaf index of each version, in job order.
+    pub leaf_indexes: Vec<u64>,
+    /// Size of the signed checkpoint that covers this job.
+    pub checkpoint_size: u64,
 }
 
 /// Why a version job did not commit; nothing of it was written.
@@ -165,4 +193,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn revoke_tokens(&self, client: &str, at_ms: i64) -> Result<u64, StoreError>;
 
     fn counts(&self) -> Result<EngineCounts, StoreError>;
+
+    /// Installs the checkpoint signer; the writer refuses to commit versions without one.
+    fn set_checkpoint_signer(&self, signer: std::sync::Arc<dyn CheckpointSigner>) -> Result<(), StoreError>;
+    /// A complete-subtree hash of the ledger (level 0 = leaf hashes).
+    fn ledger_node(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Leaves in the ledger.
+    fn ledger_size(&self) -> Result<u64, StoreError>;
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError>;
+    fn checkpoint(&self, tree_size: u64) -> Result<Option<CheckpointRow>, StoreError>;
+    /// Every checkpoint, smallest first.
+    fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError>;
+    /// Versions in ledger order, from `first_leaf`, at most `count`.
+    fn versions_by_leaf(&self, first_leaf: u64, count: u32) -> Result<Vec<VersionRow>, StoreError>;
+    /// Number of version rows.
+    fn version_count(&self) -> Result<u64, StoreError>;
+    /// (resource key, current version, deleted) of every resource, for `verify`.
+    fn current_versions(&self) -> Result<Vec<(ResourceKey, u64, bool)>, StoreError>;
 }

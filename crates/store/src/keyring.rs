@@ -26,6 +26,8 @@ pub struct Keyring {
     shared_key_id: u64,
     shared: Arc<Sealer>,
     cache: RwLock<Cache>,
+    /// The Ed25519 seed that signs ledger checkpoints.
+    ledger_seed: medvault_crypto::Secret32,
     /// Only ever true in a benchmark build (`danger-benchmark-unsealed`).
     danger_unsealed: bool,
 }
@@ -70,6 +72,7 @@ impl Keyring {
     ) -> Result<Self, StoreError> {
         let index_row = single_key(engine, KeyPurpose::Index)?;
         let shared_row = single_key(engine, KeyPurpose::SharedData)?;
+        let ledger_row = single_key(engine, KeyPurpose::LedgerSigning)?;
         let unwrap = |row: &KeyRow, purpose| {
             let wrapped = row.wrapped.as_deref().ok_or(StoreError::Corrupt("a store key was destroyed".into()))?;
             kek.unwrap(wrapped, &WrapContext { store_id: &store_id, purpose, compartment: &[] })
@@ -77,7 +80,9 @@ impl Keyring {
         };
         let index = IndexKey::new(&unwrap(&index_row, KeyPurpose::Index)?);
         let shared_key = unwrap(&shared_row, KeyPurpose::SharedData)?;
+        let ledger_seed = unwrap(&ledger_row, KeyPurpose::LedgerSigning)?;
         Ok(Self {
+            ledger_seed,
             store_id,
             index,
             shared_key_id: shared_row.key_id,
@@ -90,6 +95,12 @@ impl Keyring {
 
     pub fn store_id(&self) -> &[u8; 16] {
         &self.store_id
+    }
+
+    /// The checkpoint signing key (expanded from its seed on each use).
+    pub fn ledger_signing_key(&self) -> Result<medvault_ledger::SigningKey, StoreError> {
+        medvault_ledger::SigningKey::from_seed(self.ledger_seed.expose_secret())
+            .map_err(|e| StoreError::Crypto(format!("ledger signing key: {e}")))
     }
 
     pub fn resource_key(&self, resource_type: &str, id: &str) -> ResourceKey {

@@ -11,8 +11,10 @@
 
 pub mod engine;
 pub mod keyring;
+pub mod ledger;
 pub mod sqlite;
 mod stamp;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -157,6 +159,10 @@ pub struct Written {
     pub noop: bool,
     pub seq: i64,
     pub json: Vec<u8>,
+    /// The ledger leaf of this version (a receipt the client can ask a proof for).
+    pub leaf_index: u64,
+    /// The size of the signed checkpoint that covers it.
+    pub checkpoint_size: u64,
 }
 
 /// What `status` reports.
@@ -216,11 +222,12 @@ impl Store {
             let wrapped = kek.wrap(&key, &WrapContext { store_id: &store_id, purpose, compartment: &[] })?;
             Ok(NewKey { purpose: purpose as u8, compartment: None, wrapped, created_ms: now_ms })
         };
-        let keys = [wrap(KeyPurpose::Index)?, wrap(KeyPurpose::SharedData)?];
+        let keys = [wrap(KeyPurpose::Index)?, wrap(KeyPurpose::SharedData)?, wrap(KeyPurpose::LedgerSigning)?];
         let mut meta = vec![
             ("store_id", store_id.to_vec()),
             ("created_ms", now_ms.to_string().into_bytes()),
             ("master_key_source", source.kind().as_bytes().to_vec()),
+            ("ledger_origin", format!("medvault/{}", medvault_base::hex::encode(&store_id)).into_bytes()),
         ];
         if source.kind() == "passphrase" {
             meta.push(("master_key_salt", salt.to_vec()));
@@ -275,6 +282,12 @@ impl Store {
             assert!(!danger_unsealed, "unsealed storage needs the danger-benchmark-unsealed feature");
             Keyring::load(engine.as_ref(), store_id, kek)?
         };
+        let origin = engine
+            .meta("ledger_origin")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .ok_or(StoreError::Corrupt("the store has no ledger origin".into()))?;
+        let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?);
+        engine.set_checkpoint_signer(Arc::new(signer))?;
         let write_stripes = (0..WRITE_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
         Ok(Self { engine, keyring, clock, data_dir: data_dir.to_path_buf(), write_stripes })
     }
@@ -337,13 +350,13 @@ impl Store {
         })?;
         let consistent = head.resource_type == row.resource_type
             && head.version_id == row.version.to_string()
-            && self.keyring.resource_key(&head.resource_type, &head.id) == row.resource_key;
+            && self.keyring.resource_key(head.resource_type, head.id) == row.resource_key;
         if !consistent {
             return Err(StoreError::Integrity(format!("row {} opened to a resource that does not match it", row.seq)));
         }
         Ok(StoredVersion {
-            resource_type: head.resource_type,
-            id: head.id,
+            resource_type: head.resource_type.to_string(),
+            id: head.id.to_string(),
             version: row.version,
             recorded_ms: row.recorded_ms,
             deleted: row.deleted,
@@ -353,7 +366,8 @@ impl Store {
     }
 
     /// Writes all of `writes` in one transaction, or none of them.
-    pub fn write(&self, writes: &[Write]) -> Result<Vec<Written>, WriteError> {
+    /// `author` is the client name that the ledger records for every version.
+    pub fn write(&self, writes: &[Write], author: &str) -> Result<Vec<Written>, WriteError> {
         let mut seen = HashMap::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             if seen.insert((write.resource_type.as_str(), write.id.as_str()), index).is_some() {
@@ -362,7 +376,7 @@ impl Store {
         }
         let _guards = self.lock_stripes(writes)?;
         for _attempt in 0..WRITE_RETRIES_MAX {
-            let mut prepared = self.prepare(writes)?;
+            let mut prepared = self.prepare(writes, author)?;
             match self.engine.commit_versions(std::mem::take(&mut prepared.job))? {
                 Ok(receipt) => return self.finish(prepared, &receipt),
                 Err(conflict) => self.check_conflict(writes, &prepared, &conflict)?,
@@ -387,12 +401,13 @@ impl Store {
     }
 
     /// Writes each of `writes` independently (a batch): one failing leaves the others.
-    pub fn write_each(&self, writes: &[Write]) -> Vec<Result<Written, WriteError>> {
+    pub fn write_each(&self, writes: &[Write], author: &str) -> Vec<Result<Written, WriteError>> {
         let guards = match self.lock_stripes(writes) {
             Ok(guards) => guards,
             Err(error) => return writes.iter().map(|_| Err(error.clone().into())).collect(),
         };
-        let mut prepared: Vec<_> = writes.iter().map(|write| self.prepare(std::slice::from_ref(write))).collect();
+        let mut prepared: Vec<_> =
+            writes.iter().map(|write| self.prepare(std::slice::from_ref(write), author)).collect();
         let jobs: Vec<VersionJob> =
             prepared.iter_mut().filter_map(|p| p.as_mut().ok()).map(|p| std::mem::take(&mut p.job)).collect();
         let mut committed = self.engine.commit_versions_each(jobs).into_iter();
@@ -405,7 +420,7 @@ impl Store {
                 match committed.next().unwrap_or(Err(StoreError::Closed))? {
                     Ok(receipt) => self.finish(prepared, &receipt).map(|mut written| written.remove(0)),
                     // Lost a race: retry this one alone.
-                    Err(_) => self.write(std::slice::from_ref(write)).map(|mut written| written.remove(0)),
+                    Err(_) => self.write(std::slice::from_ref(write), author).map(|mut written| written.remove(0)),
                 }
             })
             .collect()
@@ -424,7 +439,7 @@ impl Store {
         Ok(())
     }
 
-    fn prepare(&self, writes: &[Write]) -> Result<Prepared, WriteError> {
+    fn prepare(&self, writes: &[Write], author: &str) -> Result<Prepared, WriteError> {
         let now_ms = self.clock.now_ms();
         let mut job = VersionJob::default();
         let mut new_keys: HashMap<[u8; 32], (usize, Arc<medvault_crypto::Sealer>)> = HashMap::new();
@@ -432,7 +447,9 @@ impl Store {
         let mut version_to_write = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             let resource_key = self.keyring.resource_key(&write.resource_type, &write.id);
-            let current = self.engine.current_state(&resource_key)?;
+            // A server-assigned id is new by construction; the writer still checks it is
+            // absent inside the transaction, so skipping the look-up here is safe.
+            let current = if write.must_be_new { None } else { self.engine.current_state(&resource_key)? };
             if let Some(expected) = write.if_match {
                 if current.map(|c| c.version) != Some(expected) {
                     return Err(WriteError::PreconditionFailed {
@@ -463,28 +480,36 @@ impl Store {
                 WriteAction::Put(resource) => {
                     let json = stamp::stamp(resource, &write.id, version, now_ms)
                         .ok_or_else(|| StoreError::Corrupt("a resource to store must be a JSON object".into()))?;
-                    let compartment = match medvault_fhir::patient_compartment_owner(resource) {
-                        Some(patient_id) => Compartment::Patient(patient_id),
-                        None if write.resource_type == "Patient" => Compartment::Patient(write.id.clone()),
-                        None => Compartment::Shared,
+                    let patient = match medvault_fhir::patient_compartment_owner(resource) {
+                        Some(patient_id) => Some(patient_id),
+                        None if write.resource_type == "Patient" => Some(write.id.clone()),
+                        None => None,
                     };
-                    let choice = self.keyring.key_for_write(self.engine.as_ref(), &compartment)?;
-                    let key = match (choice.key_id, choice.new_wrapped) {
-                        (Some(key_id), _) => (KeyRef::Existing(key_id), choice.sealer),
-                        (None, Some(wrapped)) => {
-                            let (key_index, sealer) = new_keys.entry(choice.compartment_token).or_insert_with(|| {
-                                job.new_keys.push(NewKey {
-                                    purpose: KeyPurpose::PatientData as u8,
-                                    compartment: Some(choice.compartment_token),
-                                    wrapped,
-                                    created_ms: now_ms,
-                                });
-                                (job.new_keys.len() - 1, choice.sealer)
-                            });
-                            (KeyRef::New(*key_index), sealer.clone())
-                        }
-                        (None, None) => {
-                            return Err(StoreError::Corrupt("a new key without wrapped bytes".into()).into())
+                    let pending =
+                        patient.as_deref().map(|p| self.keyring.compartment_token(p)).and_then(|t| new_keys.get(&t));
+                    let key = match pending {
+                        // A key this job already creates (a new patient's other resources).
+                        Some((key_index, sealer)) => (KeyRef::New(*key_index), sealer.clone()),
+                        None => {
+                            let compartment = patient.map_or(Compartment::Shared, Compartment::Patient);
+                            let choice = self.keyring.key_for_write(self.engine.as_ref(), &compartment)?;
+                            match (choice.key_id, choice.new_wrapped) {
+                                (Some(key_id), _) => (KeyRef::Existing(key_id), choice.sealer),
+                                (None, Some(wrapped)) => {
+                                    job.new_keys.push(NewKey {
+                                        purpose: KeyPurpose::PatientData as u8,
+                                        compartment: Some(choice.compartment_token),
+                                        wrapped,
+                                        created_ms: now_ms,
+                                    });
+                                    let key_index = job.new_keys.len() - 1;
+                                    new_keys.insert(choice.compartment_token, (key_index, choice.sealer.clone()));
+                                    (KeyRef::New(key_index), choice.sealer)
+                                }
+                                (None, None) => {
+                                    return Err(StoreError::Corrupt("a new key without wrapped bytes".into()).into())
+                                }
+                            }
                         }
                     };
                     (false, json, key)
@@ -507,6 +532,17 @@ impl Store {
                 "a stamped resource names another resource or version"
             );
             let sealed = key.1.seal(&identity, &json).map_err(StoreError::from)?;
+            let leaf_hash = medvault_ledger::LeafData::resource_version(medvault_ledger::ResourceVersionFields {
+                resource_type: &write.resource_type,
+                resource_id: &write.id,
+                version,
+                sealed_sha256: medvault_crypto::sha256(&sealed),
+                deleted,
+                recorded_ms: now_ms,
+                author,
+            })
+            .map_err(|e| StoreError::Corrupt(format!("ledger leaf: {e}")))?
+            .leaf_hash();
             version_to_write.push(index);
             job.versions.push(NewVersion {
                 resource_key,
@@ -517,6 +553,8 @@ impl Store {
                 recorded_ms: now_ms,
                 deleted,
                 sealed,
+                leaf_hash,
+                author: author.to_string(),
             });
             outcomes.push(Outcome::Written { index, version, created, deleted, json, recorded_ms: now_ms });
         }
@@ -531,6 +569,7 @@ impl Store {
             }
         }
         let mut seqs = receipt.seqs.iter();
+        let mut leaves = receipt.leaf_indexes.iter();
         Ok(prepared
             .outcomes
             .into_iter()
@@ -545,6 +584,8 @@ impl Store {
                     noop: false,
                     seq: seqs.next().copied().unwrap_or(0),
                     json,
+                    leaf_index: leaves.next().copied().unwrap_or(0),
+                    checkpoint_size: receipt.checkpoint_size,
                 },
                 Outcome::Noop { index, current } => Written {
                     resource_type: prepared.names[index].0.clone(),
@@ -556,6 +597,8 @@ impl Store {
                     noop: true,
                     seq: 0,
                     json: Vec::new(),
+                    leaf_index: 0,
+                    checkpoint_size: receipt.checkpoint_size,
                 },
             })
             .collect())

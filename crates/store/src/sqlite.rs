@@ -50,7 +50,21 @@ CREATE TABLE versions (
     recorded_ms   INTEGER NOT NULL,
     deleted       INTEGER NOT NULL,
     sealed        BLOB NOT NULL,
+    leaf_index    INTEGER NOT NULL UNIQUE,
+    author        TEXT NOT NULL,
     UNIQUE (resource_key, version)
+);
+CREATE TABLE ledger_nodes (
+    level      INTEGER NOT NULL,
+    node_index INTEGER NOT NULL,
+    hash       BLOB NOT NULL,
+    PRIMARY KEY (level, node_index)
+) WITHOUT ROWID;
+CREATE TABLE checkpoints (
+    tree_size  INTEGER PRIMARY KEY,
+    root       BLOB NOT NULL,
+    note       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
 );
 CREATE INDEX versions_by_type ON versions (resource_type, seq);
 CREATE TABLE tokens (
@@ -78,9 +92,12 @@ impl WriterJob {
     }
 }
 
+type SharedSigner = std::sync::Arc<Mutex<Option<std::sync::Arc<dyn CheckpointSigner>>>>;
+
 #[derive(Debug)]
 pub struct SqliteEngine {
     path: PathBuf,
+    signer: SharedSigner,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<SyncSender<WriterJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -124,12 +141,15 @@ impl SqliteEngine {
         }
         let writer_connection = open_connection(path, false)?;
         let (sender, receiver) = mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
+        let signer: SharedSigner = std::sync::Arc::new(Mutex::new(None));
+        let writer_signer = signer.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
-            .spawn(move || writer_loop(writer_connection, receiver))
+            .spawn(move || writer_loop(writer_connection, receiver, writer_signer))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
+            signer,
             readers: Mutex::new(vec![reader]),
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -202,7 +222,7 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
     Ok(connection)
 }
 
-fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>) {
+fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>, signer: SharedSigner) {
     while let Ok(first) = receiver.recv() {
         let mut versions = first.version_count();
         let mut jobs = vec![first];
@@ -215,8 +235,47 @@ fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut connection, jobs);
+        let signer = signer.lock().ok().and_then(|s| s.clone());
+        commit_group(&mut connection, jobs, signer.as_deref());
     }
+}
+
+/// The ledger's node table, read inside the writer's transaction.
+struct SqlNodes<'a>(&'a Connection);
+
+impl medvault_ledger::NodeStore for SqlNodes<'_> {
+    fn node(&self, level: u8, index: u64) -> Result<Option<medvault_ledger::Hash>, medvault_ledger::LedgerError> {
+        let index =
+            i64::try_from(index).map_err(|_| medvault_ledger::LedgerError::Store("node index overflow".into()))?;
+        let hash: Option<Vec<u8>> = self
+            .0
+            .prepare_cached("SELECT hash FROM ledger_nodes WHERE level = ?1 AND node_index = ?2")
+            .and_then(|mut statement| statement.query_row(params![level, index], |row| row.get(0)).optional())
+            .map_err(|e| medvault_ledger::LedgerError::Store(e.to_string().into()))?;
+        hash.map(|h| {
+            h.try_into().map_err(|_| medvault_ledger::LedgerError::Store("a ledger node is not 32 bytes".into()))
+        })
+        .transpose()
+    }
+}
+
+fn ledger_size_of(connection: &Connection) -> Result<u64, StoreError> {
+    let next: Option<i64> =
+        connection.query_row("SELECT MAX(node_index) + 1 FROM ledger_nodes WHERE level = 0", [], |row| row.get(0))?;
+    Ok(next.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+}
+
+/// Appends one leaf and the complete subtrees it closes.
+fn append_leaf(connection: &Connection, leaf_index: u64, leaf_hash: [u8; 32]) -> Result<(), StoreError> {
+    let nodes = medvault_ledger::append_nodes(leaf_index, leaf_hash, &SqlNodes(connection))
+        .map_err(|e| StoreError::Corrupt(format!("ledger append: {e}")))?;
+    let mut insert =
+        connection.prepare_cached("INSERT INTO ledger_nodes (level, node_index, hash) VALUES (?1, ?2, ?3)")?;
+    for (level, index, hash) in nodes {
+        let index = i64::try_from(index).map_err(|_| StoreError::Corrupt("ledger index overflow".into()))?;
+        insert.execute(params![level, index, &hash[..]])?;
+    }
+    Ok(())
 }
 
 /// Outcome of one job inside the group, held until the group commits.
@@ -226,14 +285,18 @@ enum Applied {
     Revoked(Result<u64, StoreError>),
 }
 
-fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>) {
+fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>, signer: Option<&dyn CheckpointSigner>) {
     let mut outcomes = Vec::with_capacity(jobs.len());
     let commit = (|| -> Result<(), StoreError> {
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read inside the transaction: another process may have grown the ledger.
+        let size_before = ledger_size_of(&transaction)?;
+        let mut size = size_before;
         for job in &jobs {
             let mut savepoint = transaction.savepoint()?;
+            let size_at_job = size;
             let applied = match job {
-                WriterJob::Versions(job, _) => Applied::Versions(apply_versions(&savepoint, job)),
+                WriterJob::Versions(job, _) => Applied::Versions(apply_versions(&savepoint, job, &mut size)),
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
             };
@@ -247,8 +310,30 @@ fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>) {
             } else {
                 savepoint.rollback()?;
                 savepoint.commit()?;
+                size = size_at_job;
             }
             outcomes.push(applied);
+        }
+        if size > size_before {
+            // No write is acknowledged before a signed checkpoint covers it.
+            let signer = signer.ok_or_else(|| StoreError::Corrupt("no checkpoint signer is installed".into()))?;
+            let root = medvault_ledger::root(size, &SqlNodes(&transaction))
+                .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
+            let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
+            let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
+            let created_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            transaction.execute(
+                "INSERT INTO checkpoints (tree_size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![tree_size, &root[..], note, created_ms],
+            )?;
+            for outcome in &mut outcomes {
+                if let Applied::Versions(Ok(Ok(receipt))) = outcome {
+                    receipt.checkpoint_size = size;
+                }
+            }
         }
         transaction.commit()?;
         Ok(())
@@ -292,6 +377,7 @@ fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> 
 fn apply_versions(
     connection: &Connection,
     job: &VersionJob,
+    ledger_size: &mut u64,
 ) -> Result<Result<VersionReceipt, JobConflict>, StoreError> {
     let mut new_key_ids = Vec::with_capacity(job.new_keys.len());
     for (index, key) in job.new_keys.iter().enumerate() {
@@ -307,10 +393,11 @@ fn apply_versions(
         new_key_ids.push(insert_key(connection, key)?);
     }
     let mut seqs = Vec::with_capacity(job.versions.len());
+    let mut leaf_indexes = Vec::with_capacity(job.versions.len());
     let mut select_current = connection.prepare_cached("SELECT version FROM resources WHERE resource_key = ?1")?;
     let mut insert_version = connection.prepare_cached(
-        "INSERT INTO versions (resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO versions (resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut upsert_resource = connection.prepare_cached(
         "INSERT INTO resources (resource_key, resource_type, version, deleted, seq) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -338,6 +425,9 @@ fn apply_versions(
         let version_number =
             i64::try_from(version.version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
         let key_id = i64::try_from(key_id).map_err(|_| StoreError::Corrupt("key id overflow".into()))?;
+        let leaf_index = *ledger_size;
+        append_leaf(connection, leaf_index, version.leaf_hash)?;
+        *ledger_size += 1;
         insert_version.execute(params![
             &version.resource_key[..],
             version.resource_type,
@@ -345,9 +435,12 @@ fn apply_versions(
             key_id,
             version.recorded_ms,
             version.deleted,
-            version.sealed
+            version.sealed,
+            i64::try_from(leaf_index).map_err(|_| StoreError::Corrupt("leaf index overflow".into()))?,
+            version.author
         ])?;
         let seq = connection.last_insert_rowid();
+        leaf_indexes.push(leaf_index);
         upsert_resource.execute(params![
             &version.resource_key[..],
             version.resource_type,
@@ -357,7 +450,7 @@ fn apply_versions(
         ])?;
         seqs.push(seq);
     }
-    Ok(Ok(VersionReceipt { seqs, new_key_ids }))
+    Ok(Ok(VersionReceipt { seqs, new_key_ids, leaf_indexes, checkpoint_size: 0 }))
 }
 
 fn apply_insert_token(connection: &Connection, token: &TokenRow) -> Result<(), StoreError> {
@@ -376,7 +469,8 @@ fn apply_revoke(connection: &Connection, client: &str, at_ms: i64) -> Result<u64
     Ok(u64::try_from(changed).unwrap_or(0))
 }
 
-const VERSION_COLUMNS: &str = "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed";
+const VERSION_COLUMNS: &str =
+    "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author";
 
 fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     let resource_key: Vec<u8> = row.get(1)?;
@@ -392,6 +486,18 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         recorded_ms: row.get(5)?,
         deleted: row.get(6)?,
         sealed: row.get(7)?,
+        leaf_index: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(u64::MAX),
+        author: row.get(9)?,
+    })
+}
+
+fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
+    let root: Vec<u8> = row.get(1)?;
+    Ok(CheckpointRow {
+        tree_size: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        root: root.try_into().unwrap_or([0; 32]),
+        note: row.get(2)?,
+        created_ms: row.get(3)?,
     })
 }
 
@@ -582,6 +688,78 @@ impl Engine for SqliteEngine {
     fn revoke_tokens(&self, client: &str, at_ms: i64) -> Result<u64, StoreError> {
         let client = client.to_string();
         self.submit(|reply| WriterJob::RevokeTokens(client, at_ms, reply))
+    }
+
+    fn set_checkpoint_signer(&self, signer: std::sync::Arc<dyn CheckpointSigner>) -> Result<(), StoreError> {
+        *self.signer.lock().map_err(|_| StoreError::Poisoned)? = Some(signer);
+        Ok(())
+    }
+
+    fn ledger_node(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        self.with_reader(|c| {
+            medvault_ledger::NodeStore::node(&SqlNodes(c), level, index).map_err(|e| StoreError::Io(e.to_string()))
+        })
+    }
+
+    fn ledger_size(&self) -> Result<u64, StoreError> {
+        self.with_reader(ledger_size_of)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT tree_size, root, note, created_ms FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+            )?
+            .query_row([], checkpoint_row)
+            .optional()?)
+        })
+    }
+
+    fn checkpoint(&self, tree_size: u64) -> Result<Option<CheckpointRow>, StoreError> {
+        let tree_size = i64::try_from(tree_size).unwrap_or(i64::MAX);
+        self.with_reader(|c| {
+            Ok(c.prepare_cached("SELECT tree_size, root, note, created_ms FROM checkpoints WHERE tree_size = ?1")?
+                .query_row([tree_size], checkpoint_row)
+                .optional()?)
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare("SELECT tree_size, root, note, created_ms FROM checkpoints ORDER BY tree_size")?
+                .query_map([], checkpoint_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn versions_by_leaf(&self, first_leaf: u64, count: u32) -> Result<Vec<VersionRow>, StoreError> {
+        let first = i64::try_from(first_leaf).unwrap_or(i64::MAX);
+        self.with_reader(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE leaf_index >= ?1 ORDER BY leaf_index LIMIT ?2"
+            ))?
+            .query_map(params![first, count], version_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn version_count(&self) -> Result<u64, StoreError> {
+        self.with_reader(|c| {
+            let count: i64 = c.query_row("SELECT COUNT(*) FROM versions", [], |row| row.get(0))?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
+    fn current_versions(&self) -> Result<Vec<(ResourceKey, u64, bool)>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.prepare("SELECT resource_key, version, deleted FROM resources")?
+                .query_map([], |row| {
+                    let key: Vec<u8> = row.get(0)?;
+                    let version: i64 = row.get(1)?;
+                    Ok((key.try_into().unwrap_or([0; 16]), u64::try_from(version).unwrap_or(0), row.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn counts(&self) -> Result<EngineCounts, StoreError> {

@@ -1,30 +1,33 @@
 //! Stamping a resource with its id and version metadata before sealing, and reading those
 //! back after opening (the "check twice" of the write path).
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The fields that tie a sealed body to its row.
-#[derive(Debug, Deserialize)]
-pub struct Head {
-    #[serde(rename = "resourceType")]
-    pub resource_type: String,
-    pub id: String,
-    #[serde(rename = "meta", deserialize_with = "version_id")]
-    pub version_id: String,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub version_id: &'a str,
 }
 
-fn version_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(rename = "versionId")]
-        version_id: String,
-    }
-    Ok(Meta::deserialize(deserializer)?.version_id)
-}
-
-pub fn parse_head(json: &[u8]) -> Option<Head> {
-    serde_json::from_slice(json).ok()
+/// Reads the head that [`stamp`] and [`tombstone`] write first, without parsing the rest:
+/// `{"resourceType":"T","id":"I","meta":{"versionId":"V",`. Types, ids and version ids
+/// never contain quotes or escapes, so anything else is not a body this store wrote.
+pub fn parse_head(json: &[u8]) -> Option<Head<'_>> {
+    let text = std::str::from_utf8(json.get(..json.len().min(256))?).ok()?;
+    let rest = text.strip_prefix("{\"resourceType\":\"")?;
+    let (resource_type, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(",\"id\":\"")?;
+    let (id, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(",\"meta\":{\"versionId\":\"")?;
+    let (version_id, rest) = rest.split_once('"')?;
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+    (plain(resource_type) && plain(id) && plain(version_id) && rest.starts_with(',')).then_some(Head {
+        resource_type,
+        id,
+        version_id,
+    })
 }
 
 /// The resource as stored and served: `resourceType`, `id`, `meta` (with `versionId` and
@@ -92,11 +95,17 @@ mod tests {
         assert!(text.starts_with(r#"{"resourceType":"Patient","id":"server-id","meta":{"versionId":"3","lastUpdated":"1970-01-01T00:00:00.000Z","profile":["http://example.org/p"]}"#), "{text}");
         assert!(text.ends_with(r#""gender":"female","birthDate":"1980-07-10"}"#), "{text}");
         let head = parse_head(&json).expect("head");
-        assert_eq!(
-            (head.resource_type.as_str(), head.id.as_str(), head.version_id.as_str()),
-            ("Patient", "server-id", "3")
-        );
+        assert_eq!(head, Head { resource_type: "Patient", id: "server-id", version_id: "3" });
         let tombstone = tombstone("Patient", "x", 4, 0);
-        assert_eq!(parse_head(&tombstone).map(|h| h.version_id), Some("4".to_string()));
+        assert_eq!(parse_head(&tombstone).map(|h| h.version_id), Some("4"));
+        let bad: [&[u8]; 4] = [
+            br#"{"id":"x","resourceType":"Patient"}"#,
+            br#"{"resourceType":"Pa\"t","id":"x","meta":{"versionId":"1","#,
+            b"",
+            b"\xff",
+        ];
+        for bytes in bad {
+            assert_eq!(parse_head(bytes), None);
+        }
     }
 }

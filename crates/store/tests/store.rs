@@ -37,6 +37,22 @@ impl Fixture {
     }
 }
 
+/// The tests write as one client.
+trait WriteAsTest {
+    fn write_as_test(&self, writes: &[Write]) -> Result<Vec<medvault_store::Written>, WriteError>;
+    fn write_each_as_test(&self, writes: &[Write]) -> Vec<Result<medvault_store::Written, WriteError>>;
+}
+
+impl WriteAsTest for Store {
+    fn write_as_test(&self, writes: &[Write]) -> Result<Vec<medvault_store::Written>, WriteError> {
+        self.write(writes, "store-test")
+    }
+
+    fn write_each_as_test(&self, writes: &[Write]) -> Vec<Result<medvault_store::Written, WriteError>> {
+        self.write_each(writes, "store-test")
+    }
+}
+
 fn put(resource_type: &str, id: &str, body: serde_json::Value) -> Write {
     Write {
         resource_type: resource_type.into(),
@@ -69,9 +85,9 @@ fn family_of(store: &Store, id: &str) -> String {
 #[test]
 fn writes_read_back_with_versions_and_survive_reopen() {
     let mut fixture = Fixture::new();
-    let written = fixture.store.write(&[patient("p1", "Alpha")]).expect("write");
+    let written = fixture.store.write_as_test(&[patient("p1", "Alpha")]).expect("write");
     assert_eq!((written[0].version, written[0].created), (1, true));
-    let written = fixture.store.write(&[patient("p1", "Beta")]).expect("write");
+    let written = fixture.store.write_as_test(&[patient("p1", "Beta")]).expect("write");
     assert_eq!((written[0].version, written[0].created), (2, false));
     fixture.reopen();
     assert_eq!(family_of(&fixture.store, "p1"), "Beta");
@@ -84,7 +100,10 @@ fn writes_read_back_with_versions_and_survive_reopen() {
 #[test]
 fn plaintext_never_reaches_the_database_file() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "Xylophonist"), observation("o1", "p1", "Hemoglobinopathy")]).expect("write");
+    fixture
+        .store
+        .write_as_test(&[patient("p1", "Xylophonist"), observation("o1", "p1", "Hemoglobinopathy")])
+        .expect("write");
     fixture.store.close();
     for file in ["medvault.db", "medvault.db-wal"] {
         let path = fixture.dir.path().join("data").join(file);
@@ -101,7 +120,7 @@ fn plaintext_never_reaches_the_database_file() {
 #[test]
 fn an_edited_sealed_row_is_refused_not_returned() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "Alpha")]).expect("write");
+    fixture.store.write_as_test(&[patient("p1", "Alpha")]).expect("write");
     let database = fixture.database();
     let mut sealed: Vec<u8> = database.query_row("SELECT sealed FROM versions", [], |row| row.get(0)).expect("row");
     let last = sealed.len() - 20;
@@ -116,9 +135,9 @@ fn an_edited_sealed_row_is_refused_not_returned() {
 #[test]
 fn a_sealed_row_moved_onto_another_resource_or_version_is_refused() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "Alpha")]).expect("write");
-    fixture.store.write(&[patient("p2", "Beta")]).expect("write");
-    fixture.store.write(&[patient("p2", "Gamma")]).expect("write");
+    fixture.store.write_as_test(&[patient("p1", "Alpha")]).expect("write");
+    fixture.store.write_as_test(&[patient("p2", "Beta")]).expect("write");
+    fixture.store.write_as_test(&[patient("p2", "Gamma")]).expect("write");
     let database = fixture.database();
     // Copy p1's sealed body over p2's current version: p2 must not read as Alpha.
     database
@@ -141,7 +160,12 @@ fn each_patient_has_a_data_key_and_a_wrong_master_key_opens_nothing() {
     let fixture = Fixture::new();
     fixture
         .store
-        .write(&[patient("p1", "A"), observation("o1", "p1", "x"), patient("p2", "B"), observation("o2", "p2", "y")])
+        .write_as_test(&[
+            patient("p1", "A"),
+            observation("o1", "p1", "x"),
+            patient("p2", "B"),
+            observation("o2", "p2", "y"),
+        ])
         .expect("write");
     let database = fixture.database();
     let key_ids: Vec<i64> = database
@@ -166,7 +190,10 @@ fn each_patient_has_a_data_key_and_a_wrong_master_key_opens_nothing() {
 #[test]
 fn destroying_a_patient_key_erases_that_patient_only() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "A"), observation("o1", "p1", "x"), patient("p2", "B")]).expect("write");
+    fixture
+        .store
+        .write_as_test(&[patient("p1", "A"), observation("o1", "p1", "x"), patient("p2", "B")])
+        .expect("write");
     let database = fixture.database();
     database
         .execute("UPDATE keys SET wrapped = NULL, destroyed_ms = 1 WHERE key_id = (SELECT key_id FROM versions WHERE seq = 1)", [])
@@ -181,25 +208,26 @@ fn destroying_a_patient_key_erases_that_patient_only() {
 #[test]
 fn a_transaction_commits_all_or_nothing() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "A")]).expect("write");
+    fixture.store.write_as_test(&[patient("p1", "A")]).expect("write");
     let stale = Write { if_match: Some(7), ..patient("p1", "B") };
-    let error = fixture.store.write(&[patient("p2", "New"), observation("o1", "p2", "x"), stale]).expect_err("stale");
+    let error =
+        fixture.store.write_as_test(&[patient("p2", "New"), observation("o1", "p2", "x"), stale]).expect_err("stale");
     assert!(matches!(error, WriteError::PreconditionFailed { index: 2, expected: 7, current: Some(1) }), "{error:?}");
     assert!(fixture.store.read("Patient", "p2").expect("read").is_none(), "nothing of a failed transaction is stored");
     assert!(fixture.store.read("Observation", "o1").expect("read").is_none());
-    let duplicate = fixture.store.write(&[patient("p3", "A"), patient("p3", "B")]).expect_err("duplicate");
+    let duplicate = fixture.store.write_as_test(&[patient("p3", "A"), patient("p3", "B")]).expect_err("duplicate");
     assert!(matches!(duplicate, WriteError::Duplicate { index: 1 }));
 }
 
 #[test]
 fn if_match_and_must_be_new_guard_versions() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "A")]).expect("write");
-    let ok = fixture.store.write(&[Write { if_match: Some(1), ..patient("p1", "B") }]).expect("fresh if-match");
+    fixture.store.write_as_test(&[patient("p1", "A")]).expect("write");
+    let ok = fixture.store.write_as_test(&[Write { if_match: Some(1), ..patient("p1", "B") }]).expect("fresh if-match");
     assert_eq!(ok[0].version, 2);
-    let stale = fixture.store.write(&[Write { if_match: Some(1), ..patient("p1", "C") }]).expect_err("stale");
+    let stale = fixture.store.write_as_test(&[Write { if_match: Some(1), ..patient("p1", "C") }]).expect_err("stale");
     assert!(matches!(stale, WriteError::PreconditionFailed { current: Some(2), .. }));
-    let taken = fixture.store.write(&[Write { must_be_new: true, ..patient("p1", "D") }]).expect_err("exists");
+    let taken = fixture.store.write_as_test(&[Write { must_be_new: true, ..patient("p1", "D") }]).expect_err("exists");
     assert!(matches!(taken, WriteError::AlreadyExists { index: 0 }));
     assert_eq!(family_of(&fixture.store, "p1"), "B");
 }
@@ -207,7 +235,7 @@ fn if_match_and_must_be_new_guard_versions() {
 #[test]
 fn delete_leaves_a_tombstone_and_history() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "A")]).expect("write");
+    fixture.store.write_as_test(&[patient("p1", "A")]).expect("write");
     let delete = Write {
         resource_type: "Patient".into(),
         id: "p1".into(),
@@ -215,13 +243,13 @@ fn delete_leaves_a_tombstone_and_history() {
         if_match: None,
         must_be_new: false,
     };
-    let deleted = fixture.store.write(std::slice::from_ref(&delete)).expect("delete");
+    let deleted = fixture.store.write_as_test(std::slice::from_ref(&delete)).expect("delete");
     assert_eq!((deleted[0].version, deleted[0].deleted, deleted[0].noop), (2, true, false));
-    let again = fixture.store.write(std::slice::from_ref(&delete)).expect("delete again");
+    let again = fixture.store.write_as_test(std::slice::from_ref(&delete)).expect("delete again");
     assert!(again[0].noop, "deleting a deleted resource writes nothing");
     let current = fixture.store.read("Patient", "p1").expect("read").expect("tombstone");
     assert!(current.deleted);
-    let resurrected = fixture.store.write(&[patient("p1", "Back")]).expect("update after delete");
+    let resurrected = fixture.store.write_as_test(&[patient("p1", "Back")]).expect("update after delete");
     assert_eq!((resurrected[0].version, resurrected[0].created), (3, true));
     let history = fixture
         .store
@@ -241,13 +269,13 @@ fn delete_leaves_a_tombstone_and_history() {
 fn history_pages_are_stable_under_new_writes() {
     let fixture = Fixture::new();
     for index in 0..25 {
-        fixture.store.write(&[patient(&format!("p{index}"), "A")]).expect("write");
+        fixture.store.write_as_test(&[patient(&format!("p{index}"), "A")]).expect("write");
     }
     let page = |before| HistoryPage { count: 10, before_seq: before, since_ms: None };
     let first = fixture.store.history(&History::Type("Patient".into()), page(None)).expect("page 1");
     assert_eq!(first.len(), 10);
     // A write between pages must not shift the next page.
-    fixture.store.write(&[patient("late", "A")]).expect("write");
+    fixture.store.write_as_test(&[patient("late", "A")]).expect("write");
     let second =
         fixture.store.history(&History::Type("Patient".into()), page(first.last().map(|v| v.seq))).expect("page 2");
     let third =
@@ -265,8 +293,8 @@ fn history_pages_are_stable_under_new_writes() {
 #[test]
 fn batch_writes_are_independent() {
     let fixture = Fixture::new();
-    fixture.store.write(&[patient("p1", "A")]).expect("write");
-    let results = fixture.store.write_each(&[
+    fixture.store.write_as_test(&[patient("p1", "A")]).expect("write");
+    let results = fixture.store.write_each_as_test(&[
         patient("p2", "B"),
         Write { if_match: Some(9), ..patient("p1", "Stale") },
         patient("p3", "C"),
@@ -285,9 +313,9 @@ fn concurrent_writers_share_commits_and_lose_nothing() {
             let fixture = fixture.clone();
             std::thread::spawn(move || {
                 for index in 0..25 {
-                    fixture.store.write(&[patient(&format!("t{thread}-{index}"), "A")]).expect("write");
+                    fixture.store.write_as_test(&[patient(&format!("t{thread}-{index}"), "A")]).expect("write");
                     // Every thread also updates one shared resource, without If-Match: retried, never lost.
-                    fixture.store.write(&[patient("shared", &format!("t{thread}"))]).expect("shared write");
+                    fixture.store.write_as_test(&[patient("shared", &format!("t{thread}"))]).expect("shared write");
                 }
             })
         })

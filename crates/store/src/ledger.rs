@@ -1,0 +1,139 @@
+//! The store's side of the ledger (`docs/format/ledger.md`, `docs/format/checkpoint.md`):
+//! the signer the writer calls inside each group commit, and the proofs clients ask for.
+//!
+//! Only node hashes are persisted; leaf bytes name resource ids, so they are rebuilt from
+//! the opened version whenever a proof or `verify` needs them.
+
+use medvault_ledger::{Checkpoint, Hash, LeafData, NodeStore, ResourceVersionFields, SigningKey, Verifier};
+
+use crate::engine::{CheckpointRow, CheckpointSigner, Engine, VersionRow};
+use crate::{Store, StoreError};
+
+/// Signs checkpoints with the store's ledger key; its origin names the log.
+pub struct LedgerSigner {
+    origin: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LedgerSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSigner").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+impl LedgerSigner {
+    pub fn new(origin: String, key: SigningKey) -> Self {
+        Self { origin, key }
+    }
+}
+
+impl CheckpointSigner for LedgerSigner {
+    fn sign(&self, tree_size: u64, root: &[u8; 32]) -> Result<String, String> {
+        let body = Checkpoint::new(&self.origin, tree_size, *root).map_err(|e| e.to_string())?.to_body();
+        medvault_ledger::sign_note(&body, &self.origin, &self.key).map_err(|e| e.to_string())
+    }
+}
+
+/// Reads complete-subtree hashes through the engine's readers.
+pub(crate) struct EngineNodes<'a>(pub &'a dyn Engine);
+
+impl NodeStore for EngineNodes<'_> {
+    fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, medvault_ledger::LedgerError> {
+        self.0.ledger_node(level, index).map_err(|e| medvault_ledger::LedgerError::Store(Box::new(e)))
+    }
+}
+
+/// An inclusion proof for one resource version against a signed checkpoint.
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// The leaf bytes (`ledger.md`); their leaf hash is what the proof includes.
+    pub leaf: Vec<u8>,
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint of `tree_size`.
+    pub checkpoint: String,
+}
+
+impl Store {
+    /// The log's name in checkpoints and signature lines.
+    pub fn ledger_origin(&self) -> Result<String, StoreError> {
+        self.engine
+            .meta("ledger_origin")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .ok_or(StoreError::Corrupt("the store has no ledger origin".into()))
+    }
+
+    /// The verifier key of the log (`name+hash+base64`), to give to witnesses and auditors.
+    pub fn ledger_verifier(&self) -> Result<Verifier, StoreError> {
+        self.keyring
+            .ledger_signing_key()?
+            .verifier(&self.ledger_origin()?)
+            .map_err(|e| StoreError::Crypto(format!("ledger verifier key: {e}")))
+    }
+
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
+        self.engine.latest_checkpoint()
+    }
+
+    /// The leaf bytes of a version, rebuilt from its row and opened body.
+    pub(crate) fn leaf_of(&self, row: &VersionRow, id: &str) -> Result<LeafData, StoreError> {
+        LeafData::resource_version(ResourceVersionFields {
+            resource_type: &row.resource_type,
+            resource_id: id,
+            version: row.version,
+            sealed_sha256: medvault_crypto::sha256(&row.sealed),
+            deleted: row.deleted,
+            recorded_ms: row.recorded_ms,
+            author: &row.author,
+        })
+        .map_err(|e| StoreError::Integrity(format!("row {} cannot form a ledger leaf: {e}", row.seq)))
+    }
+
+    /// Proves that a version is in the log at `tree_size` (default: the latest checkpoint).
+    /// `None` if the version does not exist.
+    pub fn inclusion_proof(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+        tree_size: Option<u64>,
+    ) -> Result<Option<InclusionProof>, StoreError> {
+        let resource_key = self.keyring.resource_key(resource_type, id);
+        let Some(row) = self.engine.version(&resource_key, version)? else { return Ok(None) };
+        let opened = self.open_row(&row)?;
+        let checkpoint = match tree_size {
+            Some(size) => self.engine.checkpoint(size)?,
+            None => self.engine.latest_checkpoint()?,
+        }
+        .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {}", tree_size.unwrap_or(0))))?;
+        if row.leaf_index >= checkpoint.tree_size {
+            return Err(StoreError::NotFound(format!(
+                "this version (leaf {}) in a checkpoint of size {}",
+                row.leaf_index, checkpoint.tree_size
+            )));
+        }
+        let proof =
+            medvault_ledger::inclusion_proof(row.leaf_index, checkpoint.tree_size, &EngineNodes(self.engine.as_ref()))
+                .map_err(|e| StoreError::Integrity(format!("inclusion proof: {e}")))?;
+        Ok(Some(InclusionProof {
+            leaf_index: row.leaf_index,
+            tree_size: checkpoint.tree_size,
+            leaf: self.leaf_of(&row, &opened.id)?.encode(),
+            proof,
+            checkpoint: checkpoint.note,
+        }))
+    }
+
+    /// Proves that the log at `old_size` is a prefix of the log at `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError> {
+        let size = self.engine.ledger_size()?;
+        if old_size > new_size || new_size > size {
+            return Err(StoreError::NotFound(format!(
+                "a consistency proof from {old_size} to {new_size} (the log has {size} leaves)"
+            )));
+        }
+        medvault_ledger::consistency_proof(old_size, new_size, &EngineNodes(self.engine.as_ref()))
+            .map_err(|e| StoreError::Integrity(format!("consistency proof: {e}")))
+    }
+}
