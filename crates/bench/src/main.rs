@@ -1,1 +1,331 @@
-fn main() {}
+//! `medvault-bench`: measures import, read-by-id and create over HTTP on a sealed and an
+//! unsealed store, against a plain-SQLite storage floor and nginx serving a static file,
+//! all in one invocation, and prints the figures (`docs/PERFORMANCE.md` explains them).
+//!
+//! Run with `cargo run --release -p medvault-bench -- [--quick] [--json PATH]`.
+
+mod cpu;
+mod dataset;
+mod floor;
+mod nginx;
+mod report;
+mod server;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use medvault_base::Clock as _;
+
+use crate::report::{Figures, Machine, ModeFigures};
+use crate::server::{BenchServer, Sealing};
+use crate::wrk::WrkSettings;
+
+const USAGE: &str = "\
+usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N] [--json PATH]
+
+  --resources N           generate at least N resources (default 100000; 20000 with --quick)
+  --duration-s S          seconds per wrk run (default 10; 3 with --quick)
+  --import-connections N  HTTP connections POSTing Bundles in the import phase (default 8)
+  --quick                 a short run for development
+  --json PATH             also write the figures as JSON to PATH
+
+Needs wrk and nginx (Debian/Ubuntu: apt-get install -y wrk nginx).";
+
+/// Seed of the dataset and of the wrk scripts' id picks.
+const SEED: u64 = 0x6d65_6476_6175_6c74;
+/// Concurrent connections of every wrk run (the issue's figure).
+const WRK_CONNECTIONS: u32 = 32;
+const WRK_TIMEOUT_S: u64 = 10;
+
+#[derive(Debug)]
+struct Options {
+    resources: usize,
+    duration_s: u64,
+    import_connections: usize,
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Options>> {
+    let mut quick = false;
+    let mut resources = None;
+    let mut duration_s = None;
+    let mut import_connections = 8;
+    let mut json = None;
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--resources" => resources = Some(value("--resources")?.parse().context("--resources")?),
+            "--duration-s" => duration_s = Some(value("--duration-s")?.parse().context("--duration-s")?),
+            "--import-connections" => {
+                import_connections = value("--import-connections")?.parse().context("--import-connections")?
+            }
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--help" | "-h" => return Ok(None),
+            other => anyhow::bail!("unknown argument '{other}'"),
+        }
+    }
+    let options = Options {
+        resources: resources.unwrap_or(if quick { 20_000 } else { 100_000 }),
+        duration_s: duration_s.unwrap_or(if quick { 3 } else { 10 }),
+        import_connections,
+        json,
+    };
+    anyhow::ensure!(options.resources > 0, "--resources must be positive");
+    anyhow::ensure!(options.duration_s > 0, "--duration-s must be positive");
+    anyhow::ensure!((1..=64).contains(&options.import_connections), "--import-connections must be 1 to 64");
+    Ok(Some(options))
+}
+
+/// The external programs the benchmark drives.
+struct Tools {
+    wrk: PathBuf,
+    nginx: PathBuf,
+}
+
+fn find_tools() -> anyhow::Result<Tools> {
+    let wrk = find_program("wrk");
+    let nginx = find_program("nginx");
+    match (wrk, nginx) {
+        (Some(wrk), Some(nginx)) => Ok(Tools { wrk, nginx }),
+        (wrk, nginx) => {
+            let missing: Vec<&str> =
+                [("wrk", wrk.is_none()), ("nginx", nginx.is_none())].iter().filter(|m| m.1).map(|m| m.0).collect();
+            anyhow::bail!(
+                "{} not found. The benchmark drives wrk (HTTP load) and nginx (the static-file \
+                 yardstick); install them first, e.g. on Debian or Ubuntu: \
+                 sudo apt-get update && sudo apt-get install -y wrk nginx",
+                missing.join(" and ")
+            )
+        }
+    }
+}
+
+/// Looks in `PATH`, and in the sbin directories where nginx lives but which a user's `PATH`
+/// often lacks.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|directory| directory.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    path.is_file()
+}
+
+fn run(options: &Options) -> anyhow::Result<()> {
+    let tools = find_tools()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let load_before = load_average();
+    let settings = WrkSettings {
+        threads: u32::try_from(cores).unwrap_or(2).clamp(1, WRK_CONNECTIONS),
+        connections: WRK_CONNECTIONS,
+        duration_s: options.duration_s,
+        timeout_s: WRK_TIMEOUT_S,
+    };
+
+    progress(format!("generating at least {} resources", report::thousands(options.resources as f64)));
+    let generation_started = Instant::now();
+    let dataset = dataset::generate(options.resources, SEED)?;
+    let generation_s = generation_started.elapsed().as_secs_f64();
+    progress(format!(
+        "generated {} resources in {} bundles in {generation_s:.1} s",
+        report::thousands(dataset.resources as f64),
+        report::thousands(dataset.bundles.len() as f64)
+    ));
+
+    progress("storage floor: plain JSON rows into SQLite (WAL, synchronous=FULL), one transaction per Bundle");
+    let floor = floor::run(&dataset)?;
+    progress(format!("storage floor: {} resources/s", report::thousands(floor.resources_per_s())));
+
+    // Both stores are imported first, then each load runs on the sealed and the unsealed
+    // server back to back (and nginx between the reads and the creates), so that paired
+    // figures come from neighbouring moments of a shared machine.
+    let sealed = ModeRun::import(Sealing::Sealed, &dataset, options.import_connections)?;
+    let unsealed = ModeRun::import(Sealing::DangerUnsealed, &dataset, options.import_connections)?;
+    let sealed_read = sealed.read(&tools, settings)?;
+    let unsealed_read = unsealed.read(&tools, settings)?;
+    progress(format!("nginx: static 2 KB file, wrk, {} connections, {} s", settings.connections, settings.duration_s));
+    let nginx = {
+        let nginx = nginx::Nginx::start(&tools.nginx)?;
+        let script = wrk::write_file(nginx.directory(), "static.lua", &wrk::static_script(nginx::STATIC_PATH, SEED))?;
+        wrk::run(&tools.wrk, settings, &format!("http://{}", nginx.address), &script, None)?
+    };
+    let (sealed_create, sealed_created_stored) = sealed.create(&tools, settings)?;
+    let (unsealed_create, unsealed_created_stored) = unsealed.create(&tools, settings)?;
+    let sealed = sealed.finish(sealed_read, sealed_create, sealed_created_stored)?;
+    let unsealed = unsealed.finish(unsealed_read, unsealed_create, unsealed_created_stored)?;
+
+    let figures = Figures {
+        machine: Machine {
+            cores,
+            cpu: cpu_model(),
+            date: medvault_base::time::format_instant(medvault_base::SystemClock.now_ms()),
+            load_before,
+            load_after: load_average(),
+        },
+        resources: dataset.resources,
+        bundles: dataset.bundles.len(),
+        body_bytes: dataset.body_bytes,
+        generation_s,
+        wrk: settings,
+        import_connections: options.import_connections,
+        floor,
+        sealed,
+        unsealed,
+        nginx,
+    };
+    println!();
+    print!("{}", figures.table());
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&figures.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        progress(format!("figures written to {}", path.display()));
+    }
+    Ok(())
+}
+
+/// One fresh store in one sealing mode, served and imported, with its wrk scripts.
+struct ModeRun {
+    sealing: Sealing,
+    server: BenchServer,
+    import: server::ImportRun,
+    imported: u64,
+    url: String,
+    read_script: PathBuf,
+    create_script: PathBuf,
+    _scripts: medvault_testkit::TempDir,
+}
+
+impl ModeRun {
+    /// Starts a server on a fresh store and imports the dataset into it.
+    fn import(sealing: Sealing, dataset: &dataset::Dataset, import_connections: usize) -> anyhow::Result<Self> {
+        let label = sealing.label();
+        let server = BenchServer::start(sealing)?;
+        progress(format!("[{label}] import: {} Bundles over {import_connections} connections", dataset.bundles.len()));
+        let import = server::import(&server, dataset, import_connections)?;
+        let imported = server.resources_stored()?;
+        anyhow::ensure!(
+            imported == dataset.resources as u64,
+            "[{label}] the store holds {imported} resources after the import, expected {}",
+            dataset.resources
+        );
+        progress(format!("[{label}] import: {} resources/s", report::thousands(import.resources_per_s())));
+        server::verify_reads(&server, &import.references, report::READS_CHECKED)?;
+
+        let scripts = medvault_testkit::TempDir::new(&format!("bench-scripts-{label}"));
+        let paths: String = import.references.iter().map(|reference| format!("/fhir/{reference}\n")).collect();
+        let patients: String = import
+            .references
+            .iter()
+            .filter_map(|reference| reference.strip_prefix("Patient/"))
+            .map(|id| format!("{id}\n"))
+            .collect();
+        anyhow::ensure!(!patients.is_empty(), "the dataset has no Patient");
+        let paths_file = wrk::write_file(scripts.path(), "read-paths.txt", &paths)?;
+        let patients_file = wrk::write_file(scripts.path(), "patients.txt", &patients)?;
+        let read_script = wrk::write_file(scripts.path(), "read.lua", &wrk::read_script(&paths_file, SEED))?;
+        let create_script = wrk::write_file(scripts.path(), "create.lua", &wrk::create_script(&patients_file, SEED))?;
+        let url = format!("http://{}", server.address);
+        Ok(Self { sealing, server, import, imported, url, read_script, create_script, _scripts: scripts })
+    }
+
+    fn read(&self, tools: &Tools, settings: WrkSettings) -> anyhow::Result<wrk::WrkRun> {
+        progress(format!(
+            "[{}] read by id: wrk, {} connections, {} s",
+            self.sealing.label(),
+            settings.connections,
+            settings.duration_s
+        ));
+        self.measured_wrk(tools, settings, &self.read_script)
+    }
+
+    /// A wrk run, with the CPU this process (the server; wrk is another process) spent in it.
+    fn measured_wrk(&self, tools: &Tools, settings: WrkSettings, script: &Path) -> anyhow::Result<wrk::WrkRun> {
+        let cpu_started = cpu::process_s();
+        let mut run = wrk::run(&tools.wrk, settings, &self.url, script, Some(self.server.token()))?;
+        run.server_cpu_s = cpu::process_s().zip(cpu_started).map(|(end, start)| end - start);
+        Ok(run)
+    }
+
+    /// The create run, and how many new resources the store holds after it.
+    fn create(&self, tools: &Tools, settings: WrkSettings) -> anyhow::Result<(wrk::WrkRun, u64)> {
+        let label = self.sealing.label();
+        progress(format!("[{label}] create: wrk, {} connections, {} s", settings.connections, settings.duration_s));
+        let create = self.measured_wrk(tools, settings, &self.create_script)?;
+        let created_stored = self.server.resources_stored()?.saturating_sub(self.imported);
+        // wrk stops counting when its time is up; creates then in flight may still be stored.
+        let answered_ok = create.requests - create.status_errors.min(create.requests);
+        anyhow::ensure!(
+            created_stored >= answered_ok,
+            "[{label}] wrk saw {answered_ok} creates answered, the store holds {created_stored} new resources"
+        );
+        Ok((create, created_stored))
+    }
+
+    fn finish(self, read: wrk::WrkRun, create: wrk::WrkRun, created_stored: u64) -> anyhow::Result<ModeFigures> {
+        self.server.stop()?;
+        Ok(ModeFigures {
+            import_resources: self.import.resources,
+            import_s: self.import.elapsed.as_secs_f64(),
+            import_server_cpu_s: self.import.server_cpu_s,
+            read,
+            create,
+            created_stored,
+        })
+    }
+}
+
+fn progress(message: impl AsRef<str>) {
+    eprintln!("· {}", message.as_ref());
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
