@@ -3,6 +3,7 @@
 
 mod demo;
 mod import;
+mod ledger;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,10 +54,18 @@ enum Command {
     Token(TokenCommand),
     /// Show what the store holds.
     Status(StatusArgs),
+    /// Recompute the ledger from every stored version and check every checkpoint; exit 6 on any finding.
+    Verify(ledger::VerifyArgs),
+    /// Checkpoints and proofs of the tamper-evident ledger.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Witness a log from elsewhere: check consistency, cosign, keep.
+    #[command(subcommand)]
+    Witness(ledger::WitnessCommand),
 }
 
 #[derive(Args, Debug, Clone)]
-struct StoreArgs {
+pub struct StoreArgs {
     /// The data directory.
     #[arg(long, env = "MEDVAULT_DATA_DIR", default_value = "medvault-data")]
     data_dir: PathBuf,
@@ -164,6 +173,9 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(&args.store, &args.files, args.quiet),
         Command::Token(command) => token(command),
         Command::Status(args) => status(args),
+        Command::Verify(args) => ledger::verify(args),
+        Command::Ledger(command) => ledger::ledger(command),
+        Command::Witness(command) => ledger::witness(command),
     };
     match result {
         Ok(code) => code,

@@ -78,7 +78,14 @@ pub struct EntryResponse {
     pub last_modified: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Value>,
+    /// The ledger receipt of a write (leaf index, checkpoint size).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extension: Vec<Value>,
 }
+
+/// Extension URLs of the ledger receipt on a Bundle entry's response.
+pub const LEAF_INDEX_EXTENSION: &str = "urn:medvault:ledger:leaf-index";
+pub const CHECKPOINT_SIZE_EXTENSION: &str = "urn:medvault:ledger:checkpoint-size";
 
 impl ResponseBundle {
     pub fn new(bundle_type: &'static str, now_ms: i64) -> Result<Self, ApiError> {
@@ -524,6 +531,14 @@ fn written_entry(written: &Written, base: &str, prefer: ReturnPreference) -> Res
             etag: (!written.noop).then(|| etag(written.version)),
             last_modified: (!written.noop).then(|| medvault_base::time::format_instant(written.recorded_ms)),
             outcome: None,
+            extension: if written.noop {
+                Vec::new()
+            } else {
+                vec![
+                    serde_json::json!({"url": LEAF_INDEX_EXTENSION, "valueString": written.leaf_index.to_string()}),
+                    serde_json::json!({"url": CHECKPOINT_SIZE_EXTENSION, "valueString": written.checkpoint_size.to_string()}),
+                ]
+            },
         }),
     })
 }

@@ -12,6 +12,7 @@ pub mod capability;
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod ledger;
 pub mod serve;
 pub mod service;
 

@@ -76,6 +76,10 @@ impl Store {
         self.engine.latest_checkpoint()
     }
 
+    pub fn checkpoint_at(&self, tree_size: u64) -> Result<Option<CheckpointRow>, StoreError> {
+        self.engine.checkpoint(tree_size)
+    }
+
     /// The leaf bytes of a version, rebuilt from its row and opened body.
     pub(crate) fn leaf_of(&self, row: &VersionRow, id: &str) -> Result<LeafData, StoreError> {
         LeafData::resource_version(ResourceVersionFields {

@@ -18,7 +18,8 @@ use crate::StoreError;
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
 pub const SCHEMA_VERSION: &str = "1";
-const READERS_MAX: usize = 16;
+/// Reader connections kept open; more are opened under load and closed after.
+const READERS_MAX: usize = 64;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 const SCHEMA: &str = "
@@ -223,6 +224,7 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
 }
 
 fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>, signer: SharedSigner) {
+    let mut frontier = Frontier::default();
     while let Ok(first) = receiver.recv() {
         let mut versions = first.version_count();
         let mut jobs = vec![first];
@@ -236,7 +238,43 @@ fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>, signer
             }
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        commit_group(&mut connection, jobs, signer.as_deref());
+        commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier);
+    }
+}
+
+/// The last complete subtree at each level, which is what the next append needs: it
+/// saves the writer a look-up per level per leaf. Valid for the ledger size it records;
+/// another process growing the ledger makes it stale, and it is then rebuilt from SQL.
+#[derive(Debug, Clone, Default)]
+struct Frontier {
+    size: u64,
+    last: Vec<Option<(u64, medvault_ledger::Hash)>>,
+}
+
+impl Frontier {
+    fn remember(&mut self, level: u8, index: u64, hash: medvault_ledger::Hash) {
+        let level = usize::from(level);
+        if self.last.len() <= level {
+            self.last.resize(level + 1, None);
+        }
+        self.last[level] = Some((index, hash));
+    }
+}
+
+/// Nodes from the frontier, else from the table.
+struct CachedNodes<'a> {
+    connection: &'a Connection,
+    frontier: &'a Frontier,
+}
+
+impl medvault_ledger::NodeStore for CachedNodes<'_> {
+    fn node(&self, level: u8, index: u64) -> Result<Option<medvault_ledger::Hash>, medvault_ledger::LedgerError> {
+        if let Some(Some((cached_index, hash))) = self.frontier.last.get(usize::from(level)) {
+            if *cached_index == index {
+                return Ok(Some(*hash));
+            }
+        }
+        medvault_ledger::NodeStore::node(&SqlNodes(self.connection), level, index)
     }
 }
 
@@ -266,15 +304,22 @@ fn ledger_size_of(connection: &Connection) -> Result<u64, StoreError> {
 }
 
 /// Appends one leaf and the complete subtrees it closes.
-fn append_leaf(connection: &Connection, leaf_index: u64, leaf_hash: [u8; 32]) -> Result<(), StoreError> {
-    let nodes = medvault_ledger::append_nodes(leaf_index, leaf_hash, &SqlNodes(connection))
+fn append_leaf(
+    connection: &Connection,
+    leaf_index: u64,
+    leaf_hash: [u8; 32],
+    frontier: &mut Frontier,
+) -> Result<(), StoreError> {
+    let nodes = medvault_ledger::append_nodes(leaf_index, leaf_hash, &CachedNodes { connection, frontier })
         .map_err(|e| StoreError::Corrupt(format!("ledger append: {e}")))?;
     let mut insert =
         connection.prepare_cached("INSERT INTO ledger_nodes (level, node_index, hash) VALUES (?1, ?2, ?3)")?;
     for (level, index, hash) in nodes {
+        frontier.remember(level, index, hash);
         let index = i64::try_from(index).map_err(|_| StoreError::Corrupt("ledger index overflow".into()))?;
         insert.execute(params![level, index, &hash[..]])?;
     }
+    frontier.size = leaf_index + 1;
     Ok(())
 }
 
@@ -285,18 +330,27 @@ enum Applied {
     Revoked(Result<u64, StoreError>),
 }
 
-fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>, signer: Option<&dyn CheckpointSigner>) {
+fn commit_group(
+    connection: &mut Connection,
+    jobs: Vec<WriterJob>,
+    signer: Option<&dyn CheckpointSigner>,
+    frontier: &mut Frontier,
+) {
     let mut outcomes = Vec::with_capacity(jobs.len());
     let commit = (|| -> Result<(), StoreError> {
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: another process may have grown the ledger.
         let size_before = ledger_size_of(&transaction)?;
+        if frontier.size != size_before {
+            *frontier = Frontier { size: size_before, last: Vec::new() };
+        }
         let mut size = size_before;
         for job in &jobs {
             let mut savepoint = transaction.savepoint()?;
             let size_at_job = size;
+            let frontier_at_job = frontier.clone();
             let applied = match job {
-                WriterJob::Versions(job, _) => Applied::Versions(apply_versions(&savepoint, job, &mut size)),
+                WriterJob::Versions(job, _) => Applied::Versions(apply_versions(&savepoint, job, &mut size, frontier)),
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
             };
@@ -311,13 +365,14 @@ fn commit_group(connection: &mut Connection, jobs: Vec<WriterJob>, signer: Optio
                 savepoint.rollback()?;
                 savepoint.commit()?;
                 size = size_at_job;
+                *frontier = frontier_at_job;
             }
             outcomes.push(applied);
         }
         if size > size_before {
             // No write is acknowledged before a signed checkpoint covers it.
             let signer = signer.ok_or_else(|| StoreError::Corrupt("no checkpoint signer is installed".into()))?;
-            let root = medvault_ledger::root(size, &SqlNodes(&transaction))
+            let root = medvault_ledger::root(size, &CachedNodes { connection: &transaction, frontier })
                 .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
             let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
             let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
@@ -378,6 +433,7 @@ fn apply_versions(
     connection: &Connection,
     job: &VersionJob,
     ledger_size: &mut u64,
+    frontier: &mut Frontier,
 ) -> Result<Result<VersionReceipt, JobConflict>, StoreError> {
     let mut new_key_ids = Vec::with_capacity(job.new_keys.len());
     for (index, key) in job.new_keys.iter().enumerate() {
@@ -426,7 +482,7 @@ fn apply_versions(
             i64::try_from(version.version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
         let key_id = i64::try_from(key_id).map_err(|_| StoreError::Corrupt("key id overflow".into()))?;
         let leaf_index = *ledger_size;
-        append_leaf(connection, leaf_index, version.leaf_hash)?;
+        append_leaf(connection, leaf_index, version.leaf_hash, frontier)?;
         *ledger_size += 1;
         insert_version.execute(params![
             &version.resource_key[..],

@@ -215,7 +215,15 @@ impl Store {
                     );
                     continue;
                 }
-                let stored = self.engine.ledger_node(0, row.leaf_index)?.unwrap_or([0; 32]);
+                let stored = self.engine.ledger_node(0, row.leaf_index)?;
+                if stored.is_none() {
+                    report.find(
+                        FindingKind::LeafMismatch,
+                        Some(row.leaf_index),
+                        format!("ledger leaf {} is missing: a ledger row was deleted", row.leaf_index),
+                    );
+                }
+                let stored = stored.unwrap_or([0; 32]);
                 let leaf_hash = match self.open_row(row) {
                     Ok(opened) => {
                         let expected_version = last_version.get(&row.resource_key).map_or(1, |v| v + 1);
@@ -234,7 +242,7 @@ impl Store {
                         }
                         last_version.insert(row.resource_key, row.version);
                         let recomputed = self.leaf_of(row, &opened.id)?.leaf_hash();
-                        if recomputed != stored {
+                        if recomputed != stored && stored != [0; 32] {
                             report.find(
                                 FindingKind::LeafMismatch,
                                 Some(row.leaf_index),

@@ -357,3 +357,61 @@ fn tokens_are_stored_as_digests_and_revocable() {
     assert_eq!(fixture.store.revoke_tokens("ward-app").expect("revoke"), 1);
     assert!(fixture.store.authenticate_token(&token).expect("auth").is_none());
 }
+
+#[test]
+fn every_write_is_a_ledger_leaf_under_a_signed_checkpoint() {
+    let fixture = Arc::new(Fixture::new());
+    for index in 0..40 {
+        let written = fixture.store.write_as_test(&[patient(&format!("p{index}"), "A")]).expect("write");
+        assert_eq!(written[0].leaf_index, index, "leaves are dense and in commit order");
+        assert!(written[0].checkpoint_size > written[0].leaf_index, "a checkpoint covers the write when it returns");
+    }
+    // A transaction that fails midway leaves no leaf behind.
+    let failed =
+        fixture.store.write_as_test(&[patient("ghost", "A"), Write { if_match: Some(9), ..patient("p1", "B") }]);
+    assert!(failed.is_err());
+    // Concurrent writers: group commits with several jobs, some rolled back.
+    let threads: Vec<_> = (0..4)
+        .map(|thread| {
+            let fixture = fixture.clone();
+            std::thread::spawn(move || {
+                for index in 0..10 {
+                    fixture.store.write_as_test(&[patient(&format!("c{thread}-{index}"), "A")]).expect("write");
+                    let _ = fixture.store.write_as_test(&[Write { if_match: Some(99), ..patient("p2", "Stale") }]);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread");
+    }
+    let report = fixture.store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!((report.versions, report.leaves), (80, 80));
+    assert_eq!(report.latest_checkpoint_size, Some(80));
+
+    // An inclusion proof checks out against the signed checkpoint, from its parts alone.
+    let proof = fixture.store.inclusion_proof("Patient", "p7", 1, None).expect("proof").expect("exists");
+    let verifier = fixture.store.ledger_verifier().expect("verifier");
+    let checkpoint =
+        medvault_ledger::open_checkpoint(proof.checkpoint.as_bytes(), &verifier, &[]).expect("signed").checkpoint;
+    let leaf = medvault_ledger::LeafData::decode(&proof.leaf).expect("leaf");
+    assert_eq!(
+        (leaf.resource_type(), leaf.resource_id(), leaf.version(), leaf.author()),
+        ("Patient", "p7", 1, "store-test")
+    );
+    medvault_ledger::verify_inclusion(
+        &leaf.leaf_hash(),
+        proof.leaf_index,
+        checkpoint.size(),
+        &proof.proof,
+        checkpoint.root(),
+    )
+    .expect("included");
+    // The log at size 10 (sequential writes, so a checkpoint exists there) is a prefix of size 80.
+    let consistency = fixture.store.consistency_proof(10, 80).expect("consistency");
+    let old = fixture.store.checkpoint_at(10).expect("checkpoint").expect("size 10 was checkpointed");
+    let new = fixture.store.latest_checkpoint().expect("checkpoint").expect("latest");
+    medvault_ledger::verify_consistency(10, 80, &old.root, &new.root, &consistency).expect("consistent");
+    assert!(medvault_ledger::verify_consistency(10, 80, &new.root, &old.root, &consistency).is_err());
+}

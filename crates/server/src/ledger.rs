@@ -1,0 +1,83 @@
+//! The ledger over HTTP (`docs/format/checkpoint.md`): the latest signed checkpoint, the
+//! log's verifier key, and inclusion and consistency proofs. Every route authenticates;
+//! inclusion proofs name a resource, so they need clinical access.
+
+use base64::Engine as _;
+use medvault_store::Store;
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// The latest signed checkpoint (a C2SP signed note), or the one of `tree_size`.
+pub fn checkpoint(store: &Store, _principal: &Principal, tree_size: Option<u64>) -> Result<String, ApiError> {
+    let row = match tree_size {
+        None => store.latest_checkpoint()?,
+        Some(size) => store.checkpoint_at(size)?,
+    };
+    row.map(|row| row.note)
+        .ok_or_else(|| ApiError::not_found("no signed checkpoint of that size (the log may be empty)"))
+}
+
+pub fn verifier_key(store: &Store, _principal: &Principal) -> Result<String, ApiError> {
+    Ok(store.ledger_verifier()?.to_string())
+}
+
+/// `resource` is `Type/id/_history/version`.
+pub fn inclusion(
+    store: &Store,
+    _access: &crate::auth::ClinicalAccess,
+    resource: &str,
+    tree_size: Option<u64>,
+) -> Result<serde_json::Value, ApiError> {
+    let parts: Vec<&str> = resource.split('/').collect();
+    let [resource_type, id, "_history", version] = parts.as_slice() else {
+        return Err(ApiError::bad_request("resource must be Type/id/_history/version"));
+    };
+    crate::service::check_type_and_id(resource_type, id)?;
+    let version: u64 = version.parse().map_err(|_| ApiError::bad_request("the version must be a positive integer"))?;
+    let proof = store
+        .inclusion_proof(resource_type, id, version, tree_size)?
+        .ok_or_else(|| ApiError::not_found(format!("{resource} does not exist")))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(json!({
+        "type": "inclusion",
+        "resource": resource,
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "leaf": b64.encode(&proof.leaf),
+        "proof": proof.proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
+        "checkpoint": proof.checkpoint,
+    }))
+}
+
+pub fn consistency(
+    store: &Store,
+    _principal: &Principal,
+    old_size: u64,
+    new_size: Option<u64>,
+) -> Result<serde_json::Value, ApiError> {
+    let new = match new_size {
+        Some(size) => store.checkpoint_at(size)?,
+        None => store.latest_checkpoint()?,
+    }
+    .ok_or_else(|| ApiError::not_found("no signed checkpoint of that size"))?;
+    let old = match old_size {
+        0 => None,
+        size => Some(
+            store
+                .checkpoint_at(size)?
+                .ok_or_else(|| ApiError::not_found(format!("no signed checkpoint of size {size}")))?,
+        ),
+    };
+    let proof = store.consistency_proof(old_size, new.tree_size)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(json!({
+        "type": "consistency",
+        "old_size": old_size,
+        "new_size": new.tree_size,
+        "old_checkpoint": old.map(|o| o.note),
+        "new_checkpoint": new.note,
+        "proof": proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
+    }))
+}
