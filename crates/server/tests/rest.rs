@@ -364,3 +364,45 @@ async fn the_capability_statement_lists_what_the_router_serves() {
     // Search is not listed, and indeed not served.
     assert_eq!(server.call("GET", "/fhir/Patient?name=x", None).await.status, 501);
 }
+
+#[tokio::test]
+async fn writes_carry_a_ledger_receipt_and_proofs_are_served() {
+    let server = TestServer::new();
+    let created = server.call("POST", "/fhir/Patient", Some(patient("Ledger"))).await;
+    assert_eq!(created.header("x-medvault-leaf-index"), Some("0"));
+    assert_eq!(created.header("x-medvault-checkpoint-size"), Some("1"));
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    let updated =
+        server.call("PUT", &format!("/fhir/Patient/{id}"), Some(json!({"resourceType": "Patient", "id": id}))).await;
+    assert_eq!(updated.header("x-medvault-leaf-index"), Some("1"));
+
+    let auth = format!("Bearer {}", server.clinician);
+    let admin = format!("Bearer {}", server.admin);
+    assert_eq!(server.send("GET", "/ledger/checkpoint", &[], None).await.status, 401);
+    let checkpoint = server.send("GET", "/ledger/checkpoint", &[("authorization", &admin)], None).await;
+    assert_eq!(checkpoint.status, 200);
+    let note = String::from_utf8(checkpoint.body.clone()).expect("utf8");
+    let key = server.send("GET", "/ledger/key", &[("authorization", &admin)], None).await;
+    let verifier = medvault_ledger::Verifier::parse(String::from_utf8_lossy(&key.body).trim()).expect("vkey");
+    let opened = medvault_ledger::open_checkpoint(note.as_bytes(), &verifier, &[]).expect("signed by the log");
+    assert_eq!(opened.checkpoint.size(), 2);
+
+    let uri = format!("/ledger/inclusion?resource=Patient/{id}/_history/1");
+    assert_eq!(server.send("GET", &uri, &[("authorization", &admin)], None).await.status, 403, "proofs name patients");
+    let proof = server.send("GET", &uri, &[("authorization", &auth)], None).await.json();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let leaf = medvault_ledger::LeafData::decode(&b64.decode(proof["leaf"].as_str().expect("leaf")).expect("b64"))
+        .expect("leaf");
+    assert_eq!((leaf.resource_id(), leaf.version(), leaf.author()), (id.as_str(), 1, "test-clinician"));
+    let hashes: Vec<[u8; 32]> = proof["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| b64.decode(h.as_str().expect("str")).expect("b64").try_into().expect("32 bytes"))
+        .collect();
+    medvault_ledger::verify_inclusion(&leaf.leaf_hash(), 0, 2, &hashes, opened.checkpoint.root()).expect("included");
+    let consistency = server.send("GET", "/ledger/consistency?old=1", &[("authorization", &auth)], None).await;
+    assert_eq!(consistency.status, 200);
+    assert_eq!(server.send("GET", "/ledger/consistency?old=9", &[("authorization", &auth)], None).await.status, 404);
+}

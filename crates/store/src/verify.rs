@@ -188,10 +188,13 @@ impl Store {
             }
         };
         check_roots(&builder, &mut report);
+        // Where the next page of rows starts; separate from `next_leaf` (the tree position),
+        // since rows past the ledger's end do not advance the tree.
+        let mut cursor = 0u64;
         loop {
-            let page = self.engine.versions_by_leaf(next_leaf, VERIFY_PAGE_VERSIONS)?;
+            let page = self.engine.versions_by_leaf(cursor, VERIFY_PAGE_VERSIONS)?;
             let Some(last) = page.last() else { break };
-            let page_end = last.leaf_index.saturating_add(1);
+            cursor = last.leaf_index.saturating_add(1);
             for row in &page {
                 while next_leaf < row.leaf_index && next_leaf < ledger_size {
                     report.find(
@@ -278,7 +281,7 @@ impl Store {
                 check_roots(&builder, &mut report);
             }
             progress(next_leaf.min(total), total);
-            if page_end <= next_leaf && page.len() < VERIFY_PAGE_VERSIONS as usize {
+            if page.len() < VERIFY_PAGE_VERSIONS as usize || cursor == u64::MAX {
                 break;
             }
         }
