@@ -43,6 +43,13 @@ pub struct CheckpointRow {
 /// it; the engine never holds the signing key.
 pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
     fn sign(&self, tree_size: u64, root: &[u8; 32]) -> Result<String, String>;
+
+    /// Benchmark builds only: write versions without ledger leaves or checkpoints, so the
+    /// ledger's cost can be measured. Only `Store::danger_open_without_ledger_for_benchmark`
+    /// installs a signer that says yes.
+    fn danger_skips_ledger(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,22 @@ impl CheckpointSigner for LedgerSigner {
     }
 }
 
+/// A signer for benchmark stores that keep no ledger (`danger-benchmark-unsealed` feature).
+#[cfg(feature = "danger-benchmark-unsealed")]
+#[derive(Debug)]
+pub(crate) struct DangerNoLedger;
+
+#[cfg(feature = "danger-benchmark-unsealed")]
+impl CheckpointSigner for DangerNoLedger {
+    fn sign(&self, _tree_size: u64, _root: &[u8; 32]) -> Result<String, String> {
+        Err("a benchmark store without a ledger signs nothing".into())
+    }
+
+    fn danger_skips_ledger(&self) -> bool {
+        true
+    }
+}
+
 /// Reads complete-subtree hashes through the engine's readers.
 pub(crate) struct EngineNodes<'a>(pub &'a dyn Engine);
 

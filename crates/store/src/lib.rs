@@ -252,6 +252,20 @@ impl Store {
         Self::open_with(data_dir, source, clock, true)
     }
 
+    /// Opens a store (sealed) whose new versions get no ledger leaves and no checkpoints,
+    /// so a benchmark can measure what the ledger costs on the write path. Such a store
+    /// fails `verify`.
+    #[cfg(feature = "danger-benchmark-unsealed")]
+    pub fn danger_open_without_ledger_for_benchmark(
+        data_dir: &Path,
+        source: &dyn MasterKeySource,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_with(data_dir, source, clock, false)?;
+        store.engine.set_checkpoint_signer(Arc::new(ledger::DangerNoLedger))?;
+        Ok(store)
+    }
+
     fn open_with(
         data_dir: &Path,
         source: &dyn MasterKeySource,
