@@ -211,16 +211,7 @@ pub fn ledger(command: LedgerCommand) -> anyhow::Result<ExitCode> {
                 .inclusion_proof(resource_type, id, version, None)?
                 .with_context(|| format!("{resource} does not exist"))?;
             store.close();
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let document = json!({
-                "type": "inclusion",
-                "resource": resource,
-                "leaf_index": proof.leaf_index,
-                "tree_size": proof.tree_size,
-                "leaf": b64.encode(&proof.leaf),
-                "proof": proof.proof.iter().map(|h| b64.encode(h)).collect::<Vec<_>>(),
-                "checkpoint": proof.checkpoint,
-            });
+            let document = proof.to_document(&resource);
             write_output(out.as_deref(), serde_json::to_string_pretty(&document)?.as_bytes())?;
         }
         LedgerCommand::Consistency { store, old, out } => {
@@ -335,21 +326,7 @@ pub fn witness(command: WitnessCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn consistency_document(store: &medvault_store::Store, old: u64) -> anyhow::Result<Value> {
-    let new = store.latest_checkpoint()?.context("the log is empty: no checkpoint yet")?;
-    let old_note = match old {
-        0 => None,
-        size => Some(store.checkpoint_at(size)?.with_context(|| format!("no signed checkpoint of size {size}"))?.note),
-    };
-    let proof = store.consistency_proof(old, new.tree_size)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(json!({
-        "type": "consistency",
-        "old_size": old,
-        "new_size": new.tree_size,
-        "old_checkpoint": old_note,
-        "new_checkpoint": new.note,
-        "proof": proof.iter().map(|h| b64.encode(h)).collect::<Vec<_>>(),
-    }))
+    Ok(store.consistency_document(old, None)?)
 }
 
 /// Verifies an inclusion or consistency proof document offline.

@@ -2,9 +2,7 @@
 //! log's verifier key, and inclusion and consistency proofs. Every route authenticates;
 //! inclusion proofs name a resource, so they need clinical access.
 
-use base64::Engine as _;
 use medvault_store::Store;
-use serde_json::json;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -39,16 +37,7 @@ pub fn inclusion(
     let proof = store
         .inclusion_proof(resource_type, id, version, tree_size)?
         .ok_or_else(|| ApiError::not_found(format!("{resource} does not exist")))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(json!({
-        "type": "inclusion",
-        "resource": resource,
-        "leaf_index": proof.leaf_index,
-        "tree_size": proof.tree_size,
-        "leaf": b64.encode(&proof.leaf),
-        "proof": proof.proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
-        "checkpoint": proof.checkpoint,
-    }))
+    Ok(proof.to_document(resource))
 }
 
 pub fn consistency(
@@ -57,27 +46,5 @@ pub fn consistency(
     old_size: u64,
     new_size: Option<u64>,
 ) -> Result<serde_json::Value, ApiError> {
-    let new = match new_size {
-        Some(size) => store.checkpoint_at(size)?,
-        None => store.latest_checkpoint()?,
-    }
-    .ok_or_else(|| ApiError::not_found("no signed checkpoint of that size"))?;
-    let old = match old_size {
-        0 => None,
-        size => Some(
-            store
-                .checkpoint_at(size)?
-                .ok_or_else(|| ApiError::not_found(format!("no signed checkpoint of size {size}")))?,
-        ),
-    };
-    let proof = store.consistency_proof(old_size, new.tree_size)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(json!({
-        "type": "consistency",
-        "old_size": old_size,
-        "new_size": new.tree_size,
-        "old_checkpoint": old.map(|o| o.note),
-        "new_checkpoint": new.note,
-        "proof": proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
-    }))
+    Ok(store.consistency_document(old_size, new_size)?)
 }

@@ -71,7 +71,53 @@ pub struct InclusionProof {
     pub checkpoint: String,
 }
 
+impl InclusionProof {
+    /// The self-contained proof document of `docs/format/checkpoint.md` ("Proof files").
+    pub fn to_document(&self, resource: &str) -> serde_json::Value {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        serde_json::json!({
+            "type": "inclusion",
+            "resource": resource,
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "leaf": b64.encode(&self.leaf),
+            "proof": self.proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
+            "checkpoint": self.checkpoint,
+        })
+    }
+}
+
 impl Store {
+    /// A consistency proof document (`checkpoint.md`, "Proof files") from the checkpoint
+    /// of `old_size` (0: the empty log) to that of `new_size` (default: the latest).
+    pub fn consistency_document(&self, old_size: u64, new_size: Option<u64>) -> Result<serde_json::Value, StoreError> {
+        use base64::Engine as _;
+        let new = match new_size {
+            Some(size) => self.engine.checkpoint(size)?,
+            None => self.engine.latest_checkpoint()?,
+        }
+        .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {}", new_size.unwrap_or(0))))?;
+        let old = match old_size {
+            0 => None,
+            size => Some(
+                self.engine
+                    .checkpoint(size)?
+                    .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {size}")))?,
+            ),
+        };
+        let proof = self.consistency_proof(old_size, new.tree_size)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(serde_json::json!({
+            "type": "consistency",
+            "old_size": old_size,
+            "new_size": new.tree_size,
+            "old_checkpoint": old.map(|o| o.note),
+            "new_checkpoint": new.note,
+            "proof": proof.iter().map(|hash| b64.encode(hash)).collect::<Vec<_>>(),
+        }))
+    }
+
     /// The log's name in checkpoints and signature lines.
     pub fn ledger_origin(&self) -> Result<String, StoreError> {
         self.engine

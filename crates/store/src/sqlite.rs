@@ -347,7 +347,8 @@ fn commit_group(
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: another process may have grown the ledger.
         let skip_ledger = signer.is_some_and(|s| s.danger_skips_ledger());
-        let size_before = if skip_ledger { next_leaf_of_versions(&transaction)? } else { ledger_size_of(&transaction)? };
+        let size_before =
+            if skip_ledger { next_leaf_of_versions(&transaction)? } else { ledger_size_of(&transaction)? };
         if frontier.size != size_before {
             *frontier = Frontier { size: size_before, last: Vec::new() };
         }
