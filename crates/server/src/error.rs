@@ -79,6 +79,7 @@ impl From<StoreError> for ApiError {
                 internal: Some(detail.clone()),
                 security_event: true,
             },
+            StoreError::Missing(what) => Self::not_found(format!("{what} does not exist")),
             StoreError::KeyDestroyed => {
                 Self::new(410, "deleted", "this record was erased (its data key was destroyed)")
             }

@@ -97,13 +97,13 @@ impl Store {
             Some(size) => self.engine.checkpoint(size)?,
             None => self.engine.latest_checkpoint()?,
         }
-        .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {}", new_size.unwrap_or(0))))?;
+        .ok_or_else(|| StoreError::Missing(format!("a signed checkpoint of size {}", new_size.unwrap_or(0))))?;
         let old = match old_size {
             0 => None,
             size => Some(
                 self.engine
                     .checkpoint(size)?
-                    .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {size}")))?,
+                    .ok_or_else(|| StoreError::Missing(format!("a signed checkpoint of size {size}")))?,
             ),
         };
         let proof = self.consistency_proof(old_size, new.tree_size)?;
@@ -172,9 +172,9 @@ impl Store {
             Some(size) => self.engine.checkpoint(size)?,
             None => self.engine.latest_checkpoint()?,
         }
-        .ok_or_else(|| StoreError::NotFound(format!("a signed checkpoint of size {}", tree_size.unwrap_or(0))))?;
+        .ok_or_else(|| StoreError::Missing(format!("a signed checkpoint of size {}", tree_size.unwrap_or(0))))?;
         if row.leaf_index >= checkpoint.tree_size {
-            return Err(StoreError::NotFound(format!(
+            return Err(StoreError::Missing(format!(
                 "this version (leaf {}) in a checkpoint of size {}",
                 row.leaf_index, checkpoint.tree_size
             )));
@@ -195,7 +195,7 @@ impl Store {
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, StoreError> {
         let size = self.engine.ledger_size()?;
         if old_size > new_size || new_size > size {
-            return Err(StoreError::NotFound(format!(
+            return Err(StoreError::Missing(format!(
                 "a consistency proof from {old_size} to {new_size} (the log has {size} leaves)"
             )));
         }

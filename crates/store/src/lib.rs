@@ -40,6 +40,10 @@ pub enum StoreError {
     /// No store at the given path.
     #[error("no medvault store at {0}")]
     NotFound(String),
+    /// A ledger object asked for (a checkpoint of some size, a version in a checkpoint)
+    /// does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
     /// The file exists but is not a medvault database.
     #[error("{0} is not a medvault store")]
     NotAStore(String),
