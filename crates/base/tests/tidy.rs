@@ -19,7 +19,12 @@ fn constants(source: &str) -> Vec<String> {
 fn every_limit_is_documented() {
     let limits_doc = std::fs::read_to_string(workspace().join("docs/LIMITS.md")).expect("docs/LIMITS.md");
     let mut names = constants(include_str!("../src/limits.rs"));
-    for file in ["crates/server/src/serve.rs", "crates/fhir/src/validate.rs", "crates/ledger/src/leaf.rs", "crates/ledger/src/note.rs"] {
+    for file in [
+        "crates/server/src/serve.rs",
+        "crates/fhir/src/validate.rs",
+        "crates/ledger/src/leaf.rs",
+        "crates/ledger/src/note.rs",
+    ] {
         let source = std::fs::read_to_string(workspace().join(file)).expect("source file");
         names.extend(constants(&source).into_iter().filter(|name| name.ends_with("_MAX") || name.ends_with("_MS")));
     }
