@@ -17,6 +17,11 @@ use medvault_crypto::{MasterKey, MasterKeySource};
 use medvault_server::auth::Role;
 use medvault_store::{Store, StoreError};
 
+/// mimalloc instead of glibc's malloc: allocation was a quarter of the import path's CPU
+/// (parsed JSON trees are many small objects freed across threads); see docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes, stable for scripts.
 pub mod exit {
     pub const FAILURE: u8 = 1;
