@@ -367,7 +367,7 @@ impl Store {
             StoreError::Integrity(format!("row {} opened to something that is not a resource", row.seq))
         })?;
         let consistent = head.resource_type == row.resource_type
-            && head.version_id == row.version.to_string()
+            && head.version_id.parse::<u64>() == Ok(row.version)
             && self.keyring.resource_key(head.resource_type, head.id) == row.resource_key;
         if !consistent {
             return Err(StoreError::Integrity(format!("row {} opened to a resource that does not match it", row.seq)));
@@ -546,7 +546,7 @@ impl Store {
             assert!(
                 head.resource_type == write.resource_type
                     && head.id == write.id
-                    && head.version_id == version.to_string(),
+                    && head.version_id.parse::<u64>() == Ok(version),
                 "a stamped resource names another resource or version"
             );
             let sealed = key.1.seal(&identity, &json).map_err(StoreError::from)?;

@@ -538,8 +538,12 @@ fn apply_revoke(connection: &Connection, client: &str, at_ms: i64) -> Result<u64
     Ok(u64::try_from(changed).unwrap_or(0))
 }
 
-const VERSION_COLUMNS: &str =
-    "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author";
+/// The columns every version query reads, in `version_row` order.
+macro_rules! version_columns {
+    () => {
+        "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author"
+    };
+}
 
 fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     let resource_key: Vec<u8> = row.get(1)?;
@@ -604,8 +608,10 @@ impl Engine for SqliteEngine {
 
     fn current(&self, resource_key: &ResourceKey) -> Result<Option<VersionRow>, StoreError> {
         self.with_reader(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE seq = (SELECT seq FROM resources WHERE resource_key = ?1)"
+            Ok(c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM versions WHERE seq = (SELECT seq FROM resources WHERE resource_key = ?1)"
             ))?
             .query_row([&resource_key[..]], version_row)
             .optional()?)
@@ -633,8 +639,10 @@ impl Engine for SqliteEngine {
     fn version(&self, resource_key: &ResourceKey, version: u64) -> Result<Option<VersionRow>, StoreError> {
         let version = i64::try_from(version).unwrap_or(i64::MAX);
         self.with_reader(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_key = ?1 AND version = ?2"
+            Ok(c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM versions WHERE resource_key = ?1 AND version = ?2"
             ))?
             .query_row(params![&resource_key[..], version], version_row)
             .optional()?)
@@ -648,21 +656,27 @@ impl Engine for SqliteEngine {
         self.with_reader(|c| {
             let rows = match scope {
                 HistoryScope::System => c
-                    .prepare_cached(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM versions WHERE seq < ?1 AND recorded_ms >= ?2 ORDER BY seq DESC LIMIT ?3"
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        version_columns!(),
+                        " FROM versions WHERE seq < ?1 AND recorded_ms >= ?2 ORDER BY seq DESC LIMIT ?3"
                     ))?
                     .query_map(params![before, since, count], version_row)?
                     .collect::<Result<Vec<_>, _>>()?,
                 HistoryScope::Type(resource_type) => c
-                    .prepare_cached(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_type = ?1 AND seq < ?2 AND recorded_ms >= ?3
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        version_columns!(),
+                        " FROM versions WHERE resource_type = ?1 AND seq < ?2 AND recorded_ms >= ?3
                          ORDER BY seq DESC LIMIT ?4"
                     ))?
                     .query_map(params![resource_type, before, since, count], version_row)?
                     .collect::<Result<Vec<_>, _>>()?,
                 HistoryScope::Instance(resource_key) => c
-                    .prepare_cached(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM versions WHERE resource_key = ?1 AND seq < ?2 AND recorded_ms >= ?3
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        version_columns!(),
+                        " FROM versions WHERE resource_key = ?1 AND seq < ?2 AND recorded_ms >= ?3
                          ORDER BY seq DESC LIMIT ?4"
                     ))?
                     .query_map(params![&resource_key[..], before, since, count], version_row)?
@@ -804,8 +818,10 @@ impl Engine for SqliteEngine {
     fn versions_by_leaf(&self, first_leaf: u64, count: u32) -> Result<Vec<VersionRow>, StoreError> {
         let first = i64::try_from(first_leaf).unwrap_or(i64::MAX);
         self.with_reader(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {VERSION_COLUMNS} FROM versions WHERE leaf_index >= ?1 ORDER BY leaf_index LIMIT ?2"
+            Ok(c.prepare_cached(concat!(
+                "SELECT ",
+                version_columns!(),
+                " FROM versions WHERE leaf_index >= ?1 ORDER BY leaf_index LIMIT ?2"
             ))?
             .query_map(params![first, count], version_row)?
             .collect::<Result<Vec<_>, _>>()?)
