@@ -1,12 +1,15 @@
 //! `medvault-bench`: measures import, read-by-id and create over HTTP on a sealed and an
-//! unsealed store, against a plain-SQLite storage floor and nginx serving a static file,
-//! all in one invocation, and prints the figures (`docs/PERFORMANCE.md` explains them).
+//! unsealed store, against a plain-SQLite storage floor and nginx serving a static file;
+//! the import on a sealed store without a ledger; and `verify` and proofs on a store of a
+//! million versions; all in one invocation, and prints the figures (`docs/PERFORMANCE.md`
+//! explains them).
 //!
-//! Run with `cargo run --release -p medvault-bench -- [--quick] [--json PATH]`.
+//! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--json PATH]`.
 
 mod cpu;
 mod dataset;
 mod floor;
+mod ledger;
 mod nginx;
 mod report;
 mod server;
@@ -19,20 +22,24 @@ use std::time::Instant;
 use anyhow::Context as _;
 use medvault_base::Clock as _;
 
-use crate::report::{Figures, Machine, ModeFigures};
+use crate::report::{Figures, LedgerOnly, Machine, ModeFigures, NoLedgerImport};
 use crate::server::{BenchServer, Sealing};
 use crate::wrk::WrkSettings;
 
 const USAGE: &str = "\
-usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N] [--json PATH]
+usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N]
+                      [--ledger-leaves N] [--ledger-only] [--json PATH]
 
   --resources N           generate at least N resources (default 100000; 20000 with --quick)
   --duration-s S          seconds per wrk run (default 10; 3 with --quick)
   --import-connections N  HTTP connections POSTing Bundles in the import phase (default 8)
+  --ledger-leaves N       versions in the store that verify and the proofs run on
+                          (default 1000000; 100000 with --quick; at least 2000)
+  --ledger-only           only build that store and measure verify and proofs (no wrk, nginx)
   --quick                 a short run for development
   --json PATH             also write the figures as JSON to PATH
 
-Needs wrk and nginx (Debian/Ubuntu: apt-get install -y wrk nginx).";
+Needs wrk and nginx, except with --ledger-only (Debian/Ubuntu: apt-get install -y wrk nginx).";
 
 /// Seed of the dataset and of the wrk scripts' id picks.
 const SEED: u64 = 0x6d65_6476_6175_6c74;
@@ -45,8 +52,14 @@ struct Options {
     resources: usize,
     duration_s: u64,
     import_connections: usize,
+    ledger_leaves: u64,
+    ledger_only: bool,
     json: Option<PathBuf>,
 }
+
+/// The allocator `medvault` runs with (crates/cli/src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let options = match parse_options(std::env::args().skip(1)) {
@@ -74,6 +87,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut resources = None;
     let mut duration_s = None;
     let mut import_connections = 8;
+    let mut ledger_leaves = None;
+    let mut ledger_only = false;
     let mut json = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -84,6 +99,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             "--import-connections" => {
                 import_connections = value("--import-connections")?.parse().context("--import-connections")?
             }
+            "--ledger-leaves" => ledger_leaves = Some(value("--ledger-leaves")?.parse().context("--ledger-leaves")?),
+            "--ledger-only" => ledger_only = true,
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--help" | "-h" => return Ok(None),
             other => anyhow::bail!("unknown argument '{other}'"),
@@ -93,11 +110,19 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         resources: resources.unwrap_or(if quick { 20_000 } else { 100_000 }),
         duration_s: duration_s.unwrap_or(if quick { 3 } else { 10 }),
         import_connections,
+        ledger_leaves: ledger_leaves.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+        ledger_only,
         json,
     };
     anyhow::ensure!(options.resources > 0, "--resources must be positive");
     anyhow::ensure!(options.duration_s > 0, "--duration-s must be positive");
     anyhow::ensure!((1..=64).contains(&options.import_connections), "--import-connections must be 1 to 64");
+    anyhow::ensure!(
+        options.ledger_leaves >= ledger::LEAVES_MIN && options.ledger_leaves <= u64::from(u32::MAX),
+        "--ledger-leaves must be {} to {}",
+        ledger::LEAVES_MIN,
+        u32::MAX
+    );
     Ok(Some(options))
 }
 
@@ -146,6 +171,9 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    if options.ledger_only {
+        return run_ledger_only(options);
+    }
     let tools = find_tools()?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load_before = load_average();
@@ -170,9 +198,11 @@ fn run(options: &Options) -> anyhow::Result<()> {
     let floor = floor::run(&dataset)?;
     progress(format!("storage floor: {} resources/s", report::thousands(floor.resources_per_s())));
 
-    // Both stores are imported first, then each load runs on the sealed and the unsealed
+    // All stores are imported first, then each load runs on the sealed and the unsealed
     // server back to back (and nginx between the reads and the creates), so that paired
-    // figures come from neighbouring moments of a shared machine.
+    // figures come from neighbouring moments of a shared machine. The store without a
+    // ledger is imported right before the sealed one, its pair.
+    let no_ledger = import_without_ledger(&dataset, options.import_connections)?;
     let sealed = ModeRun::import(Sealing::Sealed, &dataset, options.import_connections)?;
     let unsealed = ModeRun::import(Sealing::DangerUnsealed, &dataset, options.import_connections)?;
     let sealed_read = sealed.read(&tools, settings)?;
@@ -187,6 +217,8 @@ fn run(options: &Options) -> anyhow::Result<()> {
     let (unsealed_create, unsealed_created_stored) = unsealed.create(&tools, settings)?;
     let sealed = sealed.finish(sealed_read, sealed_create, sealed_created_stored)?;
     let unsealed = unsealed.finish(unsealed_read, unsealed_create, unsealed_created_stored)?;
+    // Last, on its own store, with the servers stopped: it is not paired with anything.
+    let ledger = ledger::run(options.ledger_leaves, SEED)?;
 
     let figures = Figures {
         machine: Machine {
@@ -206,15 +238,67 @@ fn run(options: &Options) -> anyhow::Result<()> {
         sealed,
         unsealed,
         nginx,
+        no_ledger,
+        ledger,
     };
     println!();
     print!("{}", figures.table());
+    write_json(options, &figures.to_json())
+}
+
+/// `--ledger-only`: the in-process ledger figures, without wrk or nginx.
+fn run_ledger_only(options: &Options) -> anyhow::Result<()> {
+    let load_before = load_average();
+    let date = medvault_base::time::format_instant(medvault_base::SystemClock.now_ms());
+    let ledger = ledger::run(options.ledger_leaves, SEED)?;
+    let figures = LedgerOnly {
+        machine: Machine {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu: cpu_model(),
+            date,
+            load_before,
+            load_after: load_average(),
+        },
+        ledger,
+    };
+    println!();
+    print!("{}", figures.table());
+    write_json(options, &figures.to_json())
+}
+
+fn write_json(options: &Options, figures: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(path) = &options.json {
-        let text = serde_json::to_string_pretty(&figures.to_json())?;
+        let text = serde_json::to_string_pretty(figures)?;
         std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
         progress(format!("figures written to {}", path.display()));
     }
     Ok(())
+}
+
+/// Imports the dataset, as the sealed store is imported, into a sealed store opened
+/// without a ledger, and stops it: only its import is measured.
+fn import_without_ledger(dataset: &dataset::Dataset, import_connections: usize) -> anyhow::Result<NoLedgerImport> {
+    let sealing = Sealing::DangerNoLedger;
+    let label = sealing.label();
+    let server = BenchServer::start(sealing)?;
+    progress(format!("[{label}] import: {} Bundles over {import_connections} connections", dataset.bundles.len()));
+    let import = server::import(&server, dataset, import_connections)?;
+    let imported = server.resources_stored()?;
+    anyhow::ensure!(
+        imported == dataset.resources as u64,
+        "[{label}] the store holds {imported} resources after the import, expected {}",
+        dataset.resources
+    );
+    progress(format!("[{label}] import: {} resources/s", report::thousands(import.resources_per_s())));
+    server::verify_reads(&server, &import.references, report::READS_CHECKED)?;
+    let checkpoint = server.latest_checkpoint_size()?;
+    anyhow::ensure!(checkpoint.is_none(), "[{label}] the store signed a checkpoint of size {checkpoint:?}");
+    server.stop()?;
+    Ok(NoLedgerImport {
+        resources: import.resources,
+        import_s: import.elapsed.as_secs_f64(),
+        server_cpu_s: import.server_cpu_s,
+    })
 }
 
 /// One fresh store in one sealing mode, served and imported, with its wrk scripts.
@@ -244,6 +328,12 @@ impl ModeRun {
         );
         progress(format!("[{label}] import: {} resources/s", report::thousands(import.resources_per_s())));
         server::verify_reads(&server, &import.references, report::READS_CHECKED)?;
+        // A fresh store: one leaf per imported resource, all covered by the latest checkpoint.
+        let checkpoint = server.latest_checkpoint_size()?;
+        anyhow::ensure!(
+            checkpoint == Some(imported),
+            "[{label}] the latest checkpoint covers {checkpoint:?} leaves after importing {imported} resources"
+        );
 
         let scripts = medvault_testkit::TempDir::new(&format!("bench-scripts-{label}"));
         let paths: String = import.references.iter().map(|reference| format!("/fhir/{reference}\n")).collect();

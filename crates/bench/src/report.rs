@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::floor::FloorRun;
+use crate::ledger::{Latencies, LedgerFigures};
 use crate::wrk::{WrkRun, WrkSettings};
 
 /// Everything one invocation measured.
@@ -20,6 +21,16 @@ pub struct Figures {
     pub sealed: ModeFigures,
     pub unsealed: ModeFigures,
     pub nginx: WrkRun,
+    /// The same import into a sealed store without a ledger.
+    pub no_ledger: NoLedgerImport,
+    pub ledger: LedgerFigures,
+}
+
+/// `--ledger-only`: the in-process ledger figures alone.
+#[derive(Debug)]
+pub struct LedgerOnly {
+    pub machine: Machine,
+    pub ledger: LedgerFigures,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +65,25 @@ impl ModeFigures {
     }
 }
 
+/// The import over HTTP into a sealed store opened without a ledger (no leaves, no
+/// checkpoints), to set against the sealed store's import.
+#[derive(Debug, Clone, Copy)]
+pub struct NoLedgerImport {
+    pub resources: usize,
+    pub import_s: f64,
+    pub server_cpu_s: Option<f64>,
+}
+
+impl NoLedgerImport {
+    pub fn import_per_s(&self) -> f64 {
+        self.resources as f64 / self.import_s
+    }
+
+    pub fn import_cpu_us_per_resource(&self) -> Option<f64> {
+        self.server_cpu_s.map(|cpu_s| cpu_s * 1e6 / self.resources.max(1) as f64)
+    }
+}
+
 /// The product targets (issue text): sealed import, import against the floor, read rate
 /// and tail, read against nginx, and the cost of sealing.
 pub const IMPORT_PER_S_MIN: f64 = 20_000.0;
@@ -62,6 +92,12 @@ pub const READ_PER_S_MIN: f64 = 4_000.0;
 pub const READ_P99_MS_MAX: f64 = 10.0;
 pub const READ_NGINX_RATIO_MIN: f64 = 0.25;
 pub const SEALING_OVERHEAD_MAX: f64 = 1.25;
+/// The ledger targets (product issue 3): its cost on the write path, the tree part of
+/// `verify` at (at least) a million leaves, and proof latency at that size.
+pub const LEDGER_OVERHEAD_MAX: f64 = 1.10;
+pub const LEDGER_TREE_LEAVES_PER_S_MIN: f64 = 1_000_000.0;
+pub const LEDGER_TARGET_LEAVES: u64 = 1_000_000;
+pub const PROOF_P99_MS_MAX: f64 = 1.0;
 /// Imported resources read back and compared before the read runs.
 pub const READS_CHECKED: usize = 200;
 
@@ -133,7 +169,19 @@ impl Figures {
                 met: valid && ratio <= SEALING_OVERHEAD_MAX,
             });
         }
+        let ledger_overhead = self.ledger_overhead();
+        targets.push(Target {
+            name: format!("ledger overhead <= {LEDGER_OVERHEAD_MAX:.2}x: import"),
+            value: format!("{ledger_overhead:.2}x"),
+            met: ledger_overhead <= LEDGER_OVERHEAD_MAX,
+        });
+        targets.extend(ledger_targets(&self.ledger));
         targets
+    }
+
+    /// How much slower the sealed import is with the ledger than without.
+    pub fn ledger_overhead(&self) -> f64 {
+        overhead(self.no_ledger.import_per_s(), self.sealed.import_per_s())
     }
 
     /// The table, as printed on stdout.
@@ -152,8 +200,8 @@ impl Figures {
             self.body_bytes as f64 / 1e6,
             self.generation_s
         ));
-        line(format!("{} · {}", self.machine.cpu, self.machine.date));
-        line(format!("load average before: {} · after: {}", self.machine.load_before, self.machine.load_after));
+        line(machine_line(&self.machine));
+        line(load_line(&self.machine));
         line(format!(
             "wrk: {} threads, {} connections, {} s per run · \
              import: {} connections, transaction Bundles, Prefer: return=minimal",
@@ -247,10 +295,32 @@ impl Figures {
             thousands(unsealed.created_stored as f64)
         ));
         line(String::new());
+        let no_ledger = &self.no_ledger;
+        line(format!("{:<40}{:>12}{:>14}{:>10}", "ledger", "with", "without", "ratio**"));
+        line(row(
+            "import over HTTP, sealed (resources/s)",
+            thousands(sealed.import_per_s()),
+            thousands(no_ledger.import_per_s()),
+            Some(self.ledger_overhead()),
+        ));
+        line(row(
+            "  server CPU per resource (µs)",
+            micros(sealed.import_cpu_us_per_resource()),
+            micros(no_ledger.import_cpu_us_per_resource()),
+            cost_ratio(sealed.import_cpu_us_per_resource(), no_ledger.import_cpu_us_per_resource()),
+        ));
+        line(format!(
+            "** what the ledger costs: without / with throughput (target <= {LEDGER_OVERHEAD_MAX:.2}x); on the CPU row, with / without CPU"
+        ));
+        line(
+            "checks: the same answers and counts as above; the latest checkpoint of the store with the ledger covers"
+                .to_string(),
+        );
+        line("  every imported resource; the store without it has no checkpoint".to_string());
+        ledger_lines(&self.ledger).into_iter().for_each(&mut line);
+        line(String::new());
         line("targets".to_string());
-        for target in self.targets() {
-            line(format!("  {:<46}{:>12}   {}", target.name, target.value, if target.met { "met" } else { "MISSED" }));
-        }
+        target_lines(&self.targets()).into_iter().for_each(&mut line);
         out
     }
 
@@ -295,20 +365,12 @@ impl Figures {
                 cost_ratio(sealed.read.server_cpu_us_per_request(), unsealed.read.server_cpu_us_per_request()),
             "sealing_cpu_ratio_create":
                 cost_ratio(sealed.create.server_cpu_us_per_request(), unsealed.create.server_cpu_us_per_request()),
+            "ledger_overhead_import": self.ledger_overhead(),
+            "ledger_cpu_ratio_import":
+                cost_ratio(sealed.import_cpu_us_per_resource(), self.no_ledger.import_cpu_us_per_resource()),
         });
-        let targets: Vec<_> = self
-            .targets()
-            .into_iter()
-            .map(|target| json!({"target": target.name, "value": target.value, "met": target.met}))
-            .collect();
         json!({
-            "machine": {
-                "cores": self.machine.cores,
-                "cpu": self.machine.cpu,
-                "date": self.machine.date,
-                "load_average_before": self.machine.load_before,
-                "load_average_after": self.machine.load_after,
-            },
+            "machine": machine_json(&self.machine),
             "dataset": {
                 "resources": self.resources,
                 "bundles": self.bundles,
@@ -330,11 +392,211 @@ impl Figures {
             },
             "sealed": mode_json(&self.sealed),
             "unsealed": mode_json(&self.unsealed),
+            "sealed_without_ledger": {
+                "import": {
+                    "resources": self.no_ledger.resources,
+                    "elapsed_s": self.no_ledger.import_s,
+                    "resources_per_s": self.no_ledger.import_per_s(),
+                    "server_cpu_s": self.no_ledger.server_cpu_s,
+                    "server_cpu_us_per_resource": self.no_ledger.import_cpu_us_per_resource(),
+                },
+            },
             "nginx_static_2kb": wrk_json(&self.nginx),
+            "ledger": ledger_json(&self.ledger),
             "ratios": ratios,
-            "targets": targets,
+            "targets": targets_json(&self.targets()),
         })
     }
+}
+
+impl LedgerOnly {
+    /// The table, as printed on stdout.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |text: String| {
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        line(format!("medvault benchmark, ledger only — {} cores", self.machine.cores));
+        line(machine_line(&self.machine));
+        line(load_line(&self.machine));
+        ledger_lines(&self.ledger).into_iter().for_each(&mut line);
+        line(String::new());
+        line("targets".to_string());
+        target_lines(&ledger_targets(&self.ledger)).into_iter().for_each(&mut line);
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "machine": machine_json(&self.machine),
+            "ledger": ledger_json(&self.ledger),
+            "targets": targets_json(&ledger_targets(&self.ledger)),
+        })
+    }
+}
+
+fn machine_line(machine: &Machine) -> String {
+    format!("{} · {}", machine.cpu, machine.date)
+}
+
+fn load_line(machine: &Machine) -> String {
+    format!("load average before: {} · after: {}", machine.load_before, machine.load_after)
+}
+
+fn machine_json(machine: &Machine) -> serde_json::Value {
+    json!({
+        "cores": machine.cores,
+        "cpu": machine.cpu,
+        "date": machine.date,
+        "load_average_before": machine.load_before,
+        "load_average_after": machine.load_after,
+    })
+}
+
+fn target_lines(targets: &[Target]) -> Vec<String> {
+    targets
+        .iter()
+        .map(|target| {
+            format!("  {:<52}{:>12}   {}", target.name, target.value, if target.met { "met" } else { "MISSED" })
+        })
+        .collect()
+}
+
+fn targets_json(targets: &[Target]) -> Vec<serde_json::Value> {
+    targets.iter().map(|target| json!({"target": target.name, "value": target.value, "met": target.met})).collect()
+}
+
+/// The in-process ledger targets; measured on a store smaller than the issue's million
+/// leaves, their names say so.
+fn ledger_targets(ledger: &LedgerFigures) -> Vec<Target> {
+    let at = if ledger.leaves >= LEDGER_TARGET_LEAVES {
+        String::new()
+    } else {
+        format!(" [{} leaves]", thousands(ledger.leaves as f64))
+    };
+    vec![
+        Target {
+            name: format!("ledger tree >= {} leaves/s{at}", thousands(LEDGER_TREE_LEAVES_PER_S_MIN)),
+            value: thousands(ledger.tree.leaves_per_s()),
+            met: ledger.tree.leaves_per_s() >= LEDGER_TREE_LEAVES_PER_S_MIN,
+        },
+        Target {
+            name: format!("inclusion proof p99 <= {PROOF_P99_MS_MAX} ms{at}"),
+            value: format!("{:.3} ms", ledger.inclusion.p99_ms),
+            met: ledger.inclusion.p99_ms <= PROOF_P99_MS_MAX,
+        },
+        Target {
+            name: format!("consistency proof p99 <= {PROOF_P99_MS_MAX} ms{at}"),
+            value: format!("{:.3} ms", ledger.consistency.p99_ms),
+            met: ledger.consistency.p99_ms <= PROOF_P99_MS_MAX,
+        },
+    ]
+}
+
+/// The in-process part of the ledger block of the table.
+fn ledger_lines(ledger: &LedgerFigures) -> Vec<String> {
+    let mut lines = vec![
+        String::new(),
+        format!(
+            "ledger store, in-process: {} versions ({} patients, {} observations, {} updates of them)",
+            thousands(ledger.leaves as f64),
+            thousands(ledger.patients as f64),
+            thousands(ledger.observations as f64),
+            thousands(ledger.observation_updates as f64)
+        ),
+        format!(
+            "  {} Store::write calls, {} checkpoints, {:.0} MB; built in {:.1} s (not a measurement)",
+            thousands(ledger.writes as f64),
+            thousands(ledger.checkpoints as f64),
+            ledger.database_bytes as f64 / 1e6,
+            ledger.build_s
+        ),
+        format!(
+            "{:<40}{:>12}   {:.1} s; CPU {}",
+            "verify, whole store (versions/s)",
+            thousands(ledger.verify.versions_per_s()),
+            ledger.verify.elapsed_s,
+            ledger
+                .verify
+                .cpu_us_per_version()
+                .map_or_else(|| "n/a".to_string(), |us| format!("{us:.1} µs per version"))
+        ),
+        format!(
+            "{:<40}{:>12}   read {:.3} s + root {:.3} s   (target >= {})",
+            "  tree: leaf hashes + root (leaves/s)",
+            thousands(ledger.tree.leaves_per_s()),
+            ledger.tree.read_s,
+            ledger.tree.hash_s,
+            thousands(LEDGER_TREE_LEAVES_PER_S_MIN)
+        ),
+        proof_line("inclusion proof p50 / p99 (ms)", &ledger.inclusion),
+        proof_line("consistency proof p50 / p99 (ms)", &ledger.consistency),
+        "checks: verify found nothing and counted every version, leaf and checkpoint; the recomputed root is the"
+            .to_string(),
+        "  latest signed checkpoint's; every proof named the leaf asked for and verified against signed roots"
+            .to_string(),
+    ];
+    if ledger.leaves < LEDGER_TARGET_LEAVES {
+        lines.push(format!(
+            "!! the ledger store has {} versions, fewer than the {} the ledger targets are about",
+            thousands(ledger.leaves as f64),
+            thousands(LEDGER_TARGET_LEAVES as f64)
+        ));
+    }
+    lines
+}
+
+fn proof_line(name: &str, latencies: &Latencies) -> String {
+    format!(
+        "{:<36}{:>16}   {} proofs; max {:.3}; {:.1} hashes each   (target p99 <= {PROOF_P99_MS_MAX} ms)",
+        name,
+        format!("{:.3} / {:.3}", latencies.p50_ms, latencies.p99_ms),
+        thousands(latencies.count as f64),
+        latencies.max_ms,
+        latencies.mean_hashes
+    )
+}
+
+fn ledger_json(ledger: &LedgerFigures) -> serde_json::Value {
+    let latencies_json = |latencies: &Latencies| {
+        json!({
+            "count": latencies.count,
+            "p50_ms": latencies.p50_ms,
+            "p99_ms": latencies.p99_ms,
+            "max_ms": latencies.max_ms,
+            "mean_ms": latencies.mean_ms,
+            "mean_hashes_per_proof": latencies.mean_hashes,
+        })
+    };
+    json!({
+        "store": {
+            "versions": ledger.leaves,
+            "patients": ledger.patients,
+            "observations": ledger.observations,
+            "observation_updates": ledger.observation_updates,
+            "writes": ledger.writes,
+            "checkpoints": ledger.checkpoints,
+            "database_bytes": ledger.database_bytes,
+            "build_s": ledger.build_s,
+        },
+        "verify": {
+            "versions": ledger.verify.versions,
+            "elapsed_s": ledger.verify.elapsed_s,
+            "versions_per_s": ledger.verify.versions_per_s(),
+            "cpu_s": ledger.verify.cpu_s,
+            "cpu_us_per_version": ledger.verify.cpu_us_per_version(),
+        },
+        "tree": {
+            "leaves": ledger.tree.leaves,
+            "read_s": ledger.tree.read_s,
+            "root_s": ledger.tree.hash_s,
+            "elapsed_s": ledger.tree.elapsed_s(),
+            "leaves_per_s": ledger.tree.leaves_per_s(),
+        },
+        "inclusion_proofs": latencies_json(&ledger.inclusion),
+        "consistency_proofs": latencies_json(&ledger.consistency),
+    })
 }
 
 /// How much slower the sealed store is: unsealed throughput over sealed throughput.

@@ -1,5 +1,6 @@
 //! A medvault server in this process, on a fresh store in a temporary directory, sealed or
-//! (benchmark-only) unsealed; and the import phase that POSTs the dataset to it.
+//! (benchmark-only) unsealed or without a ledger; and the import phase that POSTs the
+//! dataset to it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,11 +15,13 @@ use serde_json::Value;
 
 use crate::dataset::Dataset;
 
-/// Whether new versions are sealed (the product) or written in plaintext (benchmark only).
+/// Whether new versions are sealed (the product) or written in plaintext (benchmark only),
+/// or sealed without ledger leaves and checkpoints (benchmark only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealing {
     Sealed,
     DangerUnsealed,
+    DangerNoLedger,
 }
 
 impl Sealing {
@@ -26,6 +29,7 @@ impl Sealing {
         match self {
             Sealing::Sealed => "sealed",
             Sealing::DangerUnsealed => "unsealed",
+            Sealing::DangerNoLedger => "no-ledger",
         }
     }
 }
@@ -56,6 +60,7 @@ impl BenchServer {
         let store = match sealing {
             Sealing::Sealed => Store::open(&data_dir, &key_file, clock),
             Sealing::DangerUnsealed => Store::danger_open_unsealed_for_benchmark(&data_dir, &key_file, clock),
+            Sealing::DangerNoLedger => Store::danger_open_without_ledger_for_benchmark(&data_dir, &key_file, clock),
         }
         .context("cannot reopen the store")?;
         let store = Arc::new(store);
@@ -94,6 +99,11 @@ impl BenchServer {
     /// Current (not deleted) resources in the store.
     pub fn resources_stored(&self) -> anyhow::Result<u64> {
         Ok(self.store.status()?.by_type.iter().map(|(_, current, _)| current).sum())
+    }
+
+    /// The size of the store's latest signed checkpoint (`None`: no checkpoint at all).
+    pub fn latest_checkpoint_size(&self) -> anyhow::Result<Option<u64>> {
+        Ok(self.store.latest_checkpoint()?.map(|checkpoint| checkpoint.tree_size))
     }
 
     /// Stops serving, waits for open connections, closes the store.
