@@ -135,9 +135,8 @@ fn the_tamper_suite() {
 
     // 1. One byte of a sealed body flipped, by a raw write to the database file.
     let copy = copy_store(original.path());
-    let sealed: Vec<u8> = database(copy.path())
-        .query_row("SELECT sealed FROM versions WHERE leaf_index = 7", [], |r| r.get(0))
-        .expect("row");
+    let sealed: Vec<u8> =
+        database(copy.path()).query_row("SELECT sealed FROM versions WHERE seq = 7", [], |r| r.get(0)).expect("row");
     let path = copy.path().join("data/medvault.db");
     let mut bytes = std::fs::read(&path).expect("read");
     let offset =
@@ -158,15 +157,15 @@ fn the_tamper_suite() {
     let copy = copy_store(original.path());
     database(copy.path())
         .execute_batch(
-            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE leaf_index = 3) WHERE leaf_index = 4;
-             UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE leaf_index = 5) WHERE leaf_index = 3;",
+            "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 3) WHERE seq = 4;
+             UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 5) WHERE seq = 3;",
         )
         .expect("swap");
     assert_detected(copy.path(), &[], "version-altered");
 
     // 3. A version row deleted (the lab value that was there is gone).
     let copy = copy_store(original.path());
-    database(copy.path()).execute("DELETE FROM versions WHERE leaf_index = 10", []).expect("delete");
+    database(copy.path()).execute("DELETE FROM versions WHERE seq = 10", []).expect("delete");
     let report = assert_detected(copy.path(), &[], "version-missing");
     assert!(report.to_string().contains("leaf 10"), "{report}");
 
@@ -179,9 +178,9 @@ fn the_tamper_suite() {
     let copy = copy_store(original.path());
     database(copy.path())
         .execute(
-            "INSERT INTO versions (resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author)
-             SELECT resource_key, resource_type, version + 100, key_id, recorded_ms, deleted, sealed,
-                    (SELECT MAX(leaf_index) + 1 FROM versions), 'mallory' FROM versions WHERE leaf_index = 2",
+            "INSERT INTO versions (seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, author)
+             SELECT (SELECT MAX(seq) + 1 FROM versions), resource_key, resource_type, version + 100, key_id,
+                    recorded_ms, deleted, sealed, 'mallory' FROM versions WHERE seq = 2",
             [],
         )
         .expect("insert");
@@ -191,9 +190,9 @@ fn the_tamper_suite() {
     let copy = copy_store(original.path());
     database(copy.path())
         .execute_batch(
-            "UPDATE versions SET leaf_index = -1 WHERE leaf_index = 20;
-             UPDATE versions SET leaf_index = 20 WHERE leaf_index = 21;
-             UPDATE versions SET leaf_index = 21 WHERE leaf_index = -1;",
+            "UPDATE versions SET seq = -1 WHERE seq = 20;
+             UPDATE versions SET seq = 20 WHERE seq = 21;
+             UPDATE versions SET seq = 21 WHERE seq = -1;",
         )
         .expect("reorder");
     assert_detected(copy.path(), &[], "leaf-mismatch");
@@ -263,12 +262,14 @@ fn rewrite_author_consistently(dir: &Path, leaf_index: u64, author: &str) {
     store.close();
     let connection = database(dir);
     connection
-        .execute("UPDATE versions SET author = ?1 WHERE leaf_index = ?2", rusqlite::params![author, leaf_index as i64])
+        .execute("UPDATE versions SET author = ?1 WHERE seq = ?2", rusqlite::params![author, leaf_index as i64])
         .expect("edit");
     let mut leaves = Vec::new();
     {
         let mut statement = connection
-            .prepare("SELECT seq, resource_type, version, sealed, deleted, recorded_ms, author FROM versions ORDER BY leaf_index")
+            .prepare(
+                "SELECT seq, resource_type, version, sealed, deleted, recorded_ms, author FROM versions ORDER BY seq",
+            )
             .expect("prepare");
         let rows = statement
             .query_map([], |r| {

@@ -47,7 +47,7 @@ CREATE TABLE resources (
     seq           INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE versions (
-    seq           INTEGER PRIMARY KEY,
+    seq           INTEGER PRIMARY KEY, -- the version's ledger leaf index: global order and ledger position
     resource_key  BLOB NOT NULL,
     resource_type TEXT NOT NULL,
     version       INTEGER NOT NULL,
@@ -55,7 +55,6 @@ CREATE TABLE versions (
     recorded_ms   INTEGER NOT NULL,
     deleted       INTEGER NOT NULL,
     sealed        BLOB NOT NULL,
-    leaf_index    INTEGER NOT NULL UNIQUE,
     author        TEXT NOT NULL,
     UNIQUE (resource_key, version)
 );
@@ -308,7 +307,7 @@ impl medvault_ledger::NodeStore for SqlNodes<'_> {
 
 /// The next leaf index by the version rows (benchmark stores without a ledger).
 fn next_leaf_of_versions(connection: &Connection) -> Result<u64, StoreError> {
-    let next: Option<i64> = connection.query_row("SELECT MAX(leaf_index) + 1 FROM versions", [], |row| row.get(0))?;
+    let next: Option<i64> = connection.query_row("SELECT MAX(seq) + 1 FROM versions", [], |row| row.get(0))?;
     Ok(next.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
@@ -472,7 +471,7 @@ fn apply_versions(
     let mut leaf_indexes = Vec::with_capacity(job.versions.len());
     let mut select_current = connection.prepare_cached("SELECT version FROM resources WHERE resource_key = ?1")?;
     let mut insert_version = connection.prepare_cached(
-        "INSERT INTO versions (resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author)
+        "INSERT INTO versions (seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, author)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut upsert_resource = connection.prepare_cached(
@@ -506,7 +505,11 @@ fn apply_versions(
             append_leaf(connection, leaf_index, version.leaf_hash, frontier)?;
         }
         *ledger_size += 1;
+        // The row's key is its leaf index: one sequence gives the system history order and
+        // the ledger position, with no second index to keep.
+        let seq = i64::try_from(leaf_index).map_err(|_| StoreError::Corrupt("leaf index overflow".into()))?;
         insert_version.execute(params![
+            seq,
             &version.resource_key[..],
             version.resource_type,
             version_number,
@@ -514,10 +517,8 @@ fn apply_versions(
             version.recorded_ms,
             version.deleted,
             version.sealed,
-            i64::try_from(leaf_index).map_err(|_| StoreError::Corrupt("leaf index overflow".into()))?,
             version.author
         ])?;
-        let seq = connection.last_insert_rowid();
         leaf_indexes.push(leaf_index);
         upsert_resource.execute(params![
             &version.resource_key[..],
@@ -550,7 +551,7 @@ fn apply_revoke(connection: &Connection, client: &str, at_ms: i64) -> Result<u64
 /// The columns every version query reads, in `version_row` order.
 macro_rules! version_columns {
     () => {
-        "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, leaf_index, author"
+        "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, author"
     };
 }
 
@@ -568,8 +569,8 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         recorded_ms: row.get(5)?,
         deleted: row.get(6)?,
         sealed: row.get(7)?,
-        leaf_index: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(u64::MAX),
-        author: row.get(9)?,
+        leaf_index: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(u64::MAX),
+        author: row.get(8)?,
     })
 }
 
@@ -830,7 +831,7 @@ impl Engine for SqliteEngine {
             Ok(c.prepare_cached(concat!(
                 "SELECT ",
                 version_columns!(),
-                " FROM versions WHERE leaf_index >= ?1 ORDER BY leaf_index LIMIT ?2"
+                " FROM versions WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
             ))?
             .query_map(params![first, count], version_row)?
             .collect::<Result<Vec<_>, _>>()?)

@@ -141,17 +141,17 @@ fn a_sealed_row_moved_onto_another_resource_or_version_is_refused() {
     let database = fixture.database();
     // Copy p1's sealed body over p2's current version: p2 must not read as Alpha.
     database
-        .execute("UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 1) WHERE seq = 3", [])
+        .execute("UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 0) WHERE seq = 2", [])
         .expect("swap");
     assert!(matches!(fixture.store.read("Patient", "p2"), Err(StoreError::Integrity(_))));
     // Replay p2's version 1 as its version 2 (rollback of one record): refused too.
     database
-        .execute("UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 2) WHERE seq = 3", [])
+        .execute("UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE seq = 1) WHERE seq = 2", [])
         .expect("replay");
     assert!(matches!(fixture.store.read("Patient", "p2"), Err(StoreError::Integrity(_))));
     // Flip a live version into a deletion: refused.
-    database.execute("UPDATE versions SET deleted = 1 WHERE seq = 1", []).expect("flip");
-    database.execute("UPDATE resources SET deleted = 1 WHERE seq = 1", []).expect("flip");
+    database.execute("UPDATE versions SET deleted = 1 WHERE seq = 0", []).expect("flip");
+    database.execute("UPDATE resources SET deleted = 1 WHERE seq = 0", []).expect("flip");
     assert!(matches!(fixture.store.read("Patient", "p1"), Err(StoreError::Integrity(_))));
 }
 
@@ -196,7 +196,7 @@ fn destroying_a_patient_key_erases_that_patient_only() {
         .expect("write");
     let database = fixture.database();
     database
-        .execute("UPDATE keys SET wrapped = NULL, destroyed_ms = 1 WHERE key_id = (SELECT key_id FROM versions WHERE seq = 1)", [])
+        .execute("UPDATE keys SET wrapped = NULL, destroyed_ms = 1 WHERE key_id = (SELECT key_id FROM versions WHERE seq = 0)", [])
         .expect("shred");
     let mut fixture = fixture;
     fixture.reopen();
