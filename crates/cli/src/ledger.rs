@@ -101,8 +101,8 @@ pub enum WitnessCommand {
         #[arg(long)]
         name: String,
     },
-    /// Check the package in DIR/incoming.json against the last cosigned checkpoint
-    /// (signature, consistency proof), then cosign and keep it.
+    /// Fetch (from a server) or read (DIR/incoming.json) the latest checkpoint with a
+    /// consistency proof from the last cosigned one; check it, then cosign and keep it.
     Cosign {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
@@ -110,8 +110,17 @@ pub enum WitnessCommand {
         #[arg(long, value_name = "VKEY")]
         log_key: String,
         /// The package to read [default: DIR/incoming.json].
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "url")]
         package: Option<PathBuf>,
+        /// Fetch from a running server instead, e.g. https://medvault.example:8443.
+        #[arg(long, value_name = "URL", requires = "token_env")]
+        url: Option<String>,
+        /// Environment variable holding a bearer token for the server (any role).
+        #[arg(long, value_name = "VARIABLE")]
+        token_env: Option<String>,
+        /// PEM certificate(s) to trust for an https URL (e.g. the server's self-signed one).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -262,7 +271,7 @@ pub fn witness(command: WitnessCommand) -> anyhow::Result<ExitCode> {
             let verifier = key.cosignature_verifier(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{verifier}");
         }
-        WitnessCommand::Cosign { dir, log_key, package } => {
+        WitnessCommand::Cosign { dir, log_key, package, url, token_env, ca_cert } => {
             let log_key = parse_vkey(&log_key)?;
             let pinned = dir.join("log.vkey");
             match std::fs::read_to_string(&pinned) {
@@ -272,10 +281,31 @@ pub fn witness(command: WitnessCommand) -> anyhow::Result<ExitCode> {
                 Ok(_) => {}
                 Err(_) => std::fs::write(&pinned, format!("{log_key}\n"))?,
             }
-            let package_path = package.unwrap_or_else(|| dir.join("incoming.json"));
-            let document: Value = serde_json::from_slice(&std::fs::read(&package_path).with_context(|| {
-                format!("cannot read {} (write it with `medvault ledger export --witness-dir`)", package_path.display())
-            })?)?;
+            let document: Value = match url {
+                Some(url) => {
+                    let token = std::env::var(token_env.as_deref().unwrap_or_default())
+                        .context("the --token-env variable is not set")?;
+                    let old = match std::fs::read(dir.join("latest.note")) {
+                        Ok(note) => checkpoint_size_unverified(&note)?,
+                        Err(_) => 0,
+                    };
+                    let target = format!("{}/ledger/consistency?old={old}", url.trim_end_matches('/'));
+                    let (status, body) = crate::fetch::get(&target, &token, ca_cert.as_deref())?;
+                    if status != 200 {
+                        anyhow::bail!("{target} answered {status}: {}", String::from_utf8_lossy(&body));
+                    }
+                    serde_json::from_slice(&body).context("the server's consistency document is not JSON")?
+                }
+                None => {
+                    let package_path = package.unwrap_or_else(|| dir.join("incoming.json"));
+                    serde_json::from_slice(&std::fs::read(&package_path).with_context(|| {
+                        format!(
+                            "cannot read {} (write it with `medvault ledger export --witness-dir`)",
+                            package_path.display()
+                        )
+                    })?)?
+                }
+            };
             let new_note = document["new_checkpoint"].as_str().context("the package has no new_checkpoint")?;
             let new = medvault_ledger::open_checkpoint(new_note.as_bytes(), &log_key, &[])
                 .map_err(|e| anyhow::anyhow!("the new checkpoint is not signed by the log: {e}"))?

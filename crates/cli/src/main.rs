@@ -2,6 +2,7 @@
 //! listed in `ExitCode` and in the README.
 
 mod demo;
+mod fetch;
 mod import;
 mod ledger;
 

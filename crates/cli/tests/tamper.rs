@@ -355,3 +355,48 @@ fn offline_proofs_verify_and_tampered_ones_fail() {
     let ok = run(&["ledger", "verify-proof", "--log-key", &log_key, "--proof", consistency_file]);
     assert!(ok.status.success() && text(&ok).contains("extends the log at size 43"), "{}", text(&ok));
 }
+
+#[test]
+fn a_witness_fetches_checkpoints_over_https() {
+    let dir = TempDir::new("witness-https");
+    let data = dir.path().join("data");
+    let data_str = data.to_str().expect("utf8").to_string();
+    let output = run(&["init", "--data-dir", &data_str, "--self-signed-cert", "localhost"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let import = |file: &str| {
+        let bundle = medvault_testkit::demo_data_dir().join(file);
+        let output = run(&["import", "--quiet", "--data-dir", &data_str, bundle.to_str().expect("utf8")]);
+        assert!(output.status.success(), "{}", text(&output));
+    };
+    import("carebundle-0000.json");
+    let token = common::token(dir.path(), "witness-feed", "service");
+    let log_key = String::from_utf8_lossy(&run(&["ledger", "key", "--data-dir", &data_str]).stdout).trim().to_string();
+    let certificate = data.join("tls/cert.pem");
+    let key = data.join("tls/key.pem");
+    let tls = ["--tls-cert", certificate.to_str().expect("utf8"), "--tls-key", key.to_str().expect("utf8")];
+    let witness_dir = dir.path().join("witness");
+    let witness_dir = witness_dir.to_str().expect("utf8");
+    let init = run(&["witness", "init", "--dir", witness_dir, "--name", "witness.example/net"]);
+    assert!(init.status.success(), "{}", text(&init));
+    let cosign = |port: u16| {
+        common::medvault()
+            .args(["witness", "cosign", "--dir", witness_dir, "--log-key", &log_key])
+            .args(["--url", &format!("https://localhost:{port}"), "--token-env", "MV_WITNESS_TOKEN"])
+            .args(["--ca-cert", certificate.to_str().expect("utf8")])
+            .env("MV_WITNESS_TOKEN", &token)
+            .output()
+            .expect("runs")
+    };
+    for (round, file) in ["carebundle-0001.json", "carebundle-0002.json"].iter().enumerate() {
+        let mut server = common::ServerProcess::start(dir.path(), &tls);
+        let output = cosign(server.address.port());
+        assert!(output.status.success(), "round {round}: {}", text(&output));
+        assert!(text(&output).contains("cosigned tree size"), "{}", text(&output));
+        server.stop();
+        import(file);
+    }
+    let witnessed = dir.path().join("witness/latest.note");
+    let (code, _, report) = verify(dir.path(), &["--witness-checkpoint", witnessed.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["witness_checkpoints"], 1);
+}
