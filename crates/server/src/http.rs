@@ -421,13 +421,7 @@ where
         (context.request_id, result)
     })
     .await;
-    match outcome {
-        Ok((_, Ok(response))) => response,
-        Ok((request_id, Err(error))) => error_response(&request_id, error),
-        Err(join_error) => {
-            error_response(&state.next_request_id(), ApiError::internal(format!("request task failed: {join_error}")))
-        }
-    }
+    finish(&state, outcome)
 }
 
 /// Runs an authenticated clinical interaction on a blocking thread.
@@ -525,6 +519,12 @@ where
         (context.request_id, result)
     })
     .await;
+    finish(&state, outcome)
+}
+
+/// The response of a blocking task: its own, its error as an OperationOutcome, or a 500
+/// if the task itself failed.
+fn finish(state: &AppState, outcome: Result<(String, Result<Response, ApiError>), tokio::task::JoinError>) -> Response {
     match outcome {
         Ok((_, Ok(response))) => response,
         Ok((request_id, Err(error))) => error_response(&request_id, error),
