@@ -451,6 +451,8 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "data_keys": status.data_keys,
             "tokens_active": status.tokens_active,
             "database_bytes": status.database_bytes,
+            "ledger_leaves": status.ledger_leaves,
+            "checkpoint_size": status.checkpoint_size,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -462,6 +464,11 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
         println!("master key   {}", status.master_key_source);
         println!("resources    {resources} current, {versions} versions, sealed under {} data keys", status.data_keys);
+        println!(
+            "ledger       {} leaves, latest signed checkpoint of size {}",
+            status.ledger_leaves,
+            status.checkpoint_size.map_or("none".to_string(), |s| s.to_string())
+        );
         println!("tokens       {} active", status.tokens_active);
         println!("database     {} bytes", status.database_bytes);
         for (name, current, versions) in &status.by_type {

@@ -107,6 +107,8 @@ fn import_reports_counts_and_status_sees_them() {
     assert!(status.status.success(), "{}", text(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(status["resources"], 942);
+    assert_eq!(status["ledger_leaves"], 942, "every imported version is a ledger leaf: {status}");
+    assert_eq!(status["checkpoint_size"], 942, "and a signed checkpoint covers them all: {status}");
     assert_eq!(status["by_type"]["Practitioner"]["resources"].as_u64().map(|n| n >= 1), Some(true));
     assert!(status["data_keys"].as_u64().expect("keys") >= 12, "one data key per patient: {status}");
 

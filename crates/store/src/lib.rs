@@ -180,6 +180,9 @@ pub struct StoreStatus {
     pub data_keys: u64,
     pub tokens_active: u64,
     pub database_bytes: u64,
+    /// Leaves in the ledger, and the size of the latest signed checkpoint.
+    pub ledger_leaves: u64,
+    pub checkpoint_size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -680,6 +683,8 @@ impl Store {
             data_keys: counts.data_keys,
             tokens_active: counts.tokens_active,
             database_bytes,
+            ledger_leaves: self.engine.ledger_size()?,
+            checkpoint_size: self.engine.latest_checkpoint()?.map(|c| c.tree_size),
         })
     }
 
