@@ -280,6 +280,25 @@ fn write_json(options: &Options, figures: &serde_json::Value) -> anyhow::Result<
 fn import_without_ledger(dataset: &dataset::Dataset, import_connections: usize) -> anyhow::Result<NoLedgerImport> {
     let sealing = Sealing::DangerNoLedger;
     let label = sealing.label();
+    let (server, import, _imported) = start_and_import(sealing, dataset, import_connections)?;
+    let checkpoint = server.latest_checkpoint_size()?;
+    anyhow::ensure!(checkpoint.is_none(), "[{label}] the store signed a checkpoint of size {checkpoint:?}");
+    server.stop()?;
+    Ok(NoLedgerImport {
+        resources: import.resources,
+        import_s: import.elapsed.as_secs_f64(),
+        server_cpu_s: import.server_cpu_s,
+    })
+}
+
+/// Serves a fresh store in `sealing` mode, imports the dataset, and checks that the store
+/// holds every resource and reads a sample back.
+fn start_and_import(
+    sealing: Sealing,
+    dataset: &dataset::Dataset,
+    import_connections: usize,
+) -> anyhow::Result<(BenchServer, server::ImportRun, u64)> {
+    let label = sealing.label();
     let server = BenchServer::start(sealing)?;
     progress(format!("[{label}] import: {} Bundles over {import_connections} connections", dataset.bundles.len()));
     let import = server::import(&server, dataset, import_connections)?;
@@ -291,14 +310,7 @@ fn import_without_ledger(dataset: &dataset::Dataset, import_connections: usize) 
     );
     progress(format!("[{label}] import: {} resources/s", report::thousands(import.resources_per_s())));
     server::verify_reads(&server, &import.references, report::READS_CHECKED)?;
-    let checkpoint = server.latest_checkpoint_size()?;
-    anyhow::ensure!(checkpoint.is_none(), "[{label}] the store signed a checkpoint of size {checkpoint:?}");
-    server.stop()?;
-    Ok(NoLedgerImport {
-        resources: import.resources,
-        import_s: import.elapsed.as_secs_f64(),
-        server_cpu_s: import.server_cpu_s,
-    })
+    Ok((server, import, imported))
 }
 
 /// One fresh store in one sealing mode, served and imported, with its wrk scripts.
@@ -317,17 +329,7 @@ impl ModeRun {
     /// Starts a server on a fresh store and imports the dataset into it.
     fn import(sealing: Sealing, dataset: &dataset::Dataset, import_connections: usize) -> anyhow::Result<Self> {
         let label = sealing.label();
-        let server = BenchServer::start(sealing)?;
-        progress(format!("[{label}] import: {} Bundles over {import_connections} connections", dataset.bundles.len()));
-        let import = server::import(&server, dataset, import_connections)?;
-        let imported = server.resources_stored()?;
-        anyhow::ensure!(
-            imported == dataset.resources as u64,
-            "[{label}] the store holds {imported} resources after the import, expected {}",
-            dataset.resources
-        );
-        progress(format!("[{label}] import: {} resources/s", report::thousands(import.resources_per_s())));
-        server::verify_reads(&server, &import.references, report::READS_CHECKED)?;
+        let (server, import, imported) = start_and_import(sealing, dataset, import_connections)?;
         // A fresh store: one leaf per imported resource, all covered by the latest checkpoint.
         let checkpoint = server.latest_checkpoint_size()?;
         anyhow::ensure!(
