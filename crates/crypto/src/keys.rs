@@ -22,6 +22,8 @@ pub enum KeyPurpose {
     PatientData = 3,
     /// The Ed25519 seed that signs ledger checkpoints.
     LedgerSigning = 4,
+    /// A user's second-factor secret (TOTP key), bound to the user and its MFA epoch.
+    UserSecret = 5,
 }
 
 impl KeyPurpose {
@@ -31,6 +33,7 @@ impl KeyPurpose {
             2 => Some(Self::SharedData),
             3 => Some(Self::PatientData),
             4 => Some(Self::LedgerSigning),
+            5 => Some(Self::UserSecret),
             _ => None,
         }
     }

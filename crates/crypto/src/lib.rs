@@ -18,7 +18,10 @@ pub use keys::{DataKey, IndexKey, KeyEncryptionKey, KeyPurpose, WrapContext};
 pub use master::{MasterKey, MasterKeySource};
 pub use seal::{RecordIdentity, Sealer};
 pub use secret::Secret32;
-pub use token::{access_token_digest, constant_time_eq, new_access_token, sha256, NewAccessToken};
+pub use token::{
+    access_token_digest, constant_time_eq, new_access_token, new_session_token, sha256, NewAccessToken,
+    SESSION_TOKEN_PREFIX,
+};
 
 /// Failures of cryptographic operations. None of them carries key material.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,20 @@ pub struct NewAccessToken {
 }
 
 pub fn new_access_token() -> Result<NewAccessToken, CryptoError> {
+    new_prefixed_token(ACCESS_TOKEN_PREFIX)
+}
+
+/// Login sessions: the same 256-bit construction under their own prefix.
+pub const SESSION_TOKEN_PREFIX: &str = "mvs_";
+
+pub fn new_session_token() -> Result<NewAccessToken, CryptoError> {
+    new_prefixed_token(SESSION_TOKEN_PREFIX)
+}
+
+fn new_prefixed_token(prefix: &str) -> Result<NewAccessToken, CryptoError> {
     let bytes = Zeroizing::new(random::array::<ACCESS_TOKEN_RANDOM_BYTES>()?);
     let token = Zeroizing::new(format!(
-        "{ACCESS_TOKEN_PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_slice())
     ));
     let digest = access_token_digest(&token);

@@ -72,3 +72,36 @@ mod tests {
         assert_eq!(parse_relative_reference("http://x/Patient/1"), None);
     }
 }
+
+/// The practitioners a CareTeam or Encounter says care for its patient: `Some` (possibly
+/// empty) for those two types, `None` for every other. The patient is the resource's
+/// compartment owner ([`patient_compartment_owner`]).
+///
+/// Only literal `Practitioner/{id}` references count: CareTeam `participant.member`,
+/// Encounter `participant.individual`. A CareTeam that is `inactive` or
+/// `entered-in-error`, and an Encounter that is `cancelled` or `entered-in-error`, states
+/// no relationship.
+pub fn care_relationships(resource: &Value) -> Option<Vec<String>> {
+    let (participant_field, ended) = match resource.get("resourceType")?.as_str()? {
+        "CareTeam" => ("member", ["inactive", "entered-in-error"]),
+        "Encounter" => ("individual", ["cancelled", "entered-in-error"]),
+        _ => return None,
+    };
+    let status = resource.get("status").and_then(Value::as_str).unwrap_or("");
+    if ended.contains(&status) {
+        return Some(Vec::new());
+    }
+    let mut practitioners: Vec<String> = resource
+        .get("participant")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|participant| participant.get(participant_field)?.get("reference")?.as_str())
+        .filter_map(parse_relative_reference)
+        .filter(|(resource_type, _)| *resource_type == "Practitioner")
+        .map(|(_, id)| id.to_string())
+        .collect();
+    practitioners.sort();
+    practitioners.dedup();
+    Some(practitioners)
+}

@@ -10,7 +10,7 @@ pub mod validate;
 mod format;
 mod model;
 
-pub use compartment::{parse_relative_reference, patient_compartment_owner};
+pub use compartment::{care_relationships, parse_relative_reference, patient_compartment_owner};
 pub use validate::{
     is_resource_type, is_valid_id, resource_types, validate_resource, IssueKind, ValidationError, ValidationIssue,
 };

@@ -82,3 +82,35 @@ fn relative_references() {
     assert_eq!(parse_relative_reference("Observation/o1/_history/v 2"), None);
     assert_eq!(parse_relative_reference("DomainResource/1"), None);
 }
+
+#[test]
+fn care_teams_and_encounters_name_the_practitioners_who_care() {
+    use medvault_fhir::care_relationships;
+    let team = json!({
+        "resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p1"},
+        "participant": [
+            {"member": {"reference": "Practitioner/d2"}},
+            {"member": {"reference": "Practitioner/d1"}},
+            {"member": {"reference": "Organization/o1"}},
+            {"member": {"reference": "Practitioner/d1"}},
+            {"member": {"reference": "https://elsewhere.example/Practitioner/d9"}}
+        ]
+    });
+    assert_eq!(care_relationships(&team), Some(vec!["d1".to_string(), "d2".to_string()]));
+    let mut ended = team.clone();
+    ended["status"] = json!("inactive");
+    assert_eq!(care_relationships(&ended), Some(vec![]));
+
+    let encounter = json!({
+        "resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"individual": {"reference": "Practitioner/d3"}}, {"individual": {"reference": "RelatedPerson/r1"}}]
+    });
+    assert_eq!(care_relationships(&encounter), Some(vec!["d3".to_string()]));
+    let mut cancelled = encounter.clone();
+    cancelled["status"] = json!("cancelled");
+    assert_eq!(care_relationships(&cancelled), Some(vec![]));
+
+    // Other types state no relationship, even with the same shape.
+    assert_eq!(care_relationships(&json!({"resourceType": "Observation", "participant": []})), None);
+}

@@ -77,6 +77,8 @@ pub struct TokenRow {
     pub created_ms: i64,
     pub expires_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
+    /// SMART scopes granted to the client, space-separated (empty: none).
+    pub scopes: String,
 }
 
 /// The state a write expects to find, checked inside the transaction.
@@ -118,6 +120,16 @@ pub struct NewVersion {
     /// The ledger leaf hash of this version (`docs/format/ledger.md`).
     pub leaf_hash: [u8; 32],
     pub author: String,
+    /// For CareTeam and Encounter versions: the care relationships this version states,
+    /// replacing those of the resource's previous version. `None` for other types.
+    pub care_links: Option<Vec<CareLink>>,
+}
+
+/// A practitioner cares for a patient (both as keyed tokens, `docs/format/accounts.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CareLink {
+    pub practitioner: [u8; 32],
+    pub patient: [u8; 32],
 }
 
 /// Versions that commit together or not at all (one resource write, or one transaction).
@@ -125,6 +137,9 @@ pub struct NewVersion {
 pub struct VersionJob {
     pub new_keys: Vec<NewKey>,
     pub versions: Vec<NewVersion>,
+    /// (user id, patient compartment token): a clinician who registers a new patient is
+    /// assigned to them in the same commit.
+    pub assignments: Vec<(i64, [u8; 32])>,
 }
 
 /// What a committed version job produced.

@@ -34,7 +34,8 @@ pub struct Keyring {
 
 #[derive(Debug, Default)]
 struct Cache {
-    by_id: HashMap<u64, Arc<Sealer>>,
+    /// A data key's sealer and its compartment token.
+    by_id: HashMap<u64, (Arc<Sealer>, [u8; 32])>,
     by_compartment: HashMap<[u8; 32], u64>,
 }
 
@@ -116,18 +117,56 @@ impl Keyring {
 
     /// The sealer for an existing key id (reads).
     pub fn sealer_by_id(&self, engine: &dyn Engine, key_id: u64) -> Result<Arc<Sealer>, StoreError> {
+        self.sealer_and_compartment(engine, key_id).map(|(sealer, _)| sealer)
+    }
+
+    /// The sealer for an existing key id and the patient compartment it seals (`None`
+    /// for the shared key): what a version is sealed under says whose record it is.
+    pub fn sealer_and_compartment(
+        &self,
+        engine: &dyn Engine,
+        key_id: u64,
+    ) -> Result<(Arc<Sealer>, Option<[u8; 32]>), StoreError> {
         if key_id == self.shared_key_id {
-            return Ok(self.shared.clone());
+            return Ok((self.shared.clone(), None));
         }
-        if let Some(sealer) = self.cache.read().map_err(|_| StoreError::Poisoned)?.by_id.get(&key_id) {
-            return Ok(sealer.clone());
+        if let Some((sealer, compartment)) = self.cache.read().map_err(|_| StoreError::Poisoned)?.by_id.get(&key_id) {
+            return Ok((sealer.clone(), Some(*compartment)));
         }
         let row = engine.key_by_id(key_id)?.ok_or(StoreError::KeyDestroyed)?;
         let compartment =
             row.compartment.ok_or(StoreError::Corrupt(format!("data key {key_id} has no compartment")))?;
         let sealer = self.unwrap_patient_key(&row, &compartment)?;
         self.remember(key_id, compartment, sealer.clone())?;
-        Ok(sealer)
+        Ok((sealer, Some(compartment)))
+    }
+
+    /// The keyed token of a practitioner in care relationships (`docs/format/accounts.md`).
+    pub fn practitioner_token(&self, practitioner_id: &str) -> [u8; 32] {
+        self.index.mac(&[b"care\0Practitioner\0", practitioner_id.as_bytes()])
+    }
+
+    /// Wraps a user's secret (a TOTP key) under the KEK, bound to the user and its epoch.
+    pub fn wrap_user_secret(
+        &self,
+        secret: &medvault_crypto::Secret32,
+        binding: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(self.kek.wrap(
+            secret,
+            &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::UserSecret, compartment: binding },
+        )?)
+    }
+
+    pub fn unwrap_user_secret(&self, wrapped: &[u8], binding: &[u8]) -> Result<medvault_crypto::Secret32, StoreError> {
+        self.kek
+            .unwrap(wrapped, &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::UserSecret, compartment: binding })
+            .map_err(|_| StoreError::Integrity("a user secret does not unwrap".into()))
+    }
+
+    /// The shared data key's sealer, for account records that are not a patient's.
+    pub fn shared_sealer(&self) -> Arc<Sealer> {
+        self.shared.clone()
     }
 
     /// The key that seals a new version in `compartment`, creating one if the patient has none.
@@ -147,7 +186,7 @@ impl Keyring {
         {
             let cache = self.cache.read().map_err(|_| StoreError::Poisoned)?;
             if let Some(key_id) = cache.by_compartment.get(&token) {
-                if let Some(sealer) = cache.by_id.get(key_id) {
+                if let Some((sealer, _)) = cache.by_id.get(key_id) {
                     return Ok(KeyChoice {
                         key_id: Some(*key_id),
                         compartment_token: token,
@@ -182,7 +221,7 @@ impl Keyring {
             cache.by_id.clear();
             cache.by_compartment.clear();
         }
-        cache.by_id.insert(key_id, sealer);
+        cache.by_id.insert(key_id, (sealer, compartment_token));
         cache.by_compartment.insert(compartment_token, key_id);
         Ok(())
     }

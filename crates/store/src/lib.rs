@@ -9,6 +9,7 @@
 //!   integrity error; altered data is never returned.
 //! - A write either commits every version of its job or none ([`Store::write`]).
 
+pub mod accounts;
 pub mod engine;
 pub mod keyring;
 pub mod ledger;
@@ -24,7 +25,7 @@ use medvault_base::limits::WRITE_RETRIES_MAX;
 use medvault_base::Clock;
 use medvault_crypto::{KeyEncryptionKey, KeyPurpose, MasterKeySource, RecordIdentity, Secret32, WrapContext};
 
-use engine::{
+use engine::{CareLink, 
     Engine, Expected, HistoryPage, HistoryScope, JobConflict, KeyRef, NewKey, NewVersion, TokenRow, VersionJob,
     VersionRow,
 };
@@ -44,6 +45,9 @@ pub enum StoreError {
     /// does not exist.
     #[error("{0} does not exist")]
     Missing(String),
+    /// A uniqueness rule refused the change (a user name already taken).
+    #[error("{0}")]
+    Conflict(String),
     /// The file exists but is not a medvault database.
     #[error("{0} is not a medvault store")]
     NotAStore(String),
@@ -128,6 +132,9 @@ pub struct StoredVersion {
     pub seq: i64,
     /// The resource's JSON as served (a tombstone for a deletion).
     pub json: Vec<u8>,
+    /// The patient compartment token of the key that seals it (`None`: shared data).
+    /// Authorization reads whose record a version is from here.
+    pub compartment: Option<[u8; 32]>,
 }
 
 /// A requested write.
@@ -196,6 +203,9 @@ pub struct Store {
     /// Other processes are still caught by the version check inside the transaction.
     write_stripes: Vec<std::sync::Mutex<()>>,
 }
+
+/// The role of every access token: tokens are for service clients.
+pub const SERVICE_ROLE: &str = "service";
 
 /// Lock stripes for updates; creates with server-assigned ids cannot conflict and take none.
 const WRITE_STRIPES: usize = 1024;
@@ -352,7 +362,7 @@ impl Store {
 
     /// Opens a row and checks it a second time against the row it came from.
     fn open_row(&self, row: &VersionRow) -> Result<StoredVersion, StoreError> {
-        let sealer = self.keyring.sealer_by_id(self.engine.as_ref(), row.key_id)?;
+        let (sealer, compartment) = self.keyring.sealer_and_compartment(self.engine.as_ref(), row.key_id)?;
         let identity = RecordIdentity {
             store_id: self.keyring.store_id(),
             resource_type: &row.resource_type,
@@ -383,12 +393,19 @@ impl Store {
             deleted: row.deleted,
             seq: row.seq,
             json,
+            compartment,
         })
     }
 
     /// Writes all of `writes` in one transaction, or none of them.
     /// `author` is the client name that the ledger records for every version.
     pub fn write(&self, writes: &[Write], author: &str) -> Result<Vec<Written>, WriteError> {
+        self.write_by(writes, author, None)
+    }
+
+    /// [`Store::write`], assigning `registrar` (a user id) to every patient the writes
+    /// create, in the same commit: a clinician who registers a patient cares for them.
+    pub fn write_by(&self, writes: &[Write], author: &str, registrar: Option<i64>) -> Result<Vec<Written>, WriteError> {
         let mut seen = HashMap::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             if seen.insert((write.resource_type.as_str(), write.id.as_str()), index).is_some() {
@@ -397,7 +414,7 @@ impl Store {
         }
         let _guards = self.lock_stripes(writes)?;
         for _attempt in 0..WRITE_RETRIES_MAX {
-            let mut prepared = self.prepare(writes, author)?;
+            let mut prepared = self.prepare(writes, author, registrar)?;
             match self.engine.commit_versions(std::mem::take(&mut prepared.job))? {
                 Ok(receipt) => return self.finish(prepared, &receipt),
                 Err(conflict) => self.check_conflict(writes, &prepared, &conflict)?,
@@ -423,12 +440,22 @@ impl Store {
 
     /// Writes each of `writes` independently (a batch): one failing leaves the others.
     pub fn write_each(&self, writes: &[Write], author: &str) -> Vec<Result<Written, WriteError>> {
+        self.write_each_by(writes, author, None)
+    }
+
+    /// [`Store::write_each`] with a registrar, as [`Store::write_by`].
+    pub fn write_each_by(
+        &self,
+        writes: &[Write],
+        author: &str,
+        registrar: Option<i64>,
+    ) -> Vec<Result<Written, WriteError>> {
         let guards = match self.lock_stripes(writes) {
             Ok(guards) => guards,
             Err(error) => return writes.iter().map(|_| Err(error.clone().into())).collect(),
         };
         let mut prepared: Vec<_> =
-            writes.iter().map(|write| self.prepare(std::slice::from_ref(write), author)).collect();
+            writes.iter().map(|write| self.prepare(std::slice::from_ref(write), author, registrar)).collect();
         let jobs: Vec<VersionJob> =
             prepared.iter_mut().filter_map(|p| p.as_mut().ok()).map(|p| std::mem::take(&mut p.job)).collect();
         let mut committed = self.engine.commit_versions_each(jobs).into_iter();
@@ -441,7 +468,9 @@ impl Store {
                 match committed.next().unwrap_or(Err(StoreError::Closed))? {
                     Ok(receipt) => self.finish(prepared, &receipt).map(|mut written| written.remove(0)),
                     // Lost a race: retry this one alone.
-                    Err(_) => self.write(std::slice::from_ref(write), author).map(|mut written| written.remove(0)),
+                    Err(_) => {
+                        self.write_by(std::slice::from_ref(write), author, registrar).map(|mut written| written.remove(0))
+                    }
                 }
             })
             .collect()
@@ -460,7 +489,7 @@ impl Store {
         Ok(())
     }
 
-    fn prepare(&self, writes: &[Write], author: &str) -> Result<Prepared, WriteError> {
+    fn prepare(&self, writes: &[Write], author: &str, registrar: Option<i64>) -> Result<Prepared, WriteError> {
         let now_ms = self.clock.now_ms();
         let mut job = VersionJob::default();
         let mut new_keys: HashMap<[u8; 32], (usize, Arc<medvault_crypto::Sealer>)> = HashMap::new();
@@ -486,8 +515,12 @@ impl Store {
             let version = current.map_or(1, |c| c.version + 1);
             let created = current.is_none_or(|c| c.deleted);
             let expected = current.map_or(Expected::Absent, |c| Expected::Current(c.version));
+            let mut care_links = None;
             let (deleted, json, key) = match &write.action {
                 WriteAction::Delete => {
+                    if matches!(write.resource_type.as_str(), "CareTeam" | "Encounter") {
+                        care_links = Some(Vec::new());
+                    }
                     let Some(current) = current.filter(|c| !c.deleted) else {
                         outcomes.push(Outcome::Noop { index, current: current.map(|c| c.version) });
                         continue;
@@ -501,11 +534,27 @@ impl Store {
                 WriteAction::Put(resource) => {
                     let json = stamp::stamp(resource, &write.id, version, now_ms)
                         .ok_or_else(|| StoreError::Corrupt("a resource to store must be a JSON object".into()))?;
-                    let patient = match medvault_fhir::patient_compartment_owner(resource) {
-                        Some(patient_id) => Some(patient_id),
-                        None if write.resource_type == "Patient" => Some(write.id.clone()),
-                        None => None,
-                    };
+                    let patient = compartment_owner(&write.resource_type, &write.id, resource);
+                    if let (Some(practitioners), Some(patient_id)) =
+                        (medvault_fhir::care_relationships(resource), patient.as_deref())
+                    {
+                        let patient = self.keyring.compartment_token(patient_id);
+                        care_links = Some(
+                            practitioners
+                                .iter()
+                                .map(|id| CareLink { practitioner: self.keyring.practitioner_token(id), patient })
+                                .collect(),
+                        );
+                    } else if medvault_fhir::care_relationships(resource).is_some() {
+                        care_links = Some(Vec::new());
+                    }
+                    if let (Some(user_id), true, "Patient") = (registrar, created, write.resource_type.as_str()) {
+                        // Only a patient that never existed: re-creating a deleted one is
+                        // an update of someone's record, authorized as such.
+                        if current.is_none() {
+                            job.assignments.push((user_id, self.keyring.compartment_token(&write.id)));
+                        }
+                    }
                     let pending =
                         patient.as_deref().map(|p| self.keyring.compartment_token(p)).and_then(|t| new_keys.get(&t));
                     let key = match pending {
@@ -576,6 +625,7 @@ impl Store {
                 sealed,
                 leaf_hash,
                 author: author.to_string(),
+                care_links,
             });
             outcomes.push(Outcome::Written { index, version, created, deleted, json, recorded_ms: now_ms });
         }
@@ -625,19 +675,46 @@ impl Store {
             .collect())
     }
 
-    /// Mints an access token for `client` with `role`; the token is returned once, only its
-    /// digest is stored.
-    pub fn create_token(
+    /// The compartment token of a patient id (`docs/format/key-hierarchy.md`).
+    pub fn compartment_token(&self, patient_id: &str) -> [u8; 32] {
+        self.keyring.compartment_token(patient_id)
+    }
+
+    /// The keyed token of a practitioner in care relationships.
+    pub fn practitioner_token(&self, practitioner_id: &str) -> [u8; 32] {
+        self.keyring.practitioner_token(practitioner_id)
+    }
+
+    /// Whose record the current version of a resource is: `None` if the resource never
+    /// existed, `Some(None)` for shared data, `Some(Some(token))` for a patient's.
+    /// Deleted resources keep the compartment of their tombstone.
+    pub fn current_compartment(&self, resource_type: &str, id: &str) -> Result<Option<Option<[u8; 32]>>, StoreError> {
+        let resource_key = self.keyring.resource_key(resource_type, id);
+        let Some(state) = self.engine.current_state(&resource_key)? else { return Ok(None) };
+        let (_, compartment) = self.keyring.sealer_and_compartment(self.engine.as_ref(), state.key_id)?;
+        Ok(Some(compartment))
+    }
+
+    /// The compartment a new body for `resource_type/id` would be sealed in.
+    pub fn compartment_of(&self, resource_type: &str, id: &str, resource: &serde_json::Value) -> Option<[u8; 32]> {
+        compartment_owner(resource_type, id, resource).map(|patient| self.keyring.compartment_token(&patient))
+    }
+
+    /// Mints an access token for the service client `client` with SMART `scopes`
+    /// (space-separated, already checked); the token is returned once, only its digest is
+    /// stored. People log in with a password and a second factor instead.
+    pub fn create_service_token(
         &self,
         client: &str,
-        role: &str,
+        scopes: &str,
         expires_ms: Option<i64>,
     ) -> Result<zeroize::Zeroizing<String>, StoreError> {
         let minted = medvault_crypto::new_access_token()?;
         self.engine.insert_token(TokenRow {
             digest: minted.digest,
             client: client.to_string(),
-            role: role.to_string(),
+            role: SERVICE_ROLE.to_string(),
+            scopes: scopes.to_string(),
             created_ms: self.clock.now_ms(),
             expires_ms,
             revoked_ms: None,
@@ -707,6 +784,16 @@ struct Prepared {
 enum Outcome {
     Written { index: usize, version: u64, created: bool, deleted: bool, json: Vec<u8>, recorded_ms: i64 },
     Noop { index: usize, current: Option<u64> },
+}
+
+/// The patient whose compartment a body belongs to: a Patient's own id, or the
+/// compartment owner the Patient CompartmentDefinition gives.
+fn compartment_owner(resource_type: &str, id: &str, resource: &serde_json::Value) -> Option<String> {
+    match medvault_fhir::patient_compartment_owner(resource) {
+        Some(patient_id) if resource_type != "Patient" => Some(patient_id),
+        _ if resource_type == "Patient" => Some(id.to_string()),
+        _ => None,
+    }
 }
 
 fn create_private_dir(path: &Path) -> Result<(), StoreError> {

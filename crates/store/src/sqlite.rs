@@ -17,7 +17,7 @@ use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "1";
+pub const SCHEMA_VERSION: &str = "2";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -77,12 +77,87 @@ CREATE TABLE tokens (
     role       TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     expires_ms INTEGER,
-    revoked_ms INTEGER
+    revoked_ms INTEGER,
+    scopes     TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 ";
 
+/// Format version 2: accounts, sessions and the care relationships that authorize them
+/// (`docs/format/accounts.md`). Applied to new stores after `SCHEMA`, and to version-1
+/// stores when they are opened.
+const SCHEMA_V2: &str = "
+CREATE TABLE users (
+    user_id           INTEGER PRIMARY KEY,
+    username          TEXT NOT NULL UNIQUE,
+    role              TEXT NOT NULL,
+    fhir_user         TEXT,
+    scopes            TEXT NOT NULL,
+    password          TEXT NOT NULL,
+    mfa_required      INTEGER NOT NULL,
+    mfa_wrapped       BLOB,
+    mfa_epoch         INTEGER NOT NULL DEFAULT 0,
+    mfa_last_step     INTEGER,
+    failures          INTEGER NOT NULL DEFAULT 0,
+    last_failure_ms   INTEGER,
+    locked            INTEGER NOT NULL DEFAULT 0,
+    disabled_ms       INTEGER,
+    sessions_after_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms        INTEGER NOT NULL
+);
+CREATE TABLE recovery_codes (
+    user_id INTEGER NOT NULL,
+    digest  BLOB NOT NULL,
+    used_ms INTEGER,
+    PRIMARY KEY (user_id, digest)
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    digest       BLOB PRIMARY KEY,
+    user_id      INTEGER NOT NULL,
+    scopes       TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    idle_ms      INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    revoked_ms   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_user ON sessions (user_id);
+CREATE TABLE care_links (
+    practitioner BLOB NOT NULL,
+    patient      BLOB NOT NULL,
+    source       BLOB NOT NULL,
+    PRIMARY KEY (practitioner, patient, source)
+) WITHOUT ROWID;
+CREATE INDEX care_links_by_source ON care_links (source);
+CREATE TABLE assignments (
+    user_id    INTEGER NOT NULL,
+    patient    BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (user_id, patient)
+) WITHOUT ROWID;
+CREATE TABLE break_glass (
+    grant_id   INTEGER PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    patient    BLOB NOT NULL,
+    sealed     BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    reviewed_ms INTEGER,
+    reviewer   TEXT,
+    decision   TEXT
+);
+CREATE INDEX break_glass_by_user ON break_glass (user_id, patient, expires_ms);
+";
+
+/// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
+const MIGRATE_V1_TO_V2: &str = "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';";
+
+/// A small write of the accounts tables, run by the writer inside its own savepoint.
+pub(crate) type Statement = Box<dyn FnOnce(&Connection) -> Result<i64, StoreError> + Send>;
+
 enum WriterJob {
     Versions(VersionJob, Sender<Result<Result<VersionReceipt, JobConflict>, StoreError>>),
+    Exec(Option<Statement>, Sender<Result<i64, StoreError>>),
     InsertToken(TokenRow, Sender<Result<(), StoreError>>),
     RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
 }
@@ -116,6 +191,7 @@ impl SqliteEngine {
         let mut connection = open_connection(path, true)?;
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         transaction.execute_batch(SCHEMA)?;
+        transaction.execute_batch(SCHEMA_V2)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -133,6 +209,7 @@ impl SqliteEngine {
         if !path.exists() {
             return Err(StoreError::NotFound(path.display().to_string()));
         }
+        migrate(path)?;
         let reader = open_connection(path, false)?;
         let version: Option<Vec<u8>> = reader
             .query_row("SELECT value FROM meta WHERE name = 'format_version'", [], |row| row.get(0))
@@ -190,6 +267,17 @@ impl SqliteEngine {
         receive.recv().map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `statement` on the writer, in its own savepoint of a group commit; returns
+    /// after the group is durable.
+    pub(crate) fn execute(&self, statement: Statement) -> Result<i64, StoreError> {
+        self.submit(|reply| WriterJob::Exec(Some(statement), reply))
+    }
+
+    /// Runs a read on a pooled reader connection.
+    pub(crate) fn query<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.with_reader(read)
+    }
+
     /// Stops the writer after it finishes queued jobs.
     pub fn close(&self) {
         if let Ok(mut writer) = self.writer.lock() {
@@ -207,6 +295,24 @@ impl Drop for SqliteEngine {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Upgrades an older store in place, in one transaction: a crash leaves it as it was.
+fn migrate(path: &Path) -> Result<(), StoreError> {
+    let mut connection = open_connection(path, false)?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: Option<Vec<u8>> = transaction
+        .query_row("SELECT value FROM meta WHERE name = 'format_version'", [], |row| row.get(0))
+        .optional()
+        .map_err(|_| StoreError::NotAStore(path.display().to_string()))?;
+    if version.as_deref() == Some(b"1".as_slice()) {
+        transaction.execute_batch(MIGRATE_V1_TO_V2)?;
+        transaction.execute_batch(SCHEMA_V2)?;
+        transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
+        transaction.commit()?;
+        tracing::info!(path = %path.display(), "upgraded the store from format version 1 to 2");
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
@@ -340,13 +446,14 @@ fn append_leaf(
 /// Outcome of one job inside the group, held until the group commits.
 enum Applied {
     Versions(Result<Result<VersionReceipt, JobConflict>, StoreError>),
+    Exec(Result<i64, StoreError>),
     Token(Result<(), StoreError>),
     Revoked(Result<u64, StoreError>),
 }
 
 fn commit_group(
     connection: &mut Connection,
-    jobs: Vec<WriterJob>,
+    mut jobs: Vec<WriterJob>,
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
 ) {
@@ -361,7 +468,7 @@ fn commit_group(
             *frontier = Frontier { size: size_before, last: Vec::new() };
         }
         let mut size = size_before;
-        for job in &jobs {
+        for job in jobs.iter_mut() {
             let mut savepoint = transaction.savepoint()?;
             let size_at_job = size;
             let frontier_at_job = frontier.clone();
@@ -369,11 +476,16 @@ fn commit_group(
                 WriterJob::Versions(job, _) => {
                     Applied::Versions(apply_versions(&savepoint, job, &mut size, frontier, skip_ledger))
                 }
+                WriterJob::Exec(statement, _) => {
+                    let statement = statement.take();
+                    Applied::Exec(statement.map_or(Err(StoreError::Closed), |run| run(&savepoint)))
+                }
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
             };
             let keep = match &applied {
                 Applied::Versions(result) => matches!(result, Ok(Ok(_))),
+                Applied::Exec(result) => result.is_ok(),
                 Applied::Token(result) => result.is_ok(),
                 Applied::Revoked(result) => result.is_ok(),
             };
@@ -420,6 +532,12 @@ fn commit_group(
         match (job, applied) {
             (WriterJob::Versions(_, reply), Some(Applied::Versions(result))) if commit.is_ok() => {
                 let _ = reply.send(result);
+            }
+            (WriterJob::Exec(_, reply), Some(Applied::Exec(result))) if commit.is_ok() => {
+                let _ = reply.send(result);
+            }
+            (WriterJob::Exec(_, reply), _) => {
+                let _ = reply.send(Err(failure()));
             }
             (WriterJob::InsertToken(_, reply), Some(Applied::Token(result))) if commit.is_ok() => {
                 let _ = reply.send(result);
@@ -520,6 +638,9 @@ fn apply_versions(
             version.author
         ])?;
         leaf_indexes.push(leaf_index);
+        if let Some(links) = &version.care_links {
+            replace_care_links(connection, &version.resource_key, links)?;
+        }
         upsert_resource.execute(params![
             &version.resource_key[..],
             version.resource_type,
@@ -529,13 +650,43 @@ fn apply_versions(
         ])?;
         seqs.push(seq);
     }
+    for (user_id, patient) in &job.assignments {
+        connection
+            .prepare_cached(
+                "INSERT INTO assignments (user_id, patient, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id, patient) DO NOTHING",
+            )?
+            .execute(params![user_id, &patient[..], job.versions.first().map_or(0, |v| v.recorded_ms), "registration"])?;
+    }
     Ok(Ok(VersionReceipt { seqs, new_key_ids, leaf_indexes, checkpoint_size: 0 }))
+}
+
+/// The care relationships a CareTeam or Encounter version states replace those its
+/// previous version stated (a deletion states none).
+fn replace_care_links(connection: &Connection, source: &ResourceKey, links: &[CareLink]) -> Result<(), StoreError> {
+    connection.prepare_cached("DELETE FROM care_links WHERE source = ?1")?.execute([&source[..]])?;
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO care_links (practitioner, patient, source) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
+    for link in links {
+        insert.execute(params![&link.practitioner[..], &link.patient[..], &source[..]])?;
+    }
+    Ok(())
 }
 
 fn apply_insert_token(connection: &Connection, token: &TokenRow) -> Result<(), StoreError> {
     connection.execute(
-        "INSERT INTO tokens (digest, client, role, created_ms, expires_ms, revoked_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![&token.digest[..], token.client, token.role, token.created_ms, token.expires_ms, token.revoked_ms],
+        "INSERT INTO tokens (digest, client, role, created_ms, expires_ms, revoked_ms, scopes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            &token.digest[..],
+            token.client,
+            token.role,
+            token.created_ms,
+            token.expires_ms,
+            token.revoked_ms,
+            token.scopes
+        ],
     )?;
     Ok(())
 }
@@ -604,6 +755,7 @@ fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         created_ms: row.get(3)?,
         expires_ms: row.get(4)?,
         revoked_ms: row.get(5)?,
+        scopes: row.get(6)?,
     })
 }
 
@@ -761,7 +913,7 @@ impl Engine for SqliteEngine {
     fn token(&self, digest: &[u8; 32]) -> Result<Option<TokenRow>, StoreError> {
         self.with_reader(|c| {
             Ok(c.prepare_cached(
-                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms FROM tokens WHERE digest = ?1",
+                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms, scopes FROM tokens WHERE digest = ?1",
             )?
             .query_row([&digest[..]], token_row)
             .optional()?)
@@ -771,7 +923,7 @@ impl Engine for SqliteEngine {
     fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         self.with_reader(|c| {
             Ok(c.prepare_cached(
-                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms FROM tokens ORDER BY created_ms, client",
+                "SELECT digest, client, role, created_ms, expires_ms, revoked_ms, scopes FROM tokens ORDER BY created_ms, client",
             )?
             .query_map([], token_row)?
             .collect::<Result<Vec<_>, _>>()?)

@@ -343,10 +343,10 @@ fn create_refuses_an_existing_store() {
 #[test]
 fn tokens_are_stored_as_digests_and_revocable() {
     let fixture = Fixture::new();
-    let token = fixture.store.create_token("ward-app", "clinician", None).expect("token");
+    let token = fixture.store.create_service_token("ward-app", "system/*.rs", None).expect("token");
     assert_eq!(fixture.store.authenticate_token(&token).expect("auth").map(|r| r.client), Some("ward-app".to_string()));
     assert!(fixture.store.authenticate_token("mvt_guess").expect("auth").is_none());
-    let expired = fixture.store.create_token("old-app", "service", Some(1)).expect("token");
+    let expired = fixture.store.create_service_token("old-app", "", Some(1)).expect("token");
     assert!(fixture.store.authenticate_token(&expired).expect("auth").is_none(), "expired tokens do not authenticate");
     let database = fixture.database();
     let stored: Vec<u8> =
