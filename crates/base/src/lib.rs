@@ -6,4 +6,4 @@ pub mod hex;
 pub mod limits;
 pub mod time;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};

@@ -32,3 +32,14 @@ pub const NDJSON_LINE_BYTES_MAX: usize = RESOURCE_BYTES_MAX;
 pub const IMPORT_CHUNK_RESOURCES_MAX: usize = 1000;
 /// Times a write is re-prepared after losing a race for the same resource or key.
 pub const WRITE_RETRIES_MAX: u32 = 16;
+/// Logins between password and second factor held at once; beyond this, 503.
+pub const LOGIN_TICKETS_MAX: usize = 10_000;
+/// Sessions whose recent activity is remembered in memory (the store has the rest).
+pub const SESSION_ACTIVITY_ENTRIES_MAX: usize = 100_000;
+/// Unknown user names whose failed logins are counted, so they are throttled like real ones.
+pub const UNKNOWN_USER_ENTRIES_MAX: usize = 100_000;
+/// Longest user name, in bytes (it is the author of writes in the ledger).
+pub const USERNAME_BYTES_MAX: usize = 64;
+/// Version rows a history page scans for ones the caller may see before it ends early
+/// (with a `next` link), so a clinician's history of a large store stays bounded.
+pub const HISTORY_SCAN_ROWS_MAX: usize = 10_000;

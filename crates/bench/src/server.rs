@@ -64,7 +64,7 @@ impl BenchServer {
         }
         .context("cannot reopen the store")?;
         let store = Arc::new(store);
-        let token = store.create_token("bench", "clinician", None)?.as_str().to_string();
+        let token = store.create_service_token("bench", "system/*.cruds", None)?.as_str().to_string();
 
         let (address_sender, address_receiver) = std::sync::mpsc::channel();
         let (shutdown, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();

@@ -27,17 +27,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let database = args.store.data_dir.join(medvault_store::sqlite::DATABASE_FILE);
     if database.exists() {
         println!(
-            "Using the existing store in {} (tokens were printed when it was created;",
+            "Using the existing store in {} (its demo credentials were printed when it was created;",
             args.store.data_dir.display()
         );
         println!(
-            "mint another with: medvault token create --data-dir {} --client NAME --role clinician)",
+            "make others with `medvault user create --data-dir {}` and `medvault token create`)",
             args.store.data_dir.display()
         );
         return crate::serve(args, None);
     }
-    let (store, admin_token) = crate::create_store(&args.store, "admin")?;
-    let clinician_token = store.create_token("demo-clinician", Role::Clinician.name(), None)?;
+    let store = crate::create_store(&args.store)?;
     let store = std::sync::Arc::new(store);
     let service = medvault_server::Service::new(store.clone());
     let sources: Vec<crate::import::Source<'_>> =
@@ -45,7 +44,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tally = crate::import::import_sources(&service, &sources, false)?;
     drop(service);
     let store = std::sync::Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the store is still shared"))?;
-    let base = format!("http://{}/fhir", args.listen);
+    let clinician = make_demo_clinician(&store)?;
+    let service_token = store.create_service_token("demo-integration", "system/*.rs", None)?;
+    let root = format!("http://{}", args.listen);
+    let base = format!("{root}/fhir");
     println!();
     println!(
         "medvault demo: a new store in {} with {} synthetic resources ({} rejected).",
@@ -58,13 +60,87 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     println!("Master key file: {}", args.store.key_file_path().display());
     println!();
-    println!("Tokens, shown once and stored only as digests:");
-    println!("  administrator (no clinical data): {}", admin_token.as_str());
-    println!("  demo-clinician (reads and writes): {}", clinician_token.as_str());
+    println!("Credentials, shown once (the store keeps only hashes and wrapped secrets):");
+    println!("  service client 'demo-integration' (reads every patient, system/*.rs): {}", service_token.as_str());
+    println!(
+        "  clinician 'demo-clinician' ({}; sees the {} patients in their care, no others): password {}",
+        clinician.practitioner.as_deref().unwrap_or("no Practitioner"),
+        clinician.patients,
+        clinician.password.as_str()
+    );
+    crate::users::print_enrolment("demo-clinician", &clinician.enrolment);
     println!();
     println!("Try:");
     println!("  curl -s {base}/metadata | head -c 300");
-    println!("  curl -s -H 'Authorization: Bearer {}' '{base}/Patient/_history?_count=5'", clinician_token.as_str());
+    println!("  curl -s -H 'Authorization: Bearer {}' '{base}/Patient/_history?_count=5'", service_token.as_str());
+    println!("Log in as the clinician (password, then the code from an authenticator app or");
+    println!(
+        "`MEDVAULT_TOTP={} medvault totp-code --secret-env MEDVAULT_TOTP`):",
+        clinician.enrolment.secret_base32.as_str()
+    );
+    println!(
+        "  curl -s -X POST {root}/auth/login -H 'content-type: application/json' -d '{{\"username\":\"demo-clinician\",\"password\":\"{}\"}}'",
+        clinician.password.as_str()
+    );
+    println!(
+        "  curl -s -X POST {root}/auth/mfa -H 'content-type: application/json' -d '{{\"mfa_ticket\":\"<mfa_ticket>\",\"code\":\"<code>\"}}'"
+    );
+    println!("  curl -s -H 'Authorization: Bearer <access_token>' '{base}/Patient/_history'");
     println!();
     crate::serve(args, Some(store))
+}
+
+struct DemoClinician {
+    password: zeroize::Zeroizing<String>,
+    practitioner: Option<String>,
+    patients: usize,
+    enrolment: medvault_server::accounts::Enrolment,
+}
+
+/// A clinician who is the Practitioner of the most demo Encounters, and is explicitly
+/// assigned to three more patients: enough to show care relationships both ways.
+fn make_demo_clinician(store: &medvault_store::Store) -> anyhow::Result<DemoClinician> {
+    use medvault_store::engine::HistoryPage;
+    use medvault_store::History;
+    let page = HistoryPage { count: 1000, before_seq: None, since_ms: None };
+    let mut counts: std::collections::BTreeMap<String, (usize, std::collections::BTreeSet<String>)> =
+        std::collections::BTreeMap::new();
+    for version in store.history(&History::Type("Encounter".into()), page)? {
+        let resource: serde_json::Value = serde_json::from_slice(&version.json)?;
+        let patient = medvault_fhir::patient_compartment_owner(&resource).unwrap_or_default();
+        for practitioner in medvault_fhir::care_relationships(&resource).unwrap_or_default() {
+            let entry = counts.entry(practitioner).or_default();
+            entry.0 += 1;
+            entry.1.insert(patient.clone());
+        }
+    }
+    let chosen = counts.iter().max_by_key(|(_, (n, _))| *n).map(|(id, (_, patients))| (id.clone(), patients.clone()));
+    let password = zeroize::Zeroizing::new(
+        medvault_auth::recovery::generate_recovery_codes(1)?.pop().ok_or_else(|| anyhow::anyhow!("no password"))?,
+    );
+    let practitioner = chosen.as_ref().map(|(id, _)| format!("Practitioner/{id}"));
+    let account = medvault_server::accounts::NewAccount {
+        username: "demo-clinician",
+        role: Role::Clinician,
+        password: &password,
+        fhir_user: practitioner.as_deref(),
+        scopes: None,
+        mfa: true,
+    };
+    let (user_id, enrolment) =
+        medvault_server::accounts::create_account(store, medvault_auth::password::PasswordParams::DEFAULT, &account)
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
+    let enrolment = enrolment.ok_or_else(|| anyhow::anyhow!("the demo clinician has no second factor"))?;
+    let mut patients = chosen.map(|(_, patients)| patients).unwrap_or_default();
+    let mut assigned = 0;
+    for version in store.history(&History::Type("Patient".into()), page)?.iter().rev() {
+        if assigned == 3 {
+            break;
+        }
+        if patients.insert(version.id.clone()) {
+            store.assign_patient(user_id, &version.id, "demo")?;
+            assigned += 1;
+        }
+    }
+    Ok(DemoClinician { password, practitioner, patients: patients.len(), enrolment })
 }

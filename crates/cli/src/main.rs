@@ -5,6 +5,7 @@ mod demo;
 mod fetch;
 mod import;
 mod ledger;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,9 +56,24 @@ enum Command {
     Demo(DemoArgs),
     /// Import FHIR Bundles (transaction, batch, collection) and Bulk Data NDJSON files.
     Import(ImportArgs),
-    /// Create, list and revoke access tokens.
+    /// Create, list and revoke the access tokens of service clients.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage user accounts: create, unlock, disable, reset the second factor, assign patients.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Register service clients that authenticate with signed JWTs (SMART Backend Services).
+    #[command(subcommand)]
+    Client(users::ClientCommand),
+    /// Review break-glass accesses.
+    #[command(subcommand)]
+    BreakGlass(users::BreakGlassCommand),
+    /// Print the current TOTP code of a secret (for scripts; like `oathtool --totp -b`).
+    TotpCode {
+        /// The environment variable that holds the base32 secret.
+        #[arg(long, value_name = "VARIABLE")]
+        secret_env: String,
+    },
     /// Show what the store holds.
     Status(StatusArgs),
     /// Recompute the ledger from every stored version and check every checkpoint; exit 6 on any finding.
@@ -90,9 +106,12 @@ struct InitArgs {
     /// Also write a self-signed TLS certificate for these host names, for evaluation.
     #[arg(long, value_name = "HOSTNAME", num_args = 1..)]
     self_signed_cert: Vec<String>,
-    /// The client name of the first administrator token.
-    #[arg(long, default_value = "admin")]
-    admin_client: String,
+    /// Create the first administrator account with this name (with --admin-password-env).
+    #[arg(long, requires = "admin_password_env")]
+    admin_username: Option<String>,
+    /// The environment variable holding the first administrator's password.
+    #[arg(long, value_name = "VARIABLE", requires = "admin_username")]
+    admin_password_env: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -133,15 +152,16 @@ struct ImportArgs {
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
-    /// Mint a token for a named client; it is printed once and stored only as a digest.
+    /// Mint a token for a named service client; it is printed once and stored only as a digest.
     Create {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
         client: String,
-        /// administrator, clinician, service or auditor.
-        #[arg(long)]
-        role: String,
+        /// SMART system scopes, space-separated, e.g. 'system/Observation.rs system/Patient.r'
+        /// (default: none, which is enough to fetch ledger checkpoints as a witness).
+        #[arg(long, default_value = "")]
+        scope: String,
         /// Expire after this many days (default: never).
         #[arg(long)]
         expires_in_days: Option<u32>,
@@ -178,6 +198,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args.serve),
         Command::Import(args) => import::run(&args.store, &args.files, args.quiet),
         Command::Token(command) => token(command),
+        Command::User(command) => users::user(command),
+        Command::BreakGlass(command) => users::break_glass(command),
+        Command::Client(command) => users::client(command),
+        Command::TotpCode { secret_env } => users::totp_code(&secret_env),
         Command::Status(args) => status(args),
         Command::Verify(args) => ledger::verify(args),
         Command::Ledger(command) => ledger::ledger(command),
@@ -254,8 +278,8 @@ fn default_key_file(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
-/// Creates the store; returns it with the first administrator token (shown once).
-fn create_store(args: &StoreArgs, admin_client: &str) -> anyhow::Result<(Store, zeroize::Zeroizing<String>)> {
+/// Creates the store and its key file.
+fn create_store(args: &StoreArgs) -> anyhow::Result<Store> {
     if args.data_dir.join(medvault_store::sqlite::DATABASE_FILE).exists() {
         return Err(StoreError::AlreadyExists(args.data_dir.display().to_string()).into());
     }
@@ -272,12 +296,26 @@ fn create_store(args: &StoreArgs, admin_client: &str) -> anyhow::Result<(Store, 
     let source = args.source()?;
     let store = Store::create(&args.data_dir, source.as_ref(), Arc::new(medvault_base::SystemClock))
         .with_context(|| format!("cannot create a store in {}", args.data_dir.display()))?;
-    let token = store.create_token(admin_client, Role::Administrator.name(), None)?;
-    Ok((store, token))
+    Ok(store)
 }
 
 fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
-    let (store, token) = create_store(&args.store, &args.admin_client)?;
+    // Read the administrator's password before creating anything, so a missing variable
+    // leaves no half-made store behind.
+    let admin = match (&args.admin_username, &args.admin_password_env) {
+        (Some(username), Some(variable)) => {
+            medvault_server::accounts::check_username(username)
+                .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
+            let password = std::env::var(variable)
+                .map(zeroize::Zeroizing::new)
+                .with_context(|| format!("the environment variable {variable} (--admin-password-env) is not set"))?;
+            medvault_auth::password::check_new_password(&password, true, &[username])
+                .map_err(|rejected| anyhow::anyhow!("password refused: {}", rejected.reason))?;
+            Some((username.clone(), password))
+        }
+        _ => None,
+    };
+    let store = create_store(&args.store)?;
     println!("Created a medvault store in {}", args.store.data_dir.display());
     if args.store.passphrase_env.is_none() {
         println!(
@@ -293,8 +331,28 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
             key.display()
         );
     }
-    println!("Administrator access token for '{}' (shown once, stored only as a digest):", args.admin_client);
-    println!("{}", token.as_str());
+    match admin {
+        Some((username, password)) => {
+            let account = medvault_server::accounts::NewAccount {
+                username: &username,
+                role: Role::Administrator,
+                password: &password,
+                fhir_user: None,
+                scopes: None,
+                mfa: true,
+            };
+            let (_, enrolment) =
+                medvault_server::accounts::create_account(&store, medvault_auth::password::PasswordParams::DEFAULT, &account)
+                    .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
+            println!("Administrator '{username}' created (reads no clinical data).");
+            if let Some(enrolment) = enrolment {
+                users::print_enrolment(&username, &enrolment);
+            }
+        }
+        None => println!(
+            "No accounts yet: create them with `medvault user create` (an administrator first), and service clients with `medvault token create`."
+        ),
+    }
     store.close();
     Ok(ExitCode::SUCCESS)
 }
@@ -374,10 +432,9 @@ async fn shutdown_signal() {
 
 fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Create { store, client, role, expires_in_days } => {
-            let role = Role::parse(&role).with_context(|| {
-                format!("unknown role '{role}'; choose one of: {}", Role::ALL.map(Role::name).join(", "))
-            })?;
+        TokenCommand::Create { store, client, scope, expires_in_days } => {
+            let scopes = medvault_server::accounts::check_scopes(Role::Service, &scope)
+                .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
             if client.is_empty()
                 || client.len() > medvault_base::limits::CLIENT_NAME_BYTES_MAX
                 || client.chars().any(char::is_control)
@@ -389,13 +446,14 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             let store = store.open()?;
             let expires_ms = expires_in_days.map(|days| store.clock().now_ms() + i64::from(days) * 86_400_000);
-            let token = store.create_token(&client, role.name(), expires_ms)?;
+            let token = store.create_service_token(&client, &scopes, expires_ms)?;
             println!("{}", token.as_str());
+            eprintln!("service client '{client}', scopes '{scopes}' (the token is shown once)");
             store.close();
         }
         TokenCommand::List { store } => {
             let store = store.open()?;
-            println!("{:<24} {:<14} {:<26} state", "client", "role", "created");
+            println!("{:<24} {:<32} {:<26} state", "client", "scopes", "created");
             let now_ms = store.clock().now_ms();
             for row in store.tokens()? {
                 let state = match (row.revoked_ms, row.expires_ms) {
@@ -405,9 +463,9 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                     (None, None) => "active".to_string(),
                 };
                 println!(
-                    "{:<24} {:<14} {:<26} {state}",
+                    "{:<24} {:<32} {:<26} {state}",
                     row.client,
-                    row.role,
+                    if row.scopes.is_empty() { "-" } else { row.scopes.as_str() },
                     medvault_base::time::format_instant(row.created_ms)
                 );
             }

@@ -129,7 +129,7 @@ fn no_health_data_in_any_file_the_server_wrote() {
     let output = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(output.status.success(), "{}", text(&output));
 
-    let clinician = token(dir.path(), "at-rest", "clinician");
+    let clinician = token(dir.path(), "at-rest", "system/*.cruds");
     let auth = format!("Bearer {clinician}");
     let mut server = ServerProcess::start(dir.path(), &[]);
     let mut client = HttpClient::connect(server.address).expect("connect");

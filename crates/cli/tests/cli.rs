@@ -8,10 +8,11 @@ use common::{init, run, text, token, ServerProcess};
 use medvault_testkit::{HttpClient, TempDir};
 
 #[test]
-fn init_creates_once_and_prints_a_token() {
+fn init_creates_once_and_can_make_the_first_administrator() {
     let dir = TempDir::new("cli-init");
-    let admin = init(dir.path());
-    assert!(admin.starts_with("mvt_") && admin.len() > 40, "{admin}");
+    let plain = init(dir.path());
+    assert!(plain.contains("medvault user create"), "init says how to make accounts: {plain}");
+    assert!(!plain.contains("mvt_"), "init mints no token: {plain}");
     let data = dir.path().join("data");
     let again = run(&["init", "--data-dir", data.to_str().expect("utf8")]);
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
@@ -58,15 +59,19 @@ fn tokens_are_scriptable() {
     init(dir.path());
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf8");
-    let bad_role = run(&["token", "create", "--data-dir", data, "--client", "x", "--role", "superuser"]);
-    assert_eq!(bad_role.status.code(), Some(1));
-    assert!(text(&bad_role).contains("unknown role"));
-    let clinician = token(dir.path(), "ward-3", "clinician");
-    assert!(clinician.starts_with("mvt_"));
+    let user_scope = run(&["token", "create", "--data-dir", data, "--client", "x", "--scope", "user/*.rs"]);
+    assert_eq!(user_scope.status.code(), Some(1));
+    assert!(text(&user_scope).contains("does not fit the service role"), "{}", text(&user_scope));
+    let bad_scope = run(&["token", "create", "--data-dir", data, "--client", "x", "--scope", "system/Nonsense.rs"]);
+    assert_eq!(bad_scope.status.code(), Some(1));
+    assert!(text(&bad_scope).contains("names no FHIR R4 resource type"), "{}", text(&bad_scope));
+    let ward = token(dir.path(), "ward-3", "system/Observation.rs system/Patient.r");
+    assert!(ward.starts_with("mvt_"));
+    let witness = token(dir.path(), "witness", "");
     let list = run(&["token", "list", "--data-dir", data]);
     let listing = text(&list);
-    assert!(listing.contains("ward-3") && listing.contains("clinician") && listing.contains("admin"));
-    assert!(!listing.contains(&clinician), "tokens are never listed");
+    assert!(listing.contains("ward-3") && listing.contains("system/Observation.rs") && listing.contains("witness"));
+    assert!(!listing.contains(&ward) && !listing.contains(&witness), "tokens are never listed");
     let revoked = run(&["token", "revoke", "--data-dir", data, "--client", "ward-3"]);
     assert!(revoked.status.success() && text(&revoked).contains("revoked 1"));
     let none = run(&["token", "revoke", "--data-dir", data, "--client", "nobody"]);
@@ -130,7 +135,7 @@ fn serving_off_loopback_needs_tls() {
 fn a_real_server_over_a_real_socket() {
     let dir = TempDir::new("cli-serve");
     init(dir.path());
-    let clinician = token(dir.path(), "e2e", "clinician");
+    let clinician = token(dir.path(), "e2e", "system/*.cruds");
     let mut server = ServerProcess::start(dir.path(), &[]);
     let mut client = HttpClient::connect(server.address).expect("connect");
     let auth = format!("Bearer {clinician}");
@@ -230,4 +235,98 @@ fn a_passphrase_store_opens_only_with_its_passphrase() {
         "a passphrase store does not open with a key file: {}",
         text(&key_file)
     );
+}
+
+/// Accounts from the console, then a real login over a real socket: password, then the
+/// code `medvault totp-code` computes from the enrolment's secret.
+#[test]
+fn accounts_are_scriptable_and_log_in_over_http() {
+    let dir = TempDir::new("cli-users");
+    init(dir.path());
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf8");
+    let user = |args: &[&str], password: Option<&str>| {
+        let mut command = common::medvault();
+        command.arg("user").args(args).args(["--data-dir", data]);
+        if let Some(password) = password {
+            command.env("MV_TEST_PASSWORD", password);
+        }
+        command.output().expect("medvault runs")
+    };
+    let created = user(
+        &["create", "--username", "ward.nurse", "--role", "clinician", "--password-env", "MV_TEST_PASSWORD"],
+        Some("orbit-lantern-quartz-91"),
+    );
+    assert!(created.status.success(), "{}", text(&created));
+    let output = text(&created);
+    assert!(output.contains("otpauth://totp/medvault:ward.nurse?secret="), "{output}");
+    assert!(!output.contains("orbit-lantern-quartz-91"), "the password is never printed");
+    let secret = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("TOTP secret:"))
+        .map(|s| s.trim().to_string())
+        .expect("secret line");
+    // Refusals: a weak password, an unknown role, a missing variable, a duplicate, a service.
+    let weak = user(
+        &["create", "--username", "weak", "--role", "clinician", "--password-env", "MV_TEST_PASSWORD"],
+        Some("password"),
+    );
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(text(&weak).contains("password refused"), "{}", text(&weak));
+    let role = user(
+        &["create", "--username", "x", "--role", "superuser", "--password-env", "MV_TEST_PASSWORD"],
+        Some("orbit-lantern-quartz-91"),
+    );
+    assert!(text(&role).contains("unknown role"), "{}", text(&role));
+    let unset =
+        user(&["create", "--username", "x", "--role", "clinician", "--password-env", "MV_NOT_SET_ANYWHERE"], None);
+    assert!(text(&unset).contains("MV_NOT_SET_ANYWHERE"), "{}", text(&unset));
+    let again = user(
+        &["create", "--username", "ward.nurse", "--role", "clinician", "--password-env", "MV_TEST_PASSWORD"],
+        Some("orbit-lantern-quartz-91"),
+    );
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    let nobody = user(&["unlock", "--username", "nobody"], None);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(text(&nobody).contains("no user named 'nobody'"), "{}", text(&nobody));
+    let listed = text(&user(&["list"], None));
+    assert!(listed.contains("ward.nurse") && listed.contains("clinician") && listed.contains("totp"), "{listed}");
+
+    // Log in over HTTP.
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let mut client = HttpClient::connect(server.address).expect("connect");
+    let json = [("Content-Type", "application/json")];
+    let login = client
+        .request(
+            "POST",
+            "/auth/login",
+            &json,
+            Some(br#"{"username":"ward.nurse","password":"orbit-lantern-quartz-91"}"#),
+        )
+        .expect("login");
+    assert_eq!(login.status, 200, "{}", login.text());
+    let ticket = login.json()["mfa_ticket"].as_str().expect("ticket").to_string();
+    let code = common::medvault()
+        .args(["totp-code", "--secret-env", "MV_TOTP"])
+        .env("MV_TOTP", &secret)
+        .output()
+        .expect("runs");
+    let code = String::from_utf8_lossy(&code.stdout).trim().to_string();
+    assert_eq!(code.len(), 6, "{code}");
+    let body = format!(r#"{{"mfa_ticket":"{ticket}","code":"{code}"}}"#);
+    let session = client.request("POST", "/auth/mfa", &json, Some(body.as_bytes())).expect("mfa");
+    assert_eq!(session.status, 200, "{}", session.text());
+    let token = session.json()["access_token"].as_str().expect("token").to_string();
+    let auth = format!("Bearer {token}");
+    let me = client.request("GET", "/auth/session", &[("Authorization", &auth)], None).expect("session");
+    assert_eq!(me.json()["name"], "ward.nurse");
+    // The clinician cares for nobody yet: a patient's record is closed to them.
+    let closed = client.request("GET", "/fhir/Patient/anyone", &[("Authorization", &auth)], None).expect("read");
+    assert_eq!(closed.status, 403);
+    // Revoking at the console ends the session at the next request.
+    let revoked = user(&["revoke-sessions", "--username", "ward.nurse"], None);
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    let after = client.request("GET", "/auth/session", &[("Authorization", &auth)], None).expect("session");
+    assert_eq!(after.status, 401);
+    server.stop();
 }

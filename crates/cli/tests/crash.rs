@@ -55,7 +55,7 @@ fn next_random(state: &mut u64) -> u64 {
 fn killed_servers_lose_no_acknowledged_transaction_and_show_no_half_one() {
     let dir = TempDir::new("crash");
     init(dir.path());
-    let clinician = token(dir.path(), "crash", "clinician");
+    let clinician = token(dir.path(), "crash", "system/*.cruds");
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut random = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..ROUNDS {

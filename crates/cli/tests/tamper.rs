@@ -369,7 +369,7 @@ fn a_witness_fetches_checkpoints_over_https() {
         assert!(output.status.success(), "{}", text(&output));
     };
     import("carebundle-0000.json");
-    let token = common::token(dir.path(), "witness-feed", "service");
+    let token = common::token(dir.path(), "witness-feed", "");
     let log_key = String::from_utf8_lossy(&run(&["ledger", "key", "--data-dir", &data_str]).stdout).trim().to_string();
     let certificate = data.join("tls/cert.pem");
     let key = data.join("tls/key.pem");

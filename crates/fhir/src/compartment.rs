@@ -55,24 +55,6 @@ fn first_patient_reference<'a>(value: &'a Value, path: &[Box<str>]) -> Option<&'
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_references_parse() {
-        assert_eq!(parse_relative_reference("Patient/123"), Some(("Patient", "123")));
-        assert_eq!(parse_relative_reference("Patient/123/_history/2"), Some(("Patient", "123")));
-        assert_eq!(parse_relative_reference("Patient/123/_history/"), None);
-        assert_eq!(parse_relative_reference("Patient/123/history/2"), None);
-        assert_eq!(parse_relative_reference("Patient/12 3"), None);
-        assert_eq!(parse_relative_reference("Patient"), None);
-        assert_eq!(parse_relative_reference("Patient/"), None);
-        assert_eq!(parse_relative_reference("Unknown/1"), None);
-        assert_eq!(parse_relative_reference("http://x/Patient/1"), None);
-    }
-}
-
 /// The practitioners a CareTeam or Encounter says care for its patient: `Some` (possibly
 /// empty) for those two types, `None` for every other. The patient is the resource's
 /// compartment owner ([`patient_compartment_owner`]).
@@ -104,4 +86,22 @@ pub fn care_relationships(resource: &Value) -> Option<Vec<String>> {
     practitioners.sort();
     practitioners.dedup();
     Some(practitioners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_references_parse() {
+        assert_eq!(parse_relative_reference("Patient/123"), Some(("Patient", "123")));
+        assert_eq!(parse_relative_reference("Patient/123/_history/2"), Some(("Patient", "123")));
+        assert_eq!(parse_relative_reference("Patient/123/_history/"), None);
+        assert_eq!(parse_relative_reference("Patient/123/history/2"), None);
+        assert_eq!(parse_relative_reference("Patient/12 3"), None);
+        assert_eq!(parse_relative_reference("Patient"), None);
+        assert_eq!(parse_relative_reference("Patient/"), None);
+        assert_eq!(parse_relative_reference("Unknown/1"), None);
+        assert_eq!(parse_relative_reference("http://x/Patient/1"), None);
+    }
 }

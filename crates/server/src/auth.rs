@@ -1,24 +1,43 @@
-//! Who is calling, and what they may do. Today: bearer access tokens with one role each.
-//! The passwords, MFA, sessions and care-team policies of the authentication issue grow
-//! here, behind the same two values: a [`Principal`] from authentication, and a
-//! [`ClinicalAccess`] that only [`authorize_clinical`] can make and that every
-//! clinical-data interaction of [`crate::service`] requires.
+//! Who is calling, and which records they may touch.
+//!
+//! Authentication turns a bearer token into a [`Principal`]: a login session (`mvs_…`,
+//! made by password and second factor, see [`crate::login`]) or a service client's
+//! access token (`mvt_…`). Authorization then makes a [`ClinicalAccess`], the only value
+//! the clinical interactions of [`crate::service`] accept. It answers two questions for
+//! every record an interaction reads or writes:
+//!
+//! - do the caller's SMART scopes allow this interaction on this resource type?
+//! - is the record's patient one the caller may see? A service client with `system/`
+//!   scopes sees every patient; a patient sees their own record; a clinician sees the
+//!   patients they have a care relationship with (a CareTeam or Encounter naming their
+//!   Practitioner, an explicit assignment, or an unexpired break-glass grant).
+//!
+//! Whose record a stored version is comes from the key that seals it
+//! ([`medvault_store::StoredVersion::compartment`]), so the answer cannot drift from
+//! what the crypto-shredding of a patient would erase.
 
-use medvault_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use medvault_auth::scope::{Interaction, ScopeContext, ScopeSet};
+use medvault_store::{Store, StoredVersion};
 
 use crate::error::ApiError;
 
-/// The roles a token can carry. An administrator is not a reader of clinical data.
+/// The roles of accounts and clients. An administrator is not a reader of clinical data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Administrator,
     Clinician,
     Service,
     Auditor,
+    Patient,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Administrator, Role::Clinician, Role::Service, Role::Auditor];
+    pub const ALL: [Role; 5] = [Role::Administrator, Role::Clinician, Role::Service, Role::Auditor, Role::Patient];
+    /// Roles of people (service clients have tokens, not accounts).
+    pub const USERS: [Role; 4] = [Role::Administrator, Role::Clinician, Role::Auditor, Role::Patient];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -26,6 +45,7 @@ impl Role {
             Role::Clinician => "clinician",
             Role::Service => "service",
             Role::Auditor => "auditor",
+            Role::Patient => "patient",
         }
     }
 
@@ -34,22 +54,77 @@ impl Role {
     }
 
     pub fn reads_clinical_data(self) -> bool {
-        matches!(self, Role::Clinician | Role::Service)
+        matches!(self, Role::Clinician | Role::Service | Role::Patient)
+    }
+
+    /// The SMART scope context this role's scopes are written in.
+    pub fn scope_context(self) -> ScopeContext {
+        match self {
+            Role::Service => ScopeContext::System,
+            Role::Patient => ScopeContext::Patient,
+            _ => ScopeContext::User,
+        }
+    }
+
+    /// Scopes granted when an account is created without explicit ones.
+    pub fn default_scopes(self) -> &'static str {
+        match self {
+            Role::Clinician => "user/*.cruds",
+            Role::Patient => "patient/*.rs",
+            Role::Administrator | Role::Auditor | Role::Service => "",
+        }
     }
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The user name or service client name; the ledger records it as a write's author.
     pub client: String,
     pub role: Role,
+    /// The account, for people; `None` for service clients and the local operator.
+    pub user_id: Option<i64>,
+    /// `(type, id)` of the FHIR resource the user is: a Practitioner or a Patient.
+    pub fhir_user: Option<(String, String)>,
+    pub scopes: ScopeSet,
+    /// The digest of the session token, for logout.
+    pub session: Option<[u8; 32]>,
 }
 
-/// Proof that the caller may read and write clinical data. Only [`authorize_clinical`] and
-/// [`ClinicalAccess::local_operator`] make one.
+impl Principal {
+    pub fn is(&self, role: Role) -> bool {
+        self.role == role
+    }
+}
+
+/// Which patients' records a caller may see.
 #[derive(Debug, Clone)]
+enum Patients {
+    /// Service clients with `system/` scopes, and the operator at the console.
+    All,
+    /// A patient: their own compartment only.
+    Own([u8; 32]),
+    /// A clinician: patients they have a care relationship with.
+    CareOf { user_id: i64, practitioner: Option<[u8; 32]> },
+    /// Nobody's (a patient account without a linked Patient resource).
+    None,
+}
+
+/// Proof that the caller may use the clinical interactions, and the rules that then
+/// decide record by record. Only [`authorize_clinical`] and
+/// [`ClinicalAccess::local_operator`] make one.
+#[derive(Debug)]
 pub struct ClinicalAccess {
     principal: Principal,
+    patients: Patients,
+    store: Option<Arc<Store>>,
+    /// Answers already looked up in this request, and patients it registers.
+    seen: Mutex<HashMap<[u8; 32], bool>>,
+}
+
+/// The answer to every denied record: the same whether the record exists or not.
+pub fn denied() -> ApiError {
+    ApiError::forbidden("you are not permitted to access this resource, or it does not exist")
 }
 
 impl ClinicalAccess {
@@ -60,28 +135,142 @@ impl ClinicalAccess {
     /// The operator at the console (import from the command line): whoever can open the
     /// store's master key already holds every record.
     pub fn local_operator(name: &str) -> Self {
-        Self { principal: Principal { client: format!("local:{name}"), role: Role::Service } }
+        Self {
+            principal: Principal {
+                client: format!("local:{name}"),
+                role: Role::Service,
+                user_id: None,
+                fhir_user: None,
+                scopes: ScopeSet::parse("system/*.cruds").unwrap_or_default(),
+                session: None,
+            },
+            patients: Patients::All,
+            store: None,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every patient is visible: a missing record may be reported as missing.
+    pub fn sees_all_patients(&self) -> bool {
+        matches!(self.patients, Patients::All)
+    }
+
+    /// The user to assign to patients this caller registers (clinicians only).
+    pub fn registrar(&self) -> Option<i64> {
+        match self.patients {
+            Patients::CareOf { user_id, .. } => Some(user_id),
+            _ => None,
+        }
+    }
+
+    /// Do the scopes allow `interaction` on `resource_type`? (403 if not.)
+    pub fn check_scope(&self, resource_type: &str, interaction: Interaction) -> Result<(), ApiError> {
+        if self.allows(resource_type, interaction) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the granted scopes do not allow {} on {resource_type}",
+                interaction_name(interaction)
+            )))
+        }
+    }
+
+    pub fn allows(&self, resource_type: &str, interaction: Interaction) -> bool {
+        let scopes = &self.principal.scopes;
+        match self.principal.role {
+            // A patient's `user/` scopes mean the same as `patient/`: their own record.
+            Role::Patient => {
+                scopes.allows(ScopeContext::Patient, resource_type, interaction)
+                    || scopes.allows(ScopeContext::User, resource_type, interaction)
+            }
+            role => scopes.allows(role.scope_context(), resource_type, interaction),
+        }
+    }
+
+    /// May the caller see records of `compartment` (`None`: shared data, not a patient's)?
+    pub fn sees(&self, compartment: Option<&[u8; 32]>) -> Result<bool, ApiError> {
+        let Some(compartment) = compartment else { return Ok(true) };
+        match &self.patients {
+            Patients::All => Ok(true),
+            Patients::None => Ok(false),
+            Patients::Own(own) => Ok(medvault_crypto::constant_time_eq(own, compartment)),
+            Patients::CareOf { user_id, practitioner } => {
+                if let Some(known) = self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.get(compartment) {
+                    return Ok(*known);
+                }
+                let store = self.store.as_ref().ok_or_else(|| ApiError::internal("access without a store"))?;
+                let now_ms = store.clock().now_ms();
+                let answer = store.has_care_relationship(*user_id, practitioner.as_ref(), compartment, now_ms)?;
+                self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.insert(*compartment, answer);
+                Ok(answer)
+            }
+        }
+    }
+
+    /// A version the caller may be shown: scope for `interaction` on its type, and its patient.
+    pub fn check_version(&self, version: &StoredVersion, interaction: Interaction) -> Result<(), ApiError> {
+        if !self.allows(&version.resource_type, interaction) || !self.sees(version.compartment.as_ref())? {
+            return Err(denied());
+        }
+        Ok(())
+    }
+
+    /// Forgets what this request looked up and registered (between independent batch entries).
+    pub fn forget(&self) -> Result<(), ApiError> {
+        self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.clear();
+        Ok(())
+    }
+
+    /// Lets this request write into the compartment of a patient it is registering.
+    pub fn register_patient(&self, compartment: [u8; 32]) -> Result<(), ApiError> {
+        self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.insert(compartment, true);
+        Ok(())
     }
 }
 
-/// Checks a bearer token against the store. Unknown, revoked and expired tokens all get
-/// the same answer.
-pub fn authenticate(store: &Store, authorization: Option<&str>) -> Result<Principal, ApiError> {
-    let token = authorization
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|token| !token.is_empty() && token.len() <= 256)
-        .ok_or_else(ApiError::unauthorized)?;
-    let row = store.authenticate_token(token)?.ok_or_else(ApiError::unauthorized)?;
-    let role = Role::parse(&row.role)
-        .ok_or_else(|| ApiError::internal(format!("token of {} has unknown role", row.client)))?;
-    Ok(Principal { client: row.client, role })
+fn interaction_name(interaction: Interaction) -> &'static str {
+    match interaction {
+        Interaction::Create => "create",
+        Interaction::Read => "read",
+        Interaction::Update => "update",
+        Interaction::Delete => "delete",
+        Interaction::Search => "search",
+    }
 }
 
-pub fn authorize_clinical(principal: &Principal) -> Result<ClinicalAccess, ApiError> {
-    if principal.role.reads_clinical_data() {
-        Ok(ClinicalAccess { principal: principal.clone() })
-    } else {
-        Err(ApiError::forbidden(format!("the {} role does not give access to clinical data", principal.role.name())))
+/// Makes the [`ClinicalAccess`] of a principal whose role reads clinical data.
+pub fn authorize_clinical(store: &Arc<Store>, principal: &Principal) -> Result<ClinicalAccess, ApiError> {
+    if !principal.role.reads_clinical_data() {
+        return Err(ApiError::forbidden(format!(
+            "the {} role does not give access to clinical data",
+            principal.role.name()
+        )));
     }
+    let patients = match principal.role {
+        Role::Service => Patients::All,
+        Role::Patient => match &principal.fhir_user {
+            Some((resource_type, id)) if resource_type == "Patient" => Patients::Own(store.compartment_token(id)),
+            _ => Patients::None,
+        },
+        _ => Patients::CareOf {
+            user_id: principal.user_id.ok_or_else(|| ApiError::internal("a clinician without an account"))?,
+            practitioner: match &principal.fhir_user {
+                Some((resource_type, id)) if resource_type == "Practitioner" => Some(store.practitioner_token(id)),
+                _ => None,
+            },
+        },
+    };
+    Ok(ClinicalAccess {
+        principal: principal.clone(),
+        patients,
+        store: Some(store.clone()),
+        seen: Mutex::new(HashMap::new()),
+    })
+}
+
+/// A benchmark-only access that skips session checks and authorization, so the cost of
+/// both can be measured (`medvault-bench`, `--danger-skip-authorization`). Never used by
+/// the product's request path unless the server was started with that switch.
+pub fn danger_unchecked_access() -> ClinicalAccess {
+    ClinicalAccess::local_operator("danger-benchmark-unchecked")
 }

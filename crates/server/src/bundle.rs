@@ -228,21 +228,34 @@ impl Service {
                 writes.push(write);
             }
         }
-        let written = self.store().write(&writes, &access.principal().client).map_err(|error| {
-            let index = match &error {
-                WriteError::PreconditionFailed { index, .. }
-                | WriteError::AlreadyExists { index }
-                | WriteError::Duplicate { index } => {
-                    write_of_entry.iter().find(|(_, w)| **w == *index).map(|(e, _)| *e)
+        let entry_of_write = |w: usize| write_of_entry.iter().find(|(_, x)| **x == w).map_or(0, |(entry, _)| *entry);
+        self.authorize_writes(access, &writes)
+            .map_err(|(w, error)| error.located(&format!("Bundle.entry[{}]", entry_of_write(w))))?;
+        // Reads are answered after the writes, but a read the caller may not make fails
+        // the whole transaction before anything is written.
+        for entry in entries.iter().filter(|entry| entry.method == Method::Get) {
+            if let Err(error) = self.get_entry(access, entry, base) {
+                if error.status == 403 {
+                    return Err(error.located(&format!("Bundle.entry[{}]", entry.index)));
                 }
-                _ => None,
-            };
-            let api: ApiError = error.into();
-            match index {
-                Some(entry) => api.located(&format!("Bundle.entry[{entry}]")),
-                None => api,
             }
-        })?;
+        }
+        let written =
+            self.store().write_by(&writes, &access.principal().client, access.registrar()).map_err(|error| {
+                let index = match &error {
+                    WriteError::PreconditionFailed { index, .. }
+                    | WriteError::AlreadyExists { index }
+                    | WriteError::Duplicate { index } => {
+                        write_of_entry.iter().find(|(_, w)| **w == *index).map(|(e, _)| *e)
+                    }
+                    _ => None,
+                };
+                let api: ApiError = error.into();
+                match index {
+                    Some(entry) => api.located(&format!("Bundle.entry[{entry}]")),
+                    None => api,
+                }
+            })?;
         let now_ms = self.store().clock().now_ms();
         let mut response = ResponseBundle::new("transaction-response", now_ms)?;
         for (i, entry) in entries.iter().enumerate() {
@@ -290,10 +303,23 @@ impl Service {
                 }
             }
         }
-        let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
-        for (index, outcome) in
-            indices.into_iter().zip(self.store().write_each(&only_writes, &access.principal().client))
-        {
+        // Each entry stands alone: authorized alone, and a patient registered by one entry
+        // is not thereby open to the others.
+        let mut allowed = Vec::with_capacity(writes.len());
+        for (index, write) in writes {
+            access.forget()?;
+            match self.authorize_writes(access, std::slice::from_ref(&write)) {
+                Ok(()) => allowed.push((index, write)),
+                Err((_, error)) => results[index] = Some(error_entry(&error)),
+            }
+        }
+        access.forget()?;
+        let (indices, only_writes): (Vec<usize>, Vec<Write>) = allowed.into_iter().unzip();
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each_by(
+            &only_writes,
+            &access.principal().client,
+            access.registrar(),
+        )) {
             results[index] = Some(match outcome {
                 Ok(written) => written_entry(&written, base, prefer)?,
                 Err(error) => error_entry(&error.into()),
@@ -344,10 +370,24 @@ impl Service {
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
-        let (indices, only_writes): (Vec<usize>, Vec<Write>) = writes.into_iter().unzip();
-        for (index, outcome) in
-            indices.into_iter().zip(self.store().write_each(&only_writes, &access.principal().client))
-        {
+        // Authorized one by one, like a batch.
+        let mut allowed = Vec::with_capacity(writes.len());
+        for (index, write) in writes {
+            let authorized = access
+                .forget()
+                .and_then(|()| self.authorize_writes(access, std::slice::from_ref(&write)).map_err(|(_, e)| e));
+            match authorized {
+                Ok(()) => allowed.push((index, write)),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        let _ = access.forget();
+        let (indices, only_writes): (Vec<usize>, Vec<Write>) = allowed.into_iter().unzip();
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each_by(
+            &only_writes,
+            &access.principal().client,
+            access.registrar(),
+        )) {
             results[index] = Some(outcome.map_err(ApiError::from));
         }
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(ApiError::internal("import lost an entry")))).collect()

@@ -37,12 +37,20 @@ pub fn capability_statement(base: &str, now_ms: i64) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Every endpoint except this CapabilityStatement and /health needs a bearer access token. \
+            "documentation": "Every endpoint except this CapabilityStatement, /health, the login endpoints and \
+                              /.well-known/smart-configuration needs a bearer access token. \
                               History pages with _count (at most 1000) and _since. Search is not supported yet.",
             "security": {
                 "cors": false,
-                "description": "Bearer access tokens (256-bit, stored as SHA-256 digests) minted with `medvault token create`; \
-                                roles clinician and service read and write clinical data, administrator does not."
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR"
+                }]}],
+                "description": "People log in with a password and a TOTP second factor (POST /auth/login, then /auth/mfa) \
+                                and get a session token; backend services use SMART Backend Services (private_key_jwt at \
+                                /auth/token) or a token from `medvault token create`. SMART v2 scopes limit interactions; \
+                                clinicians see only patients in their care (CareTeam, Encounter, assignment, break-glass), \
+                                patients only their own record, administrators and auditors no clinical data."
             },
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),

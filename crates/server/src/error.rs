@@ -13,15 +13,23 @@ pub struct ApiError {
     pub internal: Option<String>,
     /// Logged as a security event (integrity failure, refused access).
     pub security_event: bool,
+    /// Seconds for a `Retry-After` header (throttled logins).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, diagnostics: impl Into<String>) -> Self {
-        Self { status, issues: vec![Issue::error(code, diagnostics)], internal: None, security_event: false }
+        Self {
+            status,
+            issues: vec![Issue::error(code, diagnostics)],
+            internal: None,
+            security_event: false,
+            retry_after_s: None,
+        }
     }
 
     pub fn with_issues(status: u16, issues: Vec<Issue>) -> Self {
-        Self { status, issues, internal: None, security_event: false }
+        Self { status, issues, internal: None, security_event: false, retry_after_s: None }
     }
 
     pub fn bad_request(diagnostics: impl Into<String>) -> Self {
@@ -78,8 +86,10 @@ impl From<StoreError> for ApiError {
                 )],
                 internal: Some(detail.clone()),
                 security_event: true,
+                retry_after_s: None,
             },
             StoreError::Missing(what) => Self::not_found(format!("{what} does not exist")),
+            StoreError::Conflict(what) => Self::new(409, "duplicate", what.clone()),
             StoreError::KeyDestroyed => {
                 Self::new(410, "deleted", "this record was erased (its data key was destroyed)")
             }

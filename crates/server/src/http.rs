@@ -18,12 +18,13 @@ use medvault_fhir::outcome::operation_outcome;
 use medvault_store::engine::HistoryPage;
 use medvault_store::{History, StoredVersion, Written};
 
-use crate::auth::{authenticate, authorize_clinical, ClinicalAccess};
+use crate::auth::{authorize_clinical, ClinicalAccess};
 use crate::bundle::{
     etag, parse_etag, raw_resource, BundleLink, EntryRequest, EntryResponse, ResponseBundle, ResponseEntry,
     ReturnPreference,
 };
 use crate::error::ApiError;
+use crate::login::{AuthConfig, Authenticator};
 use crate::service::Service;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -43,17 +44,46 @@ pub struct HttpConfig {
 pub struct AppState {
     pub service: Service,
     pub config: HttpConfig,
+    pub auth: Authenticator,
+    /// Argon2id checks allowed at once (`crate::admin::PASSWORD_CHECKS_CONCURRENT`).
+    pub password_slots: Arc<tokio::sync::Semaphore>,
+    /// Benchmark only: every request is served without session checks or authorization.
+    danger_skip_authorization: bool,
     request_counter: AtomicU64,
     request_prefix: String,
 }
 
 impl AppState {
     pub fn new(service: Service, config: HttpConfig) -> Arc<Self> {
-        let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
-        Arc::new(Self { service, config, request_counter: AtomicU64::new(0), request_prefix: prefix })
+        Self::with_auth(service, config, AuthConfig::default())
     }
 
-    fn next_request_id(&self) -> String {
+    pub fn with_auth(service: Service, config: HttpConfig, auth: AuthConfig) -> Arc<Self> {
+        Arc::new(Self::build(service, config, auth, false))
+    }
+
+    /// A server that skips session checks and authorization, so a benchmark can measure
+    /// what they cost. Never reachable from `medvault serve`.
+    pub fn danger_without_authorization_for_benchmark(service: Service, config: HttpConfig) -> Arc<Self> {
+        tracing::warn!("serving WITHOUT authentication or authorization: benchmark only");
+        Arc::new(Self::build(service, config, AuthConfig::default(), true))
+    }
+
+    fn build(service: Service, config: HttpConfig, auth: AuthConfig, danger_skip_authorization: bool) -> Self {
+        let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
+        let auth = Authenticator::new(service.store().clone(), auth);
+        Self {
+            service,
+            config,
+            auth,
+            password_slots: Arc::new(tokio::sync::Semaphore::new(crate::admin::PASSWORD_CHECKS_CONCURRENT)),
+            danger_skip_authorization,
+            request_counter: AtomicU64::new(0),
+            request_prefix: prefix,
+        }
+    }
+
+    pub fn next_request_id(&self) -> String {
         format!("{}-{}", self.request_prefix, self.request_counter.fetch_add(1, Ordering::Relaxed))
     }
 }
@@ -74,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ledger/key", get(ledger_key))
         .route("/ledger/inclusion", get(ledger_inclusion))
         .route("/ledger/consistency", get(ledger_consistency))
+        .merge(crate::admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -255,8 +286,8 @@ async fn history_instance(
 async fn history(state: Arc<AppState>, request: Request, scope: History, path: String) -> Response {
     run(state, request, None, move |service, context, access, _| {
         let page = history_page(context)?;
-        let versions = service.history(access, &scope, page)?;
-        let json = history_bundle(service, context, &path, page, &versions)?;
+        let result = service.history(access, &scope, page)?;
+        let json = history_bundle(service, context, &path, page, &result)?;
         Ok(fhir_response(StatusCode::OK, json, &context.request_id))
     })
     .await
@@ -301,8 +332,9 @@ fn history_bundle(
     context: &Context,
     path: &str,
     page: HistoryPage,
-    versions: &[StoredVersion],
+    result: &crate::service::HistoryResult,
 ) -> Result<Vec<u8>, ApiError> {
+    let versions: &[StoredVersion] = &result.versions;
     let mut bundle = ResponseBundle::new("history", service.store().clock().now_ms())?;
     let since =
         page.since_ms.map(|ms| format!("&_since={}", medvault_base::time::format_instant(ms))).unwrap_or_default();
@@ -313,10 +345,8 @@ fn history_bundle(
     };
     bundle.link.push(BundleLink { relation: "self", url: this });
     bundle.link.push(BundleLink { relation: "first", url: first.clone() });
-    if versions.len() == usize::try_from(page.count).unwrap_or(usize::MAX) {
-        if let Some(last) = versions.last() {
-            bundle.link.push(BundleLink { relation: "next", url: format!("{first}&_cursor={}", last.seq) });
-        }
+    if let Some(next) = result.next_before {
+        bundle.link.push(BundleLink { relation: "next", url: format!("{first}&_cursor={next}") });
     }
     for stored in versions {
         let url = format!("{}/{}", stored.resource_type, stored.id);
@@ -416,7 +446,9 @@ where
     let task_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let result = authenticate(task_state.service.store(), authorization)
+        let result = task_state
+            .auth
+            .authenticate(authorization)
             .and_then(|principal| operation(&task_state.service, &context, &principal));
         (context.request_id, result)
     })
@@ -540,10 +572,13 @@ fn authorize(
     method: &axum::http::Method,
     path: &str,
 ) -> Result<ClinicalAccess, ApiError> {
+    if state.danger_skip_authorization {
+        return Ok(crate::auth::danger_unchecked_access());
+    }
     let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let principal = authenticate(state.service.store(), authorization)?;
+    let principal = state.auth.authenticate(authorization)?;
     tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, path, "request");
-    authorize_clinical(&principal)
+    authorize_clinical(state.service.store(), &principal)
 }
 
 fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Context, (String, ApiError)> {
@@ -609,6 +644,14 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(base) = &state.config.public_base {
         return base.clone();
     }
+    format!("{}/fhir", root_url(state, headers))
+}
+
+/// The server's root URL as the client reached it (the FHIR base without `/fhir`).
+pub(crate) fn root_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(base) = &state.config.public_base {
+        return base.strip_suffix("/fhir").unwrap_or(base).to_string();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -618,7 +661,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
                 && host.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'))
         })
         .unwrap_or(&state.config.fallback_authority);
-    format!("{}://{host}/fhir", state.config.scheme)
+    format!("{}://{host}", state.config.scheme)
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -753,6 +796,9 @@ pub fn error_response(request_id: &str, error: ApiError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&operation_outcome(&error.issues)).unwrap_or_default();
     let mut response = fhir_response(status, body, request_id);
+    if let Some(seconds) = error.retry_after_s {
+        insert_header(&mut response, header::RETRY_AFTER, &seconds.to_string());
+    }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"medvault\""));
     }

@@ -6,6 +6,8 @@
 //!   token and, for clinical data, requires a [`auth::ClinicalAccess`].
 //! - Errors become `OperationOutcome`s in one place ([`http::error_response`]).
 
+pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod bundle;
 pub mod capability;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod json;
 pub mod ledger;
+pub mod login;
 pub mod serve;
 pub mod service;
 

@@ -93,7 +93,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Each request learns the address it came from (login throttling per address).
+        let with_peer =
+            tower::ServiceExt::map_request(app.clone(), move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(crate::admin::PeerAddr(peer));
+                request
+            });
+        let service = TowerToHyperService::new(with_peer);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS));
         match &acceptor {

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use medvault_auth::scope::Interaction;
+use medvault_base::limits::HISTORY_SCAN_ROWS_MAX;
 use medvault_fhir::outcome::Issue;
 use medvault_store::engine::HistoryPage;
 use medvault_store::{History, Store, StoredVersion, Write, WriteAction, Written};
 use serde_json::Value;
 
-use crate::auth::ClinicalAccess;
+use crate::auth::{denied, ClinicalAccess};
 use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -25,11 +27,14 @@ impl Service {
         &self.store
     }
 
-    /// The current version; 404 if it never existed, 410 if it is deleted.
-    pub fn read(&self, _access: &ClinicalAccess, resource_type: &str, id: &str) -> Result<StoredVersion, ApiError> {
+    /// The current version; 404 if it never existed, 410 if it is deleted. A record the
+    /// caller may not see is 403, exactly as one that does not exist is for them.
+    pub fn read(&self, access: &ClinicalAccess, resource_type: &str, id: &str) -> Result<StoredVersion, ApiError> {
         check_type_and_id(resource_type, id)?;
+        access.check_scope(resource_type, Interaction::Read)?;
         match self.store.read(resource_type, id)? {
-            None => Err(ApiError::not_found(format!("{resource_type}/{id} does not exist"))),
+            None => Err(missing(access, format!("{resource_type}/{id} does not exist"))),
+            Some(version) if !access.sees(version.compartment.as_ref())? => Err(denied()),
             Some(version) if version.deleted => Err(ApiError::new(
                 410,
                 "deleted",
@@ -41,7 +46,7 @@ impl Service {
 
     pub fn vread(
         &self,
-        _access: &ClinicalAccess,
+        access: &ClinicalAccess,
         resource_type: &str,
         id: &str,
         version: &str,
@@ -51,8 +56,10 @@ impl Service {
             version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
                 ApiError::bad_request(format!("'{version}' is not a version id (a positive integer)"))
             })?;
+        access.check_scope(resource_type, Interaction::Read)?;
         match self.store.vread(resource_type, id, number)? {
-            None => Err(ApiError::not_found(format!("{resource_type}/{id} has no version {number}"))),
+            None => Err(missing(access, format!("{resource_type}/{id} has no version {number}"))),
+            Some(stored) if !access.sees(stored.compartment.as_ref())? => Err(denied()),
             Some(stored) if stored.deleted => {
                 Err(ApiError::new(410, "deleted", format!("version {number} of {resource_type}/{id} is a deletion")))
             }
@@ -72,7 +79,63 @@ impl Service {
             if_match: None,
             must_be_new: true,
         };
-        Ok(self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0))
+        self.write_one(access, write)
+    }
+
+    /// Authorizes and commits one write.
+    fn write_one(&self, access: &ClinicalAccess, write: Write) -> Result<Written, ApiError> {
+        let writes = std::slice::from_ref(&write);
+        self.authorize_writes(access, writes).map_err(|(_, error)| error)?;
+        Ok(self.store.write_by(writes, &access.principal().client, access.registrar())?.remove(0))
+    }
+
+    /// Checks every write of a request before any is made: the scopes allow it, the
+    /// record's patient as stored (for updates and deletes) and as written are ones the
+    /// caller may see. A clinician may register a new patient (a Patient id never used)
+    /// and write into that patient's record in the same request; the store then assigns
+    /// them to the patient. Errors name the write's index.
+    pub fn authorize_writes(&self, access: &ClinicalAccess, writes: &[Write]) -> Result<(), (usize, ApiError)> {
+        let at = |index: usize| move |error: ApiError| (index, error);
+        let mut current = Vec::with_capacity(writes.len());
+        for (index, write) in writes.iter().enumerate() {
+            let stored = if write.must_be_new {
+                None
+            } else {
+                self.store.current_compartment(&write.resource_type, &write.id).map_err(|e| (index, e.into()))?
+            };
+            if let (None, WriteAction::Put(_), Some(_), "Patient") =
+                (stored, &write.action, access.registrar(), write.resource_type.as_str())
+            {
+                let compartment = self.store.compartment_token(&write.id);
+                access.check_scope("Patient", Interaction::Create).map_err(at(index))?;
+                access.register_patient(compartment).map_err(at(index))?;
+            }
+            current.push(stored);
+        }
+        for (index, (write, stored)) in writes.iter().zip(current).enumerate() {
+            let interaction = match (&write.action, stored) {
+                (WriteAction::Delete, _) => Interaction::Delete,
+                (WriteAction::Put(_), None) => Interaction::Create,
+                (WriteAction::Put(_), Some(_)) => Interaction::Update,
+            };
+            access.check_scope(&write.resource_type, interaction).map_err(at(index))?;
+            match stored {
+                Some(compartment) if !access.sees(compartment.as_ref()).map_err(at(index))? => {
+                    return Err((index, denied()))
+                }
+                None if matches!(write.action, WriteAction::Delete) && !access.sees_all_patients() => {
+                    return Err((index, denied()))
+                }
+                _ => {}
+            }
+            if let WriteAction::Put(resource) = &write.action {
+                let compartment = self.store.compartment_of(&write.resource_type, &write.id, resource);
+                if !access.sees(compartment.as_ref()).map_err(at(index))? {
+                    return Err((index, denied()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Update, or create with the client's id.
@@ -102,7 +165,7 @@ impl Service {
             if_match,
             must_be_new: false,
         };
-        Ok(self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0))
+        self.write_one(access, write)
     }
 
     pub fn delete(
@@ -120,30 +183,83 @@ impl Service {
             if_match,
             must_be_new: false,
         };
-        let written = self.store.write(std::slice::from_ref(&write), &access.principal().client)?.remove(0);
+        let written = self.write_one(access, write)?;
         if written.noop && written.version == 0 {
             return Err(ApiError::not_found(format!("{resource_type}/{id} does not exist")));
         }
         Ok(written)
     }
 
+    /// A page of history with only the versions the caller may see. Type and system
+    /// history are searches (scope `s`), instance history a read (`r`). When versions are
+    /// filtered out, more are scanned (at most `HISTORY_SCAN_ROWS_MAX` rows per page) so
+    /// the page fills; `next_before` is where the next page starts.
     pub fn history(
         &self,
-        _access: &ClinicalAccess,
+        access: &ClinicalAccess,
         scope: &History,
         page: HistoryPage,
-    ) -> Result<Vec<StoredVersion>, ApiError> {
-        match scope {
-            History::System => {}
-            History::Type(resource_type) => check_type(resource_type)?,
+    ) -> Result<HistoryResult, ApiError> {
+        let interaction = match scope {
+            History::System => Interaction::Search,
+            History::Type(resource_type) => {
+                check_type(resource_type)?;
+                access.check_scope(resource_type, Interaction::Search)?;
+                Interaction::Search
+            }
             History::Instance { resource_type, id } => {
                 check_type_and_id(resource_type, id)?;
-                if self.store.read(resource_type, id)?.is_none() {
-                    return Err(ApiError::not_found(format!("{resource_type}/{id} does not exist")));
+                access.check_scope(resource_type, Interaction::Read)?;
+                match self.store.current_compartment(resource_type, id)? {
+                    None => return Err(missing(access, format!("{resource_type}/{id} does not exist"))),
+                    Some(compartment) if !access.sees(compartment.as_ref())? => return Err(denied()),
+                    Some(_) => {}
+                }
+                Interaction::Read
+            }
+        };
+        let wanted = usize::try_from(page.count).unwrap_or(usize::MAX);
+        let mut versions = Vec::with_capacity(wanted);
+        let mut cursor = page;
+        let mut scanned = 0usize;
+        loop {
+            let batch = self.store.history(scope, cursor)?;
+            let exhausted = batch.len() < usize::try_from(cursor.count).unwrap_or(usize::MAX);
+            for version in batch {
+                scanned += 1;
+                cursor.before_seq = Some(version.seq);
+                if access.allows(&version.resource_type, interaction) && access.sees(version.compartment.as_ref())? {
+                    versions.push(version);
+                    if versions.len() == wanted {
+                        return Ok(HistoryResult { versions, next_before: cursor.before_seq });
+                    }
                 }
             }
+            if exhausted {
+                return Ok(HistoryResult { versions, next_before: None });
+            }
+            if scanned >= HISTORY_SCAN_ROWS_MAX {
+                return Ok(HistoryResult { versions, next_before: cursor.before_seq });
+            }
         }
-        Ok(self.store.history(scope, page)?)
+    }
+}
+
+/// A filtered page of history.
+#[derive(Debug)]
+pub struct HistoryResult {
+    pub versions: Vec<StoredVersion>,
+    /// The cursor of the next page, if there may be one.
+    pub next_before: Option<i64>,
+}
+
+/// "Does not exist" for a caller who sees every patient; for others the same 403 as a
+/// record they may not see, so a miss reveals nothing.
+fn missing(access: &ClinicalAccess, diagnostics: String) -> ApiError {
+    if access.sees_all_patients() {
+        ApiError::not_found(diagnostics)
+    } else {
+        denied()
     }
 }
 

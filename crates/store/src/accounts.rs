@@ -89,7 +89,8 @@ pub struct BreakGlassRecord {
     pub decision: Option<String>,
 }
 
-const USER_COLUMNS: &str = "user_id, username, role, fhir_user, scopes, password, mfa_required, mfa_wrapped IS NOT NULL,
+const USER_COLUMNS: &str =
+    "user_id, username, role, fhir_user, scopes, password, mfa_required, mfa_wrapped IS NOT NULL,
      mfa_epoch, mfa_last_step, failures, last_failure_ms, locked, disabled_ms, sessions_after_ms, created_ms";
 
 fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -203,7 +204,12 @@ impl Store {
 
     /// Replaces a user's TOTP secret and recovery codes (a new epoch: the old secret no
     /// longer unwraps) and ends every session of the user.
-    pub fn reset_mfa(&self, user_id: i64, secret: &Secret32, recovery_digests: Vec<[u8; 32]>) -> Result<(), StoreError> {
+    pub fn reset_mfa(
+        &self,
+        user_id: i64,
+        secret: &Secret32,
+        recovery_digests: Vec<[u8; 32]>,
+    ) -> Result<(), StoreError> {
         let user = self.user_by_id(user_id)?.ok_or_else(|| StoreError::Missing("the user".into()))?;
         let epoch = user.mfa_epoch + 1;
         let wrapped = self.keyring.wrap_user_secret(secret, &user_secret_binding(user_id, epoch))?;
@@ -216,9 +222,15 @@ impl Store {
             )?;
             c.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user_id])?;
             for digest in &recovery_digests {
-                c.execute("INSERT INTO recovery_codes (user_id, digest) VALUES (?1, ?2)", params![user_id, &digest[..]])?;
+                c.execute(
+                    "INSERT INTO recovery_codes (user_id, digest) VALUES (?1, ?2)",
+                    params![user_id, &digest[..]],
+                )?;
             }
-            c.execute("UPDATE sessions SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL", params![user_id, now_ms])?;
+            c.execute(
+                "UPDATE sessions SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL",
+                params![user_id, now_ms],
+            )?;
             Ok(0)
         }))?;
         Ok(())
@@ -263,7 +275,13 @@ impl Store {
     }
 
     /// Stores the outcome of a failed login check (the counters the lockout policy keeps).
-    pub fn record_login_failure(&self, user_id: i64, failures: u32, at_ms: i64, locked: bool) -> Result<(), StoreError> {
+    pub fn record_login_failure(
+        &self,
+        user_id: i64,
+        failures: u32,
+        at_ms: i64,
+        locked: bool,
+    ) -> Result<(), StoreError> {
         self.engine.execute(Box::new(move |c| {
             let changed = c.execute(
                 "UPDATE users SET failures = ?2, last_failure_ms = ?3, locked = ?4 WHERE user_id = ?1",
@@ -369,7 +387,8 @@ impl Store {
     pub fn revoke_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
         let now_ms = self.clock.now_ms();
         let ended = self.engine.execute(Box::new(move |c| {
-            let changed = c.execute("UPDATE users SET sessions_after_ms = ?2 WHERE user_id = ?1", params![user_id, now_ms])?;
+            let changed =
+                c.execute("UPDATE users SET sessions_after_ms = ?2 WHERE user_id = ?1", params![user_id, now_ms])?;
             if changed == 0 {
                 return Err(StoreError::Missing("the user".into()));
             }
@@ -383,9 +402,9 @@ impl Store {
     }
 
     fn update_user(&self, user_id: i64, sql: &'static str, value: String) -> Result<(), StoreError> {
-        let changed = self.engine.execute(Box::new(move |c| {
-            Ok(i64::try_from(c.execute(sql, params![user_id, value])?).unwrap_or(0))
-        }))?;
+        let changed = self
+            .engine
+            .execute(Box::new(move |c| Ok(i64::try_from(c.execute(sql, params![user_id, value])?).unwrap_or(0))))?;
         if changed == 0 {
             return Err(StoreError::Missing("the user".into()));
         }
@@ -461,11 +480,8 @@ impl Store {
     /// Sessions ended or expired before `before_ms` are removed (housekeeping).
     pub fn purge_sessions(&self, before_ms: i64) -> Result<u64, StoreError> {
         let removed = self.engine.execute(Box::new(move |c| {
-            Ok(i64::try_from(c.execute(
-                "DELETE FROM sessions WHERE expires_ms < ?1 OR revoked_ms < ?1",
-                [before_ms],
-            )?)
-            .unwrap_or(0))
+            Ok(i64::try_from(c.execute("DELETE FROM sessions WHERE expires_ms < ?1 OR revoked_ms < ?1", [before_ms])?)
+                .unwrap_or(0))
         }))?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
@@ -490,9 +506,10 @@ impl Store {
     pub fn unassign_patient(&self, user_id: i64, patient_id: &str) -> Result<bool, StoreError> {
         let patient = self.compartment_token(patient_id);
         let removed = self.engine.execute(Box::new(move |c| {
-            Ok(i64::try_from(
-                c.execute("DELETE FROM assignments WHERE user_id = ?1 AND patient = ?2", params![user_id, &patient[..]])?,
-            )
+            Ok(i64::try_from(c.execute(
+                "DELETE FROM assignments WHERE user_id = ?1 AND patient = ?2",
+                params![user_id, &patient[..]],
+            )?)
             .unwrap_or(0))
         }))?;
         Ok(removed == 1)
@@ -543,8 +560,9 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let patient = self.compartment_token(patient_id);
         let created_ms = self.clock.now_ms();
-        let details = serde_json::to_vec(&serde_json::json!({"patient": format!("Patient/{patient_id}"), "reason": reason}))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let details =
+            serde_json::to_vec(&serde_json::json!({"patient": format!("Patient/{patient_id}"), "reason": reason}))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sealed = self.seal_account_record(BREAK_GLASS_TYPE, user_id, created_ms, &details)?;
         self.engine.execute(Box::new(move |c| {
             c.execute(
@@ -557,47 +575,40 @@ impl Store {
 
     /// Break-glass grants, newest first; only those awaiting review when `open_only`.
     pub fn break_glass_grants(&self, open_only: bool) -> Result<Vec<BreakGlassRecord>, StoreError> {
-        let rows: Vec<(i64, i64, String, Vec<u8>, i64, i64, Option<i64>, Option<String>, Option<String>)> =
-            self.engine.query(|c| {
-                Ok(c.prepare(
-                    "SELECT g.grant_id, g.user_id, COALESCE(u.username, ''), g.sealed, g.created_ms, g.expires_ms,
-                            g.reviewed_ms, g.reviewer, g.decision
-                     FROM break_glass g LEFT JOIN users u ON u.user_id = g.user_id
-                     WHERE ?1 = 0 OR g.reviewed_ms IS NULL ORDER BY g.grant_id DESC",
-                )?
-                .query_map([open_only], |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                        row.get(5)?,
-                        row.get(6)?,
-                        row.get(7)?,
-                        row.get(8)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?)
-            })?;
+        let rows: Vec<(BreakGlassRecord, Vec<u8>)> = self.engine.query(|c| {
+            Ok(c.prepare(
+                "SELECT g.grant_id, g.user_id, COALESCE(u.username, ''), g.sealed, g.created_ms, g.expires_ms,
+                        g.reviewed_ms, g.reviewer, g.decision
+                 FROM break_glass g LEFT JOIN users u ON u.user_id = g.user_id
+                 WHERE ?1 = 0 OR g.reviewed_ms IS NULL ORDER BY g.grant_id DESC",
+            )?
+            .query_map([open_only], |row| {
+                let record = BreakGlassRecord {
+                    grant_id: row.get(0)?,
+                    user_id: row.get(1)?,
+                    username: row.get(2)?,
+                    patient: String::new(),
+                    reason: String::new(),
+                    created_ms: row.get(4)?,
+                    expires_ms: row.get(5)?,
+                    reviewed_ms: row.get(6)?,
+                    reviewer: row.get(7)?,
+                    decision: row.get(8)?,
+                };
+                Ok((record, row.get(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter()
-            .map(|(grant_id, user_id, username, sealed, created_ms, expires_ms, reviewed_ms, reviewer, decision)| {
-                let details = self.open_account_record(BREAK_GLASS_TYPE, user_id, created_ms, &sealed)?;
-                let details: serde_json::Value = serde_json::from_slice(&details)
-                    .map_err(|_| StoreError::Integrity(format!("break-glass grant {grant_id} does not parse")))?;
+            .map(|(mut record, sealed)| {
+                let details = self.open_account_record(BREAK_GLASS_TYPE, record.user_id, record.created_ms, &sealed)?;
+                let details: serde_json::Value = serde_json::from_slice(&details).map_err(|_| {
+                    StoreError::Integrity(format!("break-glass grant {} does not parse", record.grant_id))
+                })?;
                 let text = |name: &str| details.get(name).and_then(|v| v.as_str()).unwrap_or("").to_string();
-                Ok(BreakGlassRecord {
-                    grant_id,
-                    user_id,
-                    username,
-                    patient: text("patient"),
-                    reason: text("reason"),
-                    created_ms,
-                    expires_ms,
-                    reviewed_ms,
-                    reviewer,
-                    decision,
-                })
+                record.patient = text("patient");
+                record.reason = text("reason");
+                Ok(record)
             })
             .collect()
     }
@@ -619,7 +630,13 @@ impl Store {
     }
 
     /// Seals an account record that names a patient, bound to its row by (kind, user, time).
-    fn seal_account_record(&self, kind: &str, user_id: i64, at_ms: i64, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+    fn seal_account_record(
+        &self,
+        kind: &str,
+        user_id: i64,
+        at_ms: i64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
         let key = account_record_key(user_id, at_ms);
         let identity = account_identity(self.keyring.store_id(), kind, &key);
         Ok(self.keyring.shared_sealer().seal(&identity, plaintext)?)
@@ -633,6 +650,106 @@ impl Store {
             .open(&identity, sealed)
             .map_err(|_| StoreError::Integrity(format!("a {kind} record failed authentication")))
     }
+}
+
+/// A service client that authenticates with signed JWT assertions (SMART Backend Services).
+#[derive(Debug, Clone)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// The client's public keys, a JWK Set (JSON text).
+    pub jwks: String,
+    pub scopes: String,
+    pub created_ms: i64,
+    pub disabled_ms: Option<i64>,
+}
+
+impl Store {
+    /// Registers a service client's public keys and scopes; `Conflict` if the id is taken.
+    pub fn register_client(&self, client_id: &str, jwks: &str, scopes: &str) -> Result<(), StoreError> {
+        let now_ms = self.clock.now_ms();
+        let (client_id, jwks, scopes) = (client_id.to_string(), jwks.to_string(), scopes.to_string());
+        self.engine.execute(Box::new(move |c| {
+            let exists: Option<i64> = c
+                .query_row("SELECT 1 FROM service_clients WHERE client_id = ?1", [&client_id], |row| row.get(0))
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!("a service client '{client_id}' is already registered")));
+            }
+            c.execute(
+                "INSERT INTO service_clients (client_id, jwks, scopes, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![client_id, jwks, scopes, now_ms],
+            )?;
+            Ok(0)
+        }))?;
+        Ok(())
+    }
+
+    pub fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        self.engine.query(|c| {
+            Ok(c.prepare_cached(
+                "SELECT client_id, jwks, scopes, created_ms, disabled_ms FROM service_clients WHERE client_id = ?1",
+            )?
+            .query_row([client_id], client_row)
+            .optional()?)
+        })
+    }
+
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.engine.query(|c| {
+            Ok(c.prepare(
+                "SELECT client_id, jwks, scopes, created_ms, disabled_ms FROM service_clients ORDER BY client_id",
+            )?
+            .query_map([], client_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Disables a registered client (its assertions are refused; tokens it got are revoked).
+    pub fn disable_client(&self, client_id: &str) -> Result<(), StoreError> {
+        let now_ms = self.clock.now_ms();
+        let client_id = client_id.to_string();
+        self.engine.execute(Box::new(move |c| {
+            let changed = c.execute(
+                "UPDATE service_clients SET disabled_ms = ?2 WHERE client_id = ?1",
+                params![client_id, now_ms],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Missing("the service client".into()));
+            }
+            c.execute(
+                "UPDATE tokens SET revoked_ms = ?2 WHERE client = ?1 AND revoked_ms IS NULL",
+                params![client_id, now_ms],
+            )?;
+            Ok(0)
+        }))?;
+        Ok(())
+    }
+
+    /// Records an assertion's `jti` until it expires; `false` if the client already used it
+    /// (a replayed assertion). Expired ids are purged on the way.
+    pub fn use_assertion_id(&self, client_id: &str, jti: &str, expires_ms: i64) -> Result<bool, StoreError> {
+        let now_ms = self.clock.now_ms();
+        let (client_id, jti) = (client_id.to_string(), jti.to_string());
+        let inserted = self.engine.execute(Box::new(move |c| {
+            c.execute("DELETE FROM assertion_ids WHERE expires_ms < ?1", [now_ms])?;
+            Ok(i64::try_from(c.execute(
+                "INSERT INTO assertion_ids (client_id, jti, expires_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![client_id, jti, expires_ms],
+            )?)
+            .unwrap_or(0))
+        }))?;
+        Ok(inserted == 1)
+    }
+}
+
+fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        jwks: row.get(1)?,
+        scopes: row.get(2)?,
+        created_ms: row.get(3)?,
+        disabled_ms: row.get(4)?,
+    })
 }
 
 /// The `resource_type` of a sealed break-glass record: not a FHIR type, so it cannot be

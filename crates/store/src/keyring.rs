@@ -147,11 +147,7 @@ impl Keyring {
     }
 
     /// Wraps a user's secret (a TOTP key) under the KEK, bound to the user and its epoch.
-    pub fn wrap_user_secret(
-        &self,
-        secret: &medvault_crypto::Secret32,
-        binding: &[u8],
-    ) -> Result<Vec<u8>, StoreError> {
+    pub fn wrap_user_secret(&self, secret: &medvault_crypto::Secret32, binding: &[u8]) -> Result<Vec<u8>, StoreError> {
         Ok(self.kek.wrap(
             secret,
             &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::UserSecret, compartment: binding },
@@ -160,7 +156,10 @@ impl Keyring {
 
     pub fn unwrap_user_secret(&self, wrapped: &[u8], binding: &[u8]) -> Result<medvault_crypto::Secret32, StoreError> {
         self.kek
-            .unwrap(wrapped, &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::UserSecret, compartment: binding })
+            .unwrap(
+                wrapped,
+                &WrapContext { store_id: &self.store_id, purpose: KeyPurpose::UserSecret, compartment: binding },
+            )
             .map_err(|_| StoreError::Integrity("a user secret does not unwrap".into()))
     }
 

@@ -25,9 +25,9 @@ use medvault_base::limits::WRITE_RETRIES_MAX;
 use medvault_base::Clock;
 use medvault_crypto::{KeyEncryptionKey, KeyPurpose, MasterKeySource, RecordIdentity, Secret32, WrapContext};
 
-use engine::{CareLink, 
-    Engine, Expected, HistoryPage, HistoryScope, JobConflict, KeyRef, NewKey, NewVersion, TokenRow, VersionJob,
-    VersionRow,
+use engine::{
+    CareLink, Engine, Expected, HistoryPage, HistoryScope, JobConflict, KeyRef, NewKey, NewVersion, TokenRow,
+    VersionJob, VersionRow,
 };
 pub use keyring::{Compartment, Keyring};
 use sqlite::{SqliteEngine, DATABASE_FILE};
@@ -468,9 +468,9 @@ impl Store {
                 match committed.next().unwrap_or(Err(StoreError::Closed))? {
                     Ok(receipt) => self.finish(prepared, &receipt).map(|mut written| written.remove(0)),
                     // Lost a race: retry this one alone.
-                    Err(_) => {
-                        self.write_by(std::slice::from_ref(write), author, registrar).map(|mut written| written.remove(0))
-                    }
+                    Err(_) => self
+                        .write_by(std::slice::from_ref(write), author, registrar)
+                        .map(|mut written| written.remove(0)),
                 }
             })
             .collect()

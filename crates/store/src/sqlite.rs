@@ -147,6 +147,19 @@ CREATE TABLE break_glass (
     decision   TEXT
 );
 CREATE INDEX break_glass_by_user ON break_glass (user_id, patient, expires_ms);
+CREATE TABLE service_clients (
+    client_id   TEXT PRIMARY KEY,
+    jwks        TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    disabled_ms INTEGER
+) WITHOUT ROWID;
+CREATE TABLE assertion_ids (
+    client_id TEXT NOT NULL,
+    jti       TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (client_id, jti)
+) WITHOUT ROWID;
 ";
 
 /// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
@@ -656,7 +669,12 @@ fn apply_versions(
                 "INSERT INTO assignments (user_id, patient, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (user_id, patient) DO NOTHING",
             )?
-            .execute(params![user_id, &patient[..], job.versions.first().map_or(0, |v| v.recorded_ms), "registration"])?;
+            .execute(params![
+                user_id,
+                &patient[..],
+                job.versions.first().map_or(0, |v| v.recorded_ms),
+                "registration"
+            ])?;
     }
     Ok(Ok(VersionReceipt { seqs, new_key_ids, leaf_indexes, checkpoint_size: 0 }))
 }

@@ -22,18 +22,19 @@ pub fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// `medvault init` in `dir/data`; returns the administrator token.
+/// `medvault init` in `dir/data`; returns its output.
 pub fn init(dir: &Path) -> String {
     let data = dir.join("data");
     let output = run(&["init", "--data-dir", data.to_str().expect("utf8")]);
     assert!(output.status.success(), "init failed: {}", text(&output));
-    String::from_utf8_lossy(&output.stdout).lines().last().expect("token line").trim().to_string()
+    text(&output)
 }
 
-pub fn token(dir: &Path, client: &str, role: &str) -> String {
+/// A service client's token with `scopes` (e.g. `system/*.cruds`).
+pub fn token(dir: &Path, client: &str, scopes: &str) -> String {
     let data = dir.join("data");
     let output =
-        run(&["token", "create", "--data-dir", data.to_str().expect("utf8"), "--client", client, "--role", role]);
+        run(&["token", "create", "--data-dir", data.to_str().expect("utf8"), "--client", client, "--scope", scopes]);
     assert!(output.status.success(), "token create failed: {}", text(&output));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
