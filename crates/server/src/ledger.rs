@@ -24,7 +24,7 @@ pub fn verifier_key(store: &Store, _principal: &Principal) -> Result<String, Api
 /// `resource` is `Type/id/_history/version`.
 pub fn inclusion(
     store: &Store,
-    _access: &crate::auth::ClinicalAccess,
+    access: &crate::auth::ClinicalAccess,
     resource: &str,
     tree_size: Option<u64>,
 ) -> Result<serde_json::Value, ApiError> {
@@ -34,6 +34,12 @@ pub fn inclusion(
     };
     crate::service::check_type_and_id(resource_type, id)?;
     let version: u64 = version.parse().map_err(|_| ApiError::bad_request("the version must be a positive integer"))?;
+    // A proof says that a version exists: only for callers who may read it.
+    match store.vread(resource_type, id, version)? {
+        Some(stored) => access.check_version(&stored, medvault_auth::scope::Interaction::Read)?,
+        None if access.sees_all_patients() => {}
+        None => return Err(crate::auth::denied()),
+    }
     let proof = store
         .inclusion_proof(resource_type, id, version, tree_size)?
         .ok_or_else(|| ApiError::not_found(format!("{resource} does not exist")))?;

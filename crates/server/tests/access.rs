@@ -225,6 +225,8 @@ async fn the_matrix_of_reads_has_no_leak() {
                 format!("/fhir/{resource_type}/{id}"),
                 format!("/fhir/{resource_type}/{id}/_history/1"),
                 format!("/fhir/{resource_type}/{id}/_history"),
+                // A ledger proof says a version exists: the same rule as reading it.
+                format!("/ledger/inclusion?resource={resource_type}/{id}/_history/1"),
             ] {
                 let reply = server.call_as(&caller.token, "GET", &uri, None).await;
                 assert_eq!(
