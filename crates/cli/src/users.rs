@@ -35,7 +35,7 @@ pub enum UserCommand {
         /// patient/*.rs for patients, none otherwise).
         #[arg(long)]
         scope: Option<String>,
-        /// Patients only: no second factor (the password must then be 15 characters or more).
+        /// Auditors only: no second factor (the password must then be 15 characters or more).
         #[arg(long)]
         no_mfa: bool,
     },

@@ -37,7 +37,8 @@ pub struct NewAccount<'a> {
     pub fhir_user: Option<&'a str>,
     /// SMART scopes; the role's defaults when `None`.
     pub scopes: Option<&'a str>,
-    /// Only patients may go without a second factor, and then need a 15-character password.
+    /// Only auditors (who read no clinical data) may go without a second factor, and then
+    /// need a 15-character password.
     pub mfa: bool,
 }
 
@@ -56,9 +57,10 @@ pub fn create_account(
             "service clients are not accounts: make one with `medvault token create` (or POST /admin/clients)",
         ));
     }
-    if !account.mfa && role != Role::Patient {
+    if !account.mfa && role != Role::Auditor {
         return Err(ApiError::bad_request(format!(
-            "a second factor is mandatory for the {} role; only patient accounts may go without",
+            "a second factor is mandatory for the {} role (it reads clinical data or administers); \
+             only auditors may go without",
             role.name()
         )));
     }

@@ -305,14 +305,19 @@ async fn the_admin_api_manages_accounts_and_enforces_the_password_policy() {
     let no_mfa =
         create(json!({"username": "nomfa", "role": "clinician", "password": TEST_PASSWORD, "mfa": false})).await;
     assert_eq!(no_mfa.status, 400, "clinicians must have a second factor");
-    let patient_short = create(
-        json!({"username": "pat", "role": "patient", "fhirUser": "Patient/p1", "password": "kq7#vz!m2w", "mfa": false}),
-    )
-    .await;
-    assert_eq!(patient_short.status, 400, "without MFA a password needs 15 characters");
-    let patient = create(json!({"username": "pat", "role": "patient", "fhirUser": "Patient/p1", "password": "kq7#vz!m2w-lantern-9", "mfa": false})).await;
+    let patient_no_mfa = create(json!({"username": "pat", "role": "patient", "fhirUser": "Patient/p1", "password": TEST_PASSWORD, "mfa": false})).await;
+    assert_eq!(patient_no_mfa.status, 400, "patients read clinical data: MFA is mandatory");
+    let patient =
+        create(json!({"username": "pat", "role": "patient", "fhirUser": "Patient/p1", "password": TEST_PASSWORD}))
+            .await;
     assert_eq!(patient.status, 201, "{}", String::from_utf8_lossy(&patient.body));
-    assert!(patient.json().get("enrolment").is_none());
+    let auditor_short =
+        create(json!({"username": "aud", "role": "auditor", "password": "kq7#vz!m2w", "mfa": false})).await;
+    assert_eq!(auditor_short.status, 400, "without MFA a password needs 15 characters");
+    let auditor =
+        create(json!({"username": "aud", "role": "auditor", "password": "kq7#vz!m2w-lantern-9", "mfa": false})).await;
+    assert_eq!(auditor.status, 201, "{}", String::from_utf8_lossy(&auditor.body));
+    assert!(auditor.json().get("enrolment").is_none());
     let admin_scope =
         create(json!({"username": "nosy", "role": "administrator", "password": TEST_PASSWORD, "scope": "user/*.rs"}))
             .await;
@@ -329,7 +334,7 @@ async fn the_admin_api_manages_accounts_and_enforces_the_password_policy() {
     let listing = server.call_as(&server.admin, "GET", "/admin/users", None).await.json();
     let names: Vec<&str> =
         listing["users"].as_array().expect("users").iter().filter_map(|u| u["username"].as_str()).collect();
-    assert!(names.contains(&"doc") && names.contains(&"pat"));
+    assert!(names.contains(&"doc") && names.contains(&"pat") && names.contains(&"aud"));
     assert!(
         !String::from_utf8_lossy(&serde_json::to_vec(&listing).expect("json")).contains("argon2"),
         "no hashes listed"
