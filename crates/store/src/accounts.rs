@@ -93,24 +93,34 @@ const USER_COLUMNS: &str =
     "user_id, username, role, fhir_user, scopes, password, mfa_required, mfa_wrapped IS NOT NULL,
      mfa_epoch, mfa_last_step, failures, last_failure_ms, locked, disabled_ms, sessions_after_ms, created_ms";
 
+/// [`USER_COLUMNS`] with the `u.` prefix, for joins.
+const USER_COLUMNS_QUALIFIED: &str = "u.user_id, u.username, u.role, u.fhir_user, u.scopes, u.password, u.mfa_required,
+     u.mfa_wrapped IS NOT NULL, u.mfa_epoch, u.mfa_last_step, u.failures, u.last_failure_ms, u.locked, u.disabled_ms,
+     u.sessions_after_ms, u.created_ms";
+
 fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    user_row_at(row, 0)
+}
+
+/// A user from [`USER_COLUMNS`] starting at column `at`.
+fn user_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
-        user_id: row.get(0)?,
-        username: row.get(1)?,
-        role: row.get(2)?,
-        fhir_user: row.get(3)?,
-        scopes: row.get(4)?,
-        password: row.get(5)?,
-        mfa_required: row.get(6)?,
-        mfa_enrolled: row.get(7)?,
-        mfa_epoch: row.get(8)?,
-        mfa_last_step: row.get(9)?,
-        failures: u32::try_from(row.get::<_, i64>(10)?).unwrap_or(u32::MAX),
-        last_failure_ms: row.get(11)?,
-        locked: row.get(12)?,
-        disabled_ms: row.get(13)?,
-        sessions_after_ms: row.get(14)?,
-        created_ms: row.get(15)?,
+        user_id: row.get(at)?,
+        username: row.get(at + 1)?,
+        role: row.get(at + 2)?,
+        fhir_user: row.get(at + 3)?,
+        scopes: row.get(at + 4)?,
+        password: row.get(at + 5)?,
+        mfa_required: row.get(at + 6)?,
+        mfa_enrolled: row.get(at + 7)?,
+        mfa_epoch: row.get(at + 8)?,
+        mfa_last_step: row.get(at + 9)?,
+        failures: u32::try_from(row.get::<_, i64>(at + 10)?).unwrap_or(u32::MAX),
+        last_failure_ms: row.get(at + 11)?,
+        locked: row.get(at + 12)?,
+        disabled_ms: row.get(at + 13)?,
+        sessions_after_ms: row.get(at + 14)?,
+        created_ms: row.get(at + 15)?,
     })
 }
 
@@ -434,21 +444,21 @@ impl Store {
     /// A session by the digest of its token, with its user; `None` if unknown.
     /// Liveness (revocation, idle and absolute limits) is the caller's decision.
     pub fn session(&self, digest: &[u8; 32]) -> Result<Option<(SessionRecord, UserRecord)>, StoreError> {
-        let Some(session) = self.engine.query(|c| {
-            Ok(c.prepare_cached(
-                "SELECT digest, user_id, scopes, created_ms, last_seen_ms, idle_ms, expires_ms, revoked_ms
-                 FROM sessions WHERE digest = ?1",
-            )?
-            .query_row([&digest[..]], session_row)
+        // One statement for both rows: this runs on every request of a logged-in user.
+        let found = self.engine.query(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT s.digest, s.user_id, s.scopes, s.created_ms, s.last_seen_ms, s.idle_ms, s.expires_ms,
+                        s.revoked_ms, {USER_COLUMNS_QUALIFIED}
+                 FROM sessions s JOIN users u ON u.user_id = s.user_id WHERE s.digest = ?1"
+            ))?
+            .query_row([&digest[..]], |row| {
+                let session = session_row(row)?;
+                let user = user_row_at(row, 8)?;
+                Ok((session, user))
+            })
             .optional()?)
-        })?
-        else {
-            return Ok(None);
-        };
-        if !medvault_crypto::constant_time_eq(&session.digest, digest) {
-            return Ok(None);
-        }
-        Ok(self.user_by_id(session.user_id)?.map(|user| (session, user)))
+        })?;
+        Ok(found.filter(|(session, _)| medvault_crypto::constant_time_eq(&session.digest, digest)))
     }
 
     /// Records activity on a session (the server calls this at most once a minute per
