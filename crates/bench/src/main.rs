@@ -4,8 +4,12 @@
 //! million versions; all in one invocation, and prints the figures (`docs/PERFORMANCE.md`
 //! explains them).
 //!
-//! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--json PATH]`.
+//! It also measures login latency and what session checks and authorization cost on reads
+//! (`auth.rs`).
+//!
+//! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--auth-only] [--json PATH]`.
 
+mod auth;
 mod cpu;
 mod dataset;
 mod floor;
@@ -28,7 +32,8 @@ use crate::wrk::WrkSettings;
 
 const USAGE: &str = "\
 usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N]
-                      [--ledger-leaves N] [--ledger-only] [--json PATH]
+                      [--ledger-leaves N] [--ledger-only] [--auth-only] [--auth-patients N]
+                      [--json PATH]
 
   --resources N           generate at least N resources (default 100000; 20000 with --quick)
   --duration-s S          seconds per wrk run (default 10; 3 with --quick)
@@ -36,6 +41,8 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
   --ledger-leaves N       versions in the store that verify and the proofs run on
                           (default 1000000; 100000 with --quick; at least 2000)
   --ledger-only           only build that store and measure verify and proofs (no wrk, nginx)
+  --auth-only             only measure logins and checked versus unchecked reads (needs wrk)
+  --auth-patients N       patients in the clinician's care for the auth reads (default 2000; 500 with --quick)
   --quick                 a short run for development
   --json PATH             also write the figures as JSON to PATH
 
@@ -54,6 +61,8 @@ struct Options {
     import_connections: usize,
     ledger_leaves: u64,
     ledger_only: bool,
+    auth_only: bool,
+    auth_patients: usize,
     json: Option<PathBuf>,
 }
 
@@ -89,6 +98,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut import_connections = 8;
     let mut ledger_leaves = None;
     let mut ledger_only = false;
+    let mut auth_only = false;
+    let mut auth_patients = None;
     let mut json = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -101,6 +112,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             }
             "--ledger-leaves" => ledger_leaves = Some(value("--ledger-leaves")?.parse().context("--ledger-leaves")?),
             "--ledger-only" => ledger_only = true,
+            "--auth-only" => auth_only = true,
+            "--auth-patients" => auth_patients = Some(value("--auth-patients")?.parse().context("--auth-patients")?),
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--help" | "-h" => return Ok(None),
             other => anyhow::bail!("unknown argument '{other}'"),
@@ -112,8 +125,11 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         import_connections,
         ledger_leaves: ledger_leaves.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         ledger_only,
+        auth_only,
+        auth_patients: auth_patients.unwrap_or(if quick { 500 } else { 2000 }),
         json,
     };
+    anyhow::ensure!(options.auth_patients > 0, "--auth-patients must be positive");
     anyhow::ensure!(options.resources > 0, "--resources must be positive");
     anyhow::ensure!(options.duration_s > 0, "--duration-s must be positive");
     anyhow::ensure!((1..=64).contains(&options.import_connections), "--import-connections must be 1 to 64");
@@ -170,19 +186,30 @@ fn is_executable(path: &Path) -> bool {
     path.is_file()
 }
 
+fn wrk_settings(options: &Options) -> WrkSettings {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    WrkSettings {
+        threads: u32::try_from(cores).unwrap_or(2).clamp(1, WRK_CONNECTIONS),
+        connections: WRK_CONNECTIONS,
+        duration_s: options.duration_s,
+        timeout_s: WRK_TIMEOUT_S,
+    }
+}
+
 fn run(options: &Options) -> anyhow::Result<()> {
     if options.ledger_only {
         return run_ledger_only(options);
     }
     let tools = find_tools()?;
+    if options.auth_only {
+        let figures = auth::run(&tools.wrk, wrk_settings(options), options.auth_patients)?;
+        println!();
+        print!("{}", figures.table());
+        return write_json(options, &json_with_machine(figures.to_json()));
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let load_before = load_average();
-    let settings = WrkSettings {
-        threads: u32::try_from(cores).unwrap_or(2).clamp(1, WRK_CONNECTIONS),
-        connections: WRK_CONNECTIONS,
-        duration_s: options.duration_s,
-        timeout_s: WRK_TIMEOUT_S,
-    };
+    let settings = wrk_settings(options);
 
     progress(format!("generating at least {} resources", report::thousands(options.resources as f64)));
     let generation_started = Instant::now();
@@ -241,9 +268,24 @@ fn run(options: &Options) -> anyhow::Result<()> {
         no_ledger,
         ledger,
     };
+    // Authentication on a store of its own, with the other servers stopped.
+    let auth = auth::run(&tools.wrk, settings, options.auth_patients)?;
     println!();
     print!("{}", figures.table());
-    write_json(options, &figures.to_json())
+    print!("{}", auth.table());
+    let mut json = figures.to_json();
+    json["auth"] = auth.to_json();
+    write_json(options, &json)
+}
+
+/// A section's JSON with the machine it ran on.
+fn json_with_machine(mut section: serde_json::Value) -> serde_json::Value {
+    section["machine"] = serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu_model(),
+        "date": medvault_base::time::format_instant(medvault_base::SystemClock.now_ms()),
+    });
+    section
 }
 
 /// `--ledger-only`: the in-process ledger figures, without wrk or nginx.

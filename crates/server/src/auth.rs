@@ -269,8 +269,9 @@ pub fn authorize_clinical(store: &Arc<Store>, principal: &Principal) -> Result<C
 }
 
 /// A benchmark-only access that skips session checks and authorization, so the cost of
-/// both can be measured (`medvault-bench`, `--danger-skip-authorization`). Never used by
-/// the product's request path unless the server was started with that switch.
+/// both can be measured (`medvault-bench`). Reached only through
+/// `AppState::danger_without_authorization_for_benchmark`, which exists only with the
+/// `danger-benchmark-unchecked` feature.
 pub fn danger_unchecked_access() -> ClinicalAccess {
     ClinicalAccess::local_operator("danger-benchmark-unchecked")
 }

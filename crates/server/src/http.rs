@@ -64,6 +64,7 @@ impl AppState {
 
     /// A server that skips session checks and authorization, so a benchmark can measure
     /// what they cost. Never reachable from `medvault serve`.
+    #[cfg(feature = "danger-benchmark-unchecked")]
     pub fn danger_without_authorization_for_benchmark(service: Service, config: HttpConfig) -> Arc<Self> {
         tracing::warn!("serving WITHOUT authentication or authorization: benchmark only");
         Arc::new(Self::build(service, config, AuthConfig::default(), true))
