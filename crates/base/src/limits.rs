@@ -43,3 +43,7 @@ pub const USERNAME_BYTES_MAX: usize = 64;
 /// Version rows a history page scans for ones the caller may see before it ends early
 /// (with a `next` link), so a clinician's history of a large store stays bounded.
 pub const HISTORY_SCAN_ROWS_MAX: usize = 10_000;
+/// Care-relationship answers kept in memory (each valid until the next commit).
+pub const CARE_CACHE_ENTRIES_MAX: usize = 100_000;
+/// Sessions whose rows are kept in memory (each valid until the next commit).
+pub const SESSION_CACHE_ENTRIES_MAX: usize = 100_000;

@@ -316,16 +316,42 @@ fn accounts_are_scriptable_and_log_in_over_http() {
     let body = format!(r#"{{"mfa_ticket":"{ticket}","code":"{code}"}}"#);
     let session = client.request("POST", "/auth/mfa", &json, Some(body.as_bytes())).expect("mfa");
     assert_eq!(session.status, 200, "{}", session.text());
-    let token = session.json()["access_token"].as_str().expect("token").to_string();
-    let auth = format!("Bearer {token}");
+    let session_token = session.json()["access_token"].as_str().expect("token").to_string();
+    let auth = format!("Bearer {session_token}");
     let me = client.request("GET", "/auth/session", &[("Authorization", &auth)], None).expect("session");
     assert_eq!(me.json()["name"], "ward.nurse");
     // The clinician cares for nobody yet: a patient's record is closed to them.
-    let closed = client.request("GET", "/fhir/Patient/anyone", &[("Authorization", &auth)], None).expect("read");
-    assert_eq!(closed.status, 403);
-    // Revoking at the console ends the session at the next request.
+    let service = token(dir.path(), "registry", "system/*.cruds");
+    let service_auth = format!("Bearer {service}");
+    let put = client
+        .request(
+            "PUT",
+            "/fhir/Patient/ward-7-bed-3",
+            &[("Authorization", &service_auth), ("Content-Type", "application/fhir+json")],
+            Some(br#"{"resourceType":"Patient","id":"ward-7-bed-3","gender":"female"}"#),
+        )
+        .expect("put");
+    assert_eq!(put.status, 201);
+    let read = |client: &mut HttpClient| {
+        client.request("GET", "/fhir/Patient/ward-7-bed-3", &[("Authorization", &auth)], None).expect("read").status
+    };
+    assert_eq!(read(&mut client), 403);
+    // An assignment made at the console, while the server runs, opens it at the next
+    // request; removing it closes it again.
+    // (A change made by another process reaches the server within CHANGE_POLL_MS.)
+    let propagation = std::time::Duration::from_millis(medvault_store::sqlite::CHANGE_POLL_MS + 10);
+    let assigned = user(&["assign", "--username", "ward.nurse", "--patient", "Patient/ward-7-bed-3"], None);
+    assert!(assigned.status.success(), "{}", text(&assigned));
+    std::thread::sleep(propagation);
+    assert_eq!(read(&mut client), 200);
+    let unassigned = user(&["unassign", "--username", "ward.nurse", "--patient", "Patient/ward-7-bed-3"], None);
+    assert!(unassigned.status.success(), "{}", text(&unassigned));
+    std::thread::sleep(propagation);
+    assert_eq!(read(&mut client), 403);
+    // Revoking at the console ends the session (within CHANGE_POLL_MS).
     let revoked = user(&["revoke-sessions", "--username", "ward.nurse"], None);
     assert!(revoked.status.success(), "{}", text(&revoked));
+    std::thread::sleep(propagation);
     let after = client.request("GET", "/auth/session", &[("Authorization", &auth)], None).expect("session");
     assert_eq!(after.status, 401);
     server.stop();

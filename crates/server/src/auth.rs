@@ -17,9 +17,12 @@
 //! what the crypto-shredding of a patient would erase.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use medvault_auth::scope::{Interaction, ScopeContext, ScopeSet};
+use medvault_base::limits::CARE_CACHE_ENTRIES_MAX;
+use medvault_store::accounts::CareRelationship;
+use medvault_store::sqlite::ChangeMarker;
 use medvault_store::{Store, StoredVersion};
 
 use crate::error::ApiError;
@@ -86,14 +89,47 @@ pub struct Principal {
     pub user_id: Option<i64>,
     /// `(type, id)` of the FHIR resource the user is: a Practitioner or a Patient.
     pub fhir_user: Option<(String, String)>,
-    pub scopes: ScopeSet,
+    pub scopes: Arc<ScopeSet>,
+    /// The keyed token of the Practitioner a clinician is (care relationships name it).
+    pub practitioner_token: Option<[u8; 32]>,
     /// The digest of the session token, for logout.
     pub session: Option<[u8; 32]>,
+    /// The store's change marker when this caller was authenticated
+    /// ([`Store::change_marker`]): cached answers made at the same marker are current.
+    pub marker: Option<ChangeMarker>,
 }
 
 impl Principal {
     pub fn is(&self, role: Role) -> bool {
         self.role == role
+    }
+}
+
+/// Care relationships looked up by earlier requests, by (user, patient compartment), with
+/// the store's change marker they were read at. An answer is reused only while the marker
+/// is unchanged, i.e. nothing at all was committed since: a new CareTeam, an unassignment
+/// or a grant (from this process or the command line) is seen by the next request.
+#[derive(Debug, Default)]
+pub struct CareCache {
+    entries: RwLock<HashMap<CareKey, (ChangeMarker, CareRelationship)>>,
+}
+
+/// (user id, patient compartment token).
+type CareKey = (i64, [u8; 32]);
+
+impl CareCache {
+    fn get(&self, key: &CareKey, marker: ChangeMarker) -> Option<CareRelationship> {
+        let entries = self.entries.read().ok()?;
+        entries.get(key).filter(|(at, _)| *at == marker).map(|(_, relationship)| *relationship)
+    }
+
+    fn put(&self, key: CareKey, marker: ChangeMarker, relationship: CareRelationship) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= CARE_CACHE_ENTRIES_MAX {
+                entries.clear();
+            }
+            entries.insert(key, (marker, relationship));
+        }
     }
 }
 
@@ -118,6 +154,7 @@ pub struct ClinicalAccess {
     principal: Principal,
     patients: Patients,
     store: Option<Arc<Store>>,
+    care_cache: Option<Arc<CareCache>>,
     /// Answers already looked up in this request, and patients it registers.
     seen: Mutex<HashMap<[u8; 32], bool>>,
 }
@@ -141,11 +178,14 @@ impl ClinicalAccess {
                 role: Role::Service,
                 user_id: None,
                 fhir_user: None,
-                scopes: ScopeSet::parse("system/*.cruds").unwrap_or_default(),
+                scopes: all_system_scopes(),
+                practitioner_token: None,
                 session: None,
+                marker: None,
             },
             patients: Patients::All,
             store: None,
+            care_cache: None,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -200,7 +240,27 @@ impl ClinicalAccess {
                 }
                 let store = self.store.as_ref().ok_or_else(|| ApiError::internal("access without a store"))?;
                 let now_ms = store.clock().now_ms();
-                let answer = store.has_care_relationship(*user_id, practitioner.as_ref(), compartment, now_ms)?;
+                let key = (*user_id, *compartment);
+                let cached = match (&self.care_cache, self.principal.marker) {
+                    (Some(cache), Some(marker)) => cache.get(&key, marker),
+                    _ => None,
+                };
+                let relationship = match cached {
+                    Some(relationship) => relationship,
+                    None => {
+                        let relationship =
+                            store.care_relationship(*user_id, practitioner.as_ref(), compartment, now_ms)?;
+                        if let (Some(cache), Some(marker)) = (&self.care_cache, self.principal.marker) {
+                            cache.put(key, marker, relationship);
+                        }
+                        relationship
+                    }
+                };
+                let answer = match relationship {
+                    CareRelationship::None => false,
+                    CareRelationship::Lasting => true,
+                    CareRelationship::Until(expires_ms) => now_ms < expires_ms,
+                };
                 self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.insert(*compartment, answer);
                 Ok(answer)
             }
@@ -239,7 +299,11 @@ fn interaction_name(interaction: Interaction) -> &'static str {
 }
 
 /// Makes the [`ClinicalAccess`] of a principal whose role reads clinical data.
-pub fn authorize_clinical(store: &Arc<Store>, principal: &Principal) -> Result<ClinicalAccess, ApiError> {
+pub fn authorize_clinical(
+    store: &Arc<Store>,
+    care_cache: &Arc<CareCache>,
+    principal: &Principal,
+) -> Result<ClinicalAccess, ApiError> {
     if !principal.role.reads_clinical_data() {
         return Err(ApiError::forbidden(format!(
             "the {} role does not give access to clinical data",
@@ -254,18 +318,22 @@ pub fn authorize_clinical(store: &Arc<Store>, principal: &Principal) -> Result<C
         },
         _ => Patients::CareOf {
             user_id: principal.user_id.ok_or_else(|| ApiError::internal("a clinician without an account"))?,
-            practitioner: match &principal.fhir_user {
-                Some((resource_type, id)) if resource_type == "Practitioner" => Some(store.practitioner_token(id)),
-                _ => None,
-            },
+            practitioner: principal.practitioner_token,
         },
     };
     Ok(ClinicalAccess {
         principal: principal.clone(),
         patients,
         store: Some(store.clone()),
+        care_cache: Some(care_cache.clone()),
         seen: Mutex::new(HashMap::new()),
     })
+}
+
+/// `system/*.cruds`, parsed once.
+fn all_system_scopes() -> Arc<ScopeSet> {
+    static SCOPES: std::sync::OnceLock<Arc<ScopeSet>> = std::sync::OnceLock::new();
+    SCOPES.get_or_init(|| Arc::new(ScopeSet::parse("system/*.cruds").unwrap_or_default())).clone()
 }
 
 /// A benchmark-only access that skips session checks and authorization, so the cost of

@@ -579,7 +579,7 @@ fn authorize(
     let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let principal = state.auth.authenticate(authorization)?;
     tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, path, "request");
-    authorize_clinical(state.service.store(), &principal)
+    authorize_clinical(state.service.store(), state.auth.care_cache(), &principal)
 }
 
 fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Context, (String, ApiError)> {

@@ -10,18 +10,20 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use medvault_auth::password::{self, PasswordParams};
 use medvault_auth::scope::ScopeSet;
 use medvault_auth::throttle::{AccountAttempts, AddressPolicy, AddressThrottle, Gate, LockoutPolicy};
 use medvault_auth::totp::{Totp, TotpAlgorithm, TotpCheck};
-use medvault_base::limits::{LOGIN_TICKETS_MAX, SESSION_ACTIVITY_ENTRIES_MAX, UNKNOWN_USER_ENTRIES_MAX};
+use medvault_base::limits::{
+    LOGIN_TICKETS_MAX, SESSION_ACTIVITY_ENTRIES_MAX, SESSION_CACHE_ENTRIES_MAX, UNKNOWN_USER_ENTRIES_MAX,
+};
 use medvault_store::accounts::{SessionRecord, UserRecord};
 use medvault_store::Store;
 use zeroize::Zeroizing;
 
-use crate::auth::{Principal, Role};
+use crate::auth::{CareCache, Principal, Role};
 use crate::error::ApiError;
 
 /// Timeouts and policies of login and sessions; [`AuthConfig::default`] is what `serve` uses.
@@ -106,7 +108,24 @@ pub struct Authenticator {
     tickets: Mutex<HashMap<[u8; 32], Ticket>>,
     /// Last activity per session digest, newer than the stored `last_seen_ms`.
     activity: Mutex<HashMap<[u8; 32], i64>>,
+    /// Sessions as last read, with the store's change marker at the time: reused only while
+    /// nothing has been committed since, so a revocation is seen by the next request.
+    sessions: RwLock<HashMap<[u8; 32], Arc<CachedSession>>>,
+    care_cache: Arc<CareCache>,
     password_checks: AtomicU64,
+}
+
+struct CachedSession {
+    marker: medvault_store::sqlite::ChangeMarker,
+    session: SessionRecord,
+    user_id: i64,
+    username: String,
+    role: Role,
+    fhir_user: Option<(String, String)>,
+    practitioner_token: Option<[u8; 32]>,
+    disabled: bool,
+    sessions_after_ms: i64,
+    scopes: Arc<ScopeSet>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -127,8 +146,15 @@ impl Authenticator {
             unknown: Mutex::new(HashMap::new()),
             tickets: Mutex::new(HashMap::new()),
             activity: Mutex::new(HashMap::new()),
+            sessions: RwLock::new(HashMap::new()),
+            care_cache: Arc::new(CareCache::default()),
             password_checks: AtomicU64::new(0),
         }
+    }
+
+    /// The care relationships earlier requests looked up (see [`CareCache`]).
+    pub fn care_cache(&self) -> &Arc<CareCache> {
+        &self.care_cache
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -381,22 +407,68 @@ impl Authenticator {
         let row = self.store.authenticate_token(token)?.ok_or_else(ApiError::unauthorized)?;
         let scopes = ScopeSet::parse(&row.scopes)
             .map_err(|e| ApiError::internal(format!("token of {} has bad scopes: {e}", row.client)))?;
-        Ok(Principal { client: row.client, role: Role::Service, user_id: None, fhir_user: None, scopes, session: None })
+        Ok(Principal {
+            client: row.client,
+            role: Role::Service,
+            user_id: None,
+            fhir_user: None,
+            practitioner_token: None,
+            scopes: Arc::new(scopes),
+            session: None,
+            marker: None,
+        })
     }
 
     fn authenticate_session(&self, token: &str) -> Result<Principal, ApiError> {
         let digest = medvault_crypto::access_token_digest(token);
-        let (session, user) = self.store.session(&digest)?.ok_or_else(ApiError::unauthorized)?;
+        let marker = self.store.change_marker()?;
+        let cached = self.sessions.read().ok().and_then(|sessions| sessions.get(&digest).cloned());
+        let cached = match cached.filter(|cached| cached.marker == marker) {
+            Some(cached) => cached,
+            None => {
+                let (session, user) = self.store.session(&digest)?.ok_or_else(ApiError::unauthorized)?;
+                let role = Role::parse(&user.role).ok_or_else(|| ApiError::internal("a user with an unknown role"))?;
+                let scopes = ScopeSet::parse(&session.scopes)
+                    .map_err(|e| ApiError::internal(format!("session of {} has bad scopes: {e}", user.username)))?;
+                let fhir_user = user.fhir_user.as_deref().and_then(split_reference);
+                let practitioner_token = match &fhir_user {
+                    Some((resource_type, id)) if resource_type == "Practitioner" => {
+                        Some(self.store.practitioner_token(id))
+                    }
+                    _ => None,
+                };
+                let cached = Arc::new(CachedSession {
+                    marker,
+                    session,
+                    user_id: user.user_id,
+                    fhir_user,
+                    practitioner_token,
+                    username: user.username,
+                    role,
+                    disabled: user.disabled_ms.is_some(),
+                    sessions_after_ms: user.sessions_after_ms,
+                    scopes: Arc::new(scopes),
+                });
+                if let Ok(mut sessions) = self.sessions.write() {
+                    if sessions.len() >= SESSION_CACHE_ENTRIES_MAX {
+                        sessions.clear();
+                    }
+                    sessions.insert(digest, cached.clone());
+                }
+                cached
+            }
+        };
+        let session = &cached.session;
         let now_ms = self.now_ms();
         let last_seen = {
             let activity = self.activity.lock().map_err(|_| ApiError::internal("poisoned"))?;
             activity.get(&digest).copied().unwrap_or(0).max(session.last_seen_ms)
         };
         let live = session.revoked_ms.is_none()
-            && session.created_ms >= user.sessions_after_ms
+            && session.created_ms >= cached.sessions_after_ms
             && now_ms < session.expires_ms
             && now_ms - last_seen < session.idle_ms
-            && user.disabled_ms.is_none();
+            && !cached.disabled;
         if !live {
             return Err(ApiError::unauthorized());
         }
@@ -410,16 +482,15 @@ impl Authenticator {
         if now_ms - session.last_seen_ms >= self.config.touch_interval_ms {
             self.store.touch_session(digest, now_ms)?;
         }
-        let role = Role::parse(&user.role).ok_or_else(|| ApiError::internal("a user with an unknown role"))?;
-        let scopes = ScopeSet::parse(&session.scopes)
-            .map_err(|e| ApiError::internal(format!("session of {} has bad scopes: {e}", user.username)))?;
         Ok(Principal {
-            client: user.username.clone(),
-            role,
-            user_id: Some(user.user_id),
-            fhir_user: user.fhir_user.as_deref().and_then(split_reference),
-            scopes,
+            client: cached.username.clone(),
+            role: cached.role,
+            user_id: Some(cached.user_id),
+            fhir_user: cached.fhir_user.clone(),
+            practitioner_token: cached.practitioner_token,
+            scopes: cached.scopes.clone(),
             session: Some(digest),
+            marker: Some(marker),
         })
     }
 

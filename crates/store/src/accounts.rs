@@ -73,6 +73,16 @@ pub struct SessionRecord {
     pub revoked_ms: Option<i64>,
 }
 
+/// Whether a clinician cares for a patient, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CareRelationship {
+    None,
+    /// A CareTeam, an Encounter or an assignment: until the rows change.
+    Lasting,
+    /// Only a break-glass grant, which ends at this instant.
+    Until(i64),
+}
+
 /// A break-glass grant: one user, one patient, a reason, a time limit, a review.
 #[derive(Debug, Clone)]
 pub struct BreakGlassRecord {
@@ -528,20 +538,22 @@ impl Store {
     /// Whether `user_id` (a clinician whose practitioner token is `practitioner`) has a care
     /// relationship with the patient of compartment `patient` at `now_ms`: a CareTeam or
     /// Encounter naming them, an explicit assignment, or an unexpired break-glass grant.
-    pub fn has_care_relationship(
+    pub fn care_relationship(
         &self,
         user_id: i64,
         practitioner: Option<&[u8; 32]>,
         patient: &[u8; 32],
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<CareRelationship, StoreError> {
         self.engine.query(|c| {
             let no_practitioner = [0u8; 32];
-            let found: Option<i64> = c
+            // The lasting kinds first; a break-glass grant only if there is none.
+            let until: Option<Option<i64>> = c
                 .prepare_cached(
-                    "SELECT 1 FROM care_links WHERE practitioner = ?2 AND patient = ?3 AND ?5 = 1
-                     UNION ALL SELECT 1 FROM assignments WHERE user_id = ?1 AND patient = ?3
-                     UNION ALL SELECT 1 FROM break_glass WHERE user_id = ?1 AND patient = ?3 AND expires_ms > ?4
+                    "SELECT NULL FROM care_links WHERE practitioner = ?2 AND patient = ?3 AND ?5 = 1
+                     UNION ALL SELECT NULL FROM assignments WHERE user_id = ?1 AND patient = ?3
+                     UNION ALL SELECT MAX(expires_ms) FROM break_glass
+                         WHERE user_id = ?1 AND patient = ?3 AND expires_ms > ?4 HAVING COUNT(*) > 0
                      LIMIT 1",
                 )?
                 .query_row(
@@ -555,8 +567,19 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional()?;
-            Ok(found.is_some())
+            Ok(match until {
+                None => CareRelationship::None,
+                Some(None) => CareRelationship::Lasting,
+                Some(Some(expires_ms)) => CareRelationship::Until(expires_ms),
+            })
         })
+    }
+
+    /// A marker that changes when anything commits to the store: at once for this
+    /// process's commits, within `CHANGE_POLL_MS` (50 ms) for another process's (the
+    /// command line). What was read from the account tables is current while it holds.
+    pub fn change_marker(&self) -> Result<crate::sqlite::ChangeMarker, StoreError> {
+        self.engine.change_marker()
     }
 
     /// Opens break-glass access for one user to one patient until `expires_ms`. The patient

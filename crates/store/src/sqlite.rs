@@ -6,6 +6,7 @@
 //! group's `COMMIT` is the durability point and every reply is sent after it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
@@ -25,6 +26,15 @@ const WRITER_CACHE_KIB: u32 = 256 * 1024;
 /// WAL pages before an automatic checkpoint (SQLite's default is 1,000).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
+pub const CHANGE_POLL_MS: u64 = 50;
+
+/// See [`SqliteEngine::change_marker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMarker {
+    commits: u64,
+    data_version: i64,
+}
 
 const SCHEMA: &str = "
 CREATE TABLE meta (
@@ -191,6 +201,12 @@ pub struct SqliteEngine {
     path: PathBuf,
     signer: SharedSigner,
     readers: Mutex<Vec<Connection>>,
+    /// A connection that only answers `PRAGMA data_version`: it changes whenever any other
+    /// connection (this process's writer, or another process) commits. Polled at most
+    /// every `CHANGE_POLL_MS`, with the time of the last poll.
+    watch: Mutex<(Connection, i64, Option<std::time::Instant>)>,
+    /// Group commits of this process's writer, counted before any of their replies.
+    commits: std::sync::Arc<AtomicU64>,
     writer: Mutex<Option<SyncSender<WriterJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -242,14 +258,18 @@ impl SqliteEngine {
         let (sender, receiver) = mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let signer: SharedSigner = std::sync::Arc::new(Mutex::new(None));
         let writer_signer = signer.clone();
+        let commits = std::sync::Arc::new(AtomicU64::new(0));
+        let writer_commits = commits.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
-            .spawn(move || writer_loop(writer_connection, receiver, writer_signer))
+            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
             signer,
             readers: Mutex::new(vec![reader]),
+            watch: Mutex::new((open_connection(path, false)?, 0, None)),
+            commits,
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
         })
@@ -284,6 +304,22 @@ impl SqliteEngine {
     /// after the group is durable.
     pub(crate) fn execute(&self, statement: Statement) -> Result<i64, StoreError> {
         self.submit(|reply| WriterJob::Exec(Some(statement), reply))
+    }
+
+    /// A marker that changes when this process's writer commits (at once: it is counted
+    /// before the commit's replies) and when another process commits (seen within
+    /// `CHANGE_POLL_MS`, through SQLite's `data_version`): caches derived from stored rows
+    /// are valid while it stays the same.
+    pub(crate) fn change_marker(&self) -> Result<ChangeMarker, StoreError> {
+        let commits = self.commits.load(Ordering::SeqCst);
+        let mut watch = self.watch.lock().map_err(|_| StoreError::Poisoned)?;
+        let fresh = watch.2.is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(CHANGE_POLL_MS));
+        if !fresh {
+            let version: i64 = watch.0.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))?;
+            watch.1 = version;
+            watch.2 = Some(std::time::Instant::now());
+        }
+        Ok(ChangeMarker { commits, data_version: watch.1 })
     }
 
     /// Runs a read on a pooled reader connection.
@@ -350,7 +386,12 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
     Ok(connection)
 }
 
-fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>, signer: SharedSigner) {
+fn writer_loop(
+    mut connection: Connection,
+    receiver: Receiver<WriterJob>,
+    signer: SharedSigner,
+    commits: std::sync::Arc<AtomicU64>,
+) {
     let mut frontier = Frontier::default();
     while let Ok(first) = receiver.recv() {
         let mut versions = first.version_count();
@@ -365,7 +406,7 @@ fn writer_loop(mut connection: Connection, receiver: Receiver<WriterJob>, signer
             }
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier);
+        commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits);
     }
 }
 
@@ -469,6 +510,7 @@ fn commit_group(
     mut jobs: Vec<WriterJob>,
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
+    commits: &AtomicU64,
 ) {
     let mut outcomes = Vec::with_capacity(jobs.len());
     let commit = (|| -> Result<(), StoreError> {
@@ -536,6 +578,10 @@ fn commit_group(
         transaction.commit()?;
         Ok(())
     })();
+    if commit.is_ok() {
+        // Before any reply: a client that hears of this commit and asks again sees it.
+        commits.fetch_add(1, Ordering::SeqCst);
+    }
     for (job, applied) in jobs.into_iter().zip(outcomes.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
         // If the group failed to commit, nothing of it is durable: every job gets the error.
         let failure = || match &commit {
