@@ -32,3 +32,15 @@ pub const NDJSON_LINE_BYTES_MAX: usize = RESOURCE_BYTES_MAX;
 pub const IMPORT_CHUNK_RESOURCES_MAX: usize = 1000;
 /// Times a write is re-prepared after losing a race for the same resource or key.
 pub const WRITE_RETRIES_MAX: u32 = 16;
+/// Largest single value (column) in a backup's row stream, in bytes.
+pub const BACKUP_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest blob (one content-defined chunk) in a backup repository, in bytes.
+pub const BACKUP_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Largest pack file a backup reader accepts, in bytes (the writer aims at 16 MiB).
+pub const BACKUP_PACK_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most blobs in one pack.
+pub const BACKUP_PACK_BLOBS_MAX: usize = 65_536;
+/// Most levels of trees above a table's data blobs.
+pub const BACKUP_TREE_DEPTH_MAX: usize = 8;
+/// Largest config, manifest, erasure or prune record, in bytes.
+pub const BACKUP_OBJECT_BYTES_MAX: usize = 256 * 1024;

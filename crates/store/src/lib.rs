@@ -9,6 +9,7 @@
 //!   integrity error; altered data is never returned.
 //! - A write either commits every version of its job or none ([`Store::write`]).
 
+pub mod backup;
 pub mod engine;
 pub mod keyring;
 pub mod ledger;
