@@ -6,6 +6,7 @@
 //!
 //! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--json PATH]`.
 
+mod backup;
 mod cpu;
 mod dataset;
 mod floor;
@@ -29,6 +30,7 @@ use crate::wrk::WrkSettings;
 const USAGE: &str = "\
 usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N]
                       [--ledger-leaves N] [--ledger-only] [--json PATH]
+       medvault-bench --backup-only [--backup-resources N]
 
   --resources N           generate at least N resources (default 100000; 20000 with --quick)
   --duration-s S          seconds per wrk run (default 10; 3 with --quick)
@@ -36,6 +38,9 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
   --ledger-leaves N       versions in the store that verify and the proofs run on
                           (default 1000000; 100000 with --quick; at least 2000)
   --ledger-only           only build that store and measure verify and proofs (no wrk, nginx)
+  --backup-only           only the backup benchmark: medvault against restic on one store
+                          (needs restic: apt-get install -y restic)
+  --backup-resources N    resources in that store (default 1000000; 100000 with --quick)
   --quick                 a short run for development
   --json PATH             also write the figures as JSON to PATH
 
@@ -54,6 +59,8 @@ struct Options {
     import_connections: usize,
     ledger_leaves: u64,
     ledger_only: bool,
+    backup_only: bool,
+    backup_resources: usize,
     json: Option<PathBuf>,
 }
 
@@ -89,6 +96,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut import_connections = 8;
     let mut ledger_leaves = None;
     let mut ledger_only = false;
+    let mut backup_only = false;
+    let mut backup_resources = None;
     let mut json = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -101,6 +110,10 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             }
             "--ledger-leaves" => ledger_leaves = Some(value("--ledger-leaves")?.parse().context("--ledger-leaves")?),
             "--ledger-only" => ledger_only = true,
+            "--backup-only" => backup_only = true,
+            "--backup-resources" => {
+                backup_resources = Some(value("--backup-resources")?.parse().context("--backup-resources")?)
+            }
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--help" | "-h" => return Ok(None),
             other => anyhow::bail!("unknown argument '{other}'"),
@@ -112,6 +125,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         import_connections,
         ledger_leaves: ledger_leaves.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         ledger_only,
+        backup_only,
+        backup_resources: backup_resources.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         json,
     };
     anyhow::ensure!(options.resources > 0, "--resources must be positive");
@@ -171,6 +186,9 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    if options.backup_only {
+        return backup::run(options.backup_resources);
+    }
     if options.ledger_only {
         return run_ledger_only(options);
     }
