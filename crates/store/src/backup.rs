@@ -410,10 +410,10 @@ impl Rebuild {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // A half-built database is thrown away on failure, so no journal is needed until
-        // `finish` switches to the store's WAL mode and syncs.
+        // `finish` switches to the store's WAL mode and syncs; one writer, so an exclusive lock.
         connection.execute_batch(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -262144; BEGIN;",
+             PRAGMA cache_size = -262144; PRAGMA locking_mode = EXCLUSIVE; BEGIN;",
         )?;
         Ok(Self { connection, data_dir: data_dir.to_path_buf() })
     }
@@ -506,7 +506,7 @@ impl Rebuild {
         self.connection.execute_batch(
             "INSERT INTO resources (resource_key, resource_type, version, deleted, seq)
              SELECT resource_key, resource_type, version, deleted, seq FROM versions
-             WHERE seq IN (SELECT MAX(seq) FROM versions GROUP BY resource_key);",
+             WHERE seq IN (SELECT MAX(seq) FROM versions GROUP BY resource_key) ORDER BY resource_key;",
         )?;
         for statement in schema {
             self.connection.execute_batch(statement)?;
