@@ -47,3 +47,15 @@ pub const HISTORY_SCAN_ROWS_MAX: usize = 10_000;
 pub const CARE_CACHE_ENTRIES_MAX: usize = 100_000;
 /// Sessions whose rows are kept in memory (each valid until the next commit).
 pub const SESSION_CACHE_ENTRIES_MAX: usize = 100_000;
+/// Largest single value (column) in a backup's row stream, in bytes.
+pub const BACKUP_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest blob (one content-defined chunk) in a backup repository, in bytes.
+pub const BACKUP_CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Largest pack file a backup reader accepts, in bytes (the writer aims at 16 MiB).
+pub const BACKUP_PACK_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most blobs in one pack.
+pub const BACKUP_PACK_BLOBS_MAX: usize = 65_536;
+/// Most levels of trees above a table's data blobs.
+pub const BACKUP_TREE_DEPTH_MAX: usize = 8;
+/// Largest config, manifest, erasure or prune record, in bytes.
+pub const BACKUP_OBJECT_BYTES_MAX: usize = 256 * 1024;

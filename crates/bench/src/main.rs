@@ -10,6 +10,7 @@
 //! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--auth-only] [--json PATH]`.
 
 mod auth;
+mod backup;
 mod cpu;
 mod dataset;
 mod floor;
@@ -34,6 +35,7 @@ const USAGE: &str = "\
 usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N]
                       [--ledger-leaves N] [--ledger-only] [--auth-only] [--auth-patients N]
                       [--json PATH]
+       medvault-bench --backup-only [--backup-resources N]
 
   --resources N           generate at least N resources (default 100000; 20000 with --quick)
   --duration-s S          seconds per wrk run (default 10; 3 with --quick)
@@ -43,6 +45,9 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
   --ledger-only           only build that store and measure verify and proofs (no wrk, nginx)
   --auth-only             only measure logins and checked versus unchecked reads (needs wrk)
   --auth-patients N       patients in the clinician's care for the auth reads (default 2000; 500 with --quick)
+  --backup-only           only the backup benchmark: medvault against restic on one store
+                          (needs restic: apt-get install -y restic)
+  --backup-resources N    resources in that store (default 1000000; 100000 with --quick)
   --quick                 a short run for development
   --json PATH             also write the figures as JSON to PATH
 
@@ -63,6 +68,8 @@ struct Options {
     ledger_only: bool,
     auth_only: bool,
     auth_patients: usize,
+    backup_only: bool,
+    backup_resources: usize,
     json: Option<PathBuf>,
 }
 
@@ -100,6 +107,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut ledger_only = false;
     let mut auth_only = false;
     let mut auth_patients = None;
+    let mut backup_only = false;
+    let mut backup_resources = None;
     let mut json = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -114,6 +123,10 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             "--ledger-only" => ledger_only = true,
             "--auth-only" => auth_only = true,
             "--auth-patients" => auth_patients = Some(value("--auth-patients")?.parse().context("--auth-patients")?),
+            "--backup-only" => backup_only = true,
+            "--backup-resources" => {
+                backup_resources = Some(value("--backup-resources")?.parse().context("--backup-resources")?)
+            }
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--help" | "-h" => return Ok(None),
             other => anyhow::bail!("unknown argument '{other}'"),
@@ -127,6 +140,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         ledger_only,
         auth_only,
         auth_patients: auth_patients.unwrap_or(if quick { 500 } else { 2000 }),
+        backup_only,
+        backup_resources: backup_resources.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         json,
     };
     anyhow::ensure!(options.auth_patients > 0, "--auth-patients must be positive");
@@ -197,6 +212,9 @@ fn wrk_settings(options: &Options) -> WrkSettings {
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {
+    if options.backup_only {
+        return backup::run(options.backup_resources);
+    }
     if options.ledger_only {
         return run_ledger_only(options);
     }

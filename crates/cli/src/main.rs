@@ -1,6 +1,7 @@
 //! `medvault`: the one binary. Every command is scriptable without prompts; exit codes are
 //! listed in `ExitCode` and in the README.
 
+mod backup;
 mod demo;
 mod fetch;
 mod import;
@@ -84,6 +85,9 @@ enum Command {
     /// Witness a log from elsewhere: check consistency, cosign, keep.
     #[command(subcommand)]
     Witness(ledger::WitnessCommand),
+    /// Encrypted, append-only backups: keygen, init, create, list, verify, restore, drill, prune.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => ledger::verify(args),
         Command::Ledger(command) => ledger::ledger(command),
         Command::Witness(command) => ledger::witness(command),
+        Command::Backup(command) => backup::run(command),
     };
     match result {
         Ok(code) => code,

@@ -62,6 +62,9 @@ fn tokens_are_scriptable() {
     let user_scope = run(&["token", "create", "--data-dir", data, "--client", "x", "--scope", "user/*.rs"]);
     assert_eq!(user_scope.status.code(), Some(1));
     assert!(text(&user_scope).contains("does not fit the service role"), "{}", text(&user_scope));
+    let role_name = run(&["token", "create", "--data-dir", data, "--client", "x", "--scope", "clinician"]);
+    assert_eq!(role_name.status.code(), Some(1));
+    assert!(text(&role_name).contains("not a SMART resource scope"), "{}", text(&role_name));
     let bad_scope = run(&["token", "create", "--data-dir", data, "--client", "x", "--scope", "system/Nonsense.rs"]);
     assert_eq!(bad_scope.status.code(), Some(1));
     assert!(text(&bad_scope).contains("names no FHIR R4 resource type"), "{}", text(&bad_scope));

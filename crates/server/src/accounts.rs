@@ -174,6 +174,11 @@ fn check_fhir_user(role: Role, fhir_user: Option<&str>) -> Result<Option<String>
 /// auditors (they read no clinical data), and only real resource types.
 pub fn check_scopes(role: Role, scopes: &str) -> Result<String, ApiError> {
     let parsed = ScopeSet::parse(scopes).map_err(|e| ApiError::bad_request(format!("scope: {e}")))?;
+    if let Some(other) = parsed.other_scopes().first() {
+        return Err(ApiError::bad_request(format!(
+            "'{other}' is not a SMART resource scope such as system/Observation.rs or user/*.cruds"
+        )));
+    }
     for scope in parsed.resource_scopes() {
         let fits = match role {
             Role::Clinician => scope.context == ScopeContext::User,

@@ -104,6 +104,11 @@ impl Keyring {
             .map_err(|e| StoreError::Crypto(format!("ledger signing key: {e}")))
     }
 
+    /// A backup repository key derived from the index key (`backup-repository.md`).
+    pub(crate) fn backup_key(&self, label: &str) -> medvault_crypto::Secret32 {
+        medvault_crypto::Secret32::from_bytes(self.index.mac(&[b"backup\0", label.as_bytes(), b"\0v1"]))
+    }
+
     pub fn resource_key(&self, resource_type: &str, id: &str) -> ResourceKey {
         let mac = self.index.mac(&[b"resource\0", resource_type.as_bytes(), b"\0", id.as_bytes()]);
         let mut key = [0u8; 16];

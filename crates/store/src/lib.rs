@@ -10,6 +10,7 @@
 //! - A write either commits every version of its job or none ([`Store::write`]).
 
 pub mod accounts;
+pub mod backup;
 pub mod engine;
 pub mod keyring;
 pub mod ledger;

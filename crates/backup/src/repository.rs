@@ -1,0 +1,1182 @@
+//! A backup repository: init, create a snapshot from a live store, list, restore into a new
+//! data directory, verify, prune (`docs/format/backup-repository.md`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chacha20poly1305::XChaCha20Poly1305;
+use medvault_base::hex;
+use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
+use medvault_ledger::{RootBuilder, Verifier};
+use medvault_store::backup::{DestroyedKey, Rebuild, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::Store;
+use serde_json::{json, Value};
+
+use crate::chunker::Chunker;
+use crate::keys::{self, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
+use crate::manifest::{self, Config, Erasure, Manifest};
+use crate::pack::{self, BlobRef, PackWriter};
+use crate::storage::{ObjectStore, PruneStore, StorageError};
+use crate::BackupError;
+
+/// Packs are closed at this size (`pack-target-bytes`).
+pub const PACK_TARGET_BYTES: u64 = 16 * 1024 * 1024;
+/// Tree blobs hold at least this many references before a content-defined cut…
+const TREE_REFS_MIN: usize = 16;
+/// …cut after a reference whose id's last 32 bits are 0 modulo this power of two (about
+/// 64 per tree)…
+const TREE_CUT_MODULUS: u32 = 64;
+/// …and at most this many (256 × 78 bytes = 19,968 bytes).
+const TREE_REFS_MAX: usize = 256;
+
+/// A snapshot whose manifest verified.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Object name, `snapshots/<tree size>-<hash>`.
+    pub name: String,
+    pub manifest: Manifest,
+}
+
+/// A phase and its progress, for progress bars.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+/// Valid snapshots by tree size, and refused ones with the reason.
+pub type SnapshotList = (Vec<Snapshot>, Vec<(String, String)>);
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateReport {
+    pub name: String,
+    /// The repository already held a snapshot of exactly this state: nothing was written.
+    pub unchanged: bool,
+    pub parent: Option<String>,
+    pub tree_size: u64,
+    pub parent_tree_size: u64,
+    pub last_leaf_ms: i64,
+    /// Bytes of the logical dump (all tables and leaf hashes).
+    pub dump_bytes: u64,
+    /// Bytes of the rows of `versions` added since the parent (what changed).
+    pub tables: Vec<(String, u64, u64)>,
+    pub blobs_new: u64,
+    pub blobs_reused: u64,
+    pub packs_written: u64,
+    /// Every byte added to the repository: packs, manifest, erasure records.
+    pub bytes_written: u64,
+    pub erasures_written: u64,
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub tree_size: u64,
+    pub last_leaf_ms: i64,
+    pub tables: Vec<(String, u64)>,
+    pub bytes_read: u64,
+    pub erasures_applied: u64,
+    pub elapsed_s: f64,
+}
+
+/// One problem `verify` found; `object` names the repository object.
+#[derive(Debug, Clone)]
+pub struct VerifyFinding {
+    pub kind: &'static str,
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub snapshots: u64,
+    pub packs: u64,
+    pub blobs: u64,
+    pub bytes_read: u64,
+    /// Whether blob contents and ledgers were checked (the recovery key was given).
+    pub contents_checked: bool,
+    pub unreferenced_packs: u64,
+    pub findings: Vec<VerifyFinding>,
+    pub elapsed_s: f64,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    fn find(&mut self, kind: &'static str, object: impl Into<String>, message: impl Into<String>) {
+        self.findings.push(VerifyFinding { kind, object: object.into(), message: message.into() });
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub record: String,
+    pub snapshots_removed: Vec<String>,
+    pub packs_removed: u64,
+    pub bytes_removed: u64,
+}
+
+#[derive(Debug)]
+pub struct Repository {
+    objects: Arc<dyn ObjectStore>,
+    config: Config,
+    log_key: Verifier,
+}
+
+impl Repository {
+    /// Creates a repository for `store`, whose snapshots only the holder of the recovery key
+    /// can read and only the holder of the prune key can remove.
+    pub fn init(
+        objects: Arc<dyn ObjectStore>,
+        store: &Store,
+        recovery_public: [u8; 32],
+        prune_public: [u8; 32],
+    ) -> Result<Self, BackupError> {
+        if objects.size("config").is_ok() {
+            return Err(BackupError::State("the directory already holds a backup repository".into()));
+        }
+        let repository_id = medvault_crypto::random::array::<16>().map_err(|e| BackupError::Key(e.to_string()))?;
+        let keys = server_keys(store);
+        let wrapped_keys = keys::wrap(&recovery_public, &keys.to_bytes(), "repository-keys", &repository_id)?;
+        let log_key = store.ledger_verifier()?;
+        let config = Config {
+            repository_id,
+            store_id: store_id(store)?,
+            log_key: log_key.to_vkey(),
+            recovery_public,
+            prune_public,
+            wrapped_keys,
+            pack_target_bytes: PACK_TARGET_BYTES,
+        };
+        let note = store.sign_backup_note(&config.body())?;
+        objects.put_new("config", note.as_bytes())?;
+        Ok(Self { objects, config, log_key })
+    }
+
+    /// Opens a repository. With `pinned`, the config must be signed by that log key (from
+    /// the operator's records); without, by the key it names, which the caller should show.
+    pub fn open(objects: Arc<dyn ObjectStore>, pinned: Option<&Verifier>) -> Result<Self, BackupError> {
+        let note = match objects.get("config") {
+            Ok(note) => note,
+            Err(StorageError::NotFound(_)) => {
+                return Err(BackupError::NotFound("a backup repository (no config)".into()))
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let text = std::str::from_utf8(&note).map_err(|_| BackupError::Integrity("the config is not text".into()))?;
+        let unverified_body = text.rfind("\n\n").map(|end| &text[..end + 1]).unwrap_or(text);
+        let claimed = Config::parse(unverified_body)?;
+        let claimed_key = Verifier::parse(&claimed.log_key)
+            .map_err(|e| BackupError::Integrity(format!("the config's log key is malformed: {e}")))?;
+        let log_key = match pinned {
+            Some(pinned) if pinned.to_vkey() != claimed.log_key => {
+                return Err(BackupError::Forged(format!(
+                    "the repository is bound to the log key {}, not to the pinned {}",
+                    claimed.log_key,
+                    pinned.to_vkey()
+                )))
+            }
+            Some(pinned) => pinned.clone(),
+            None => claimed_key,
+        };
+        let body = manifest::open_signed(&note, &log_key, "repository config")?;
+        let config = Config::parse(&body)?;
+        Ok(Self { objects, config, log_key })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn log_key(&self) -> &Verifier {
+        &self.log_key
+    }
+
+    /// Every snapshot whose manifest verifies, by tree size; and the refused ones with why.
+    pub fn snapshots(&self) -> Result<SnapshotList, BackupError> {
+        let mut valid = Vec::new();
+        let mut refused = Vec::new();
+        for name in self.objects.list("snapshots/")? {
+            match self.open_manifest(&name) {
+                Ok(manifest) => valid.push(Snapshot { name, manifest }),
+                Err(error) => refused.push((name, error.to_string())),
+            }
+        }
+        valid.sort_by(|a, b| (a.manifest.tree_size, &a.name).cmp(&(b.manifest.tree_size, &b.name)));
+        Ok((valid, refused))
+    }
+
+    fn open_manifest(&self, name: &str) -> Result<Manifest, BackupError> {
+        let note = self.objects.get(name)?;
+        let digest = hex::encode(&keys::sha256(&note)[..8]);
+        if !name.ends_with(&format!("-{digest}")) {
+            return Err(BackupError::Integrity(format!("{name} does not match its name (altered or renamed)")));
+        }
+        let body = manifest::open_signed(&note, &self.log_key, "manifest")?;
+        let manifest = Manifest::parse(&body)?;
+        if manifest.repository_id != self.config.repository_id {
+            return Err(BackupError::Forged(format!("{name} belongs to another repository")));
+        }
+        if !name.starts_with(&format!("snapshots/{:020}-", manifest.tree_size)) {
+            return Err(BackupError::Integrity(format!("{name} names another tree size than its manifest")));
+        }
+        let opened = medvault_ledger::open_checkpoint(manifest.checkpoint.as_bytes(), &self.log_key, &[])
+            .map_err(|e| BackupError::Forged(format!("{name}: its checkpoint is not signed by the log key: {e}")))?;
+        if opened.checkpoint.size() != manifest.tree_size || *opened.checkpoint.root() != manifest.root {
+            return Err(BackupError::Forged(format!("{name}: its checkpoint names another tree than the manifest")));
+        }
+        Ok(manifest)
+    }
+
+    /// Every erasure record that verifies.
+    pub fn erasures(&self) -> Result<Vec<Erasure>, BackupError> {
+        let mut erasures = Vec::new();
+        for name in self.objects.list("erasures/")? {
+            let note = self.objects.get(&name)?;
+            let Ok(body) = manifest::open_signed(&note, &self.log_key, "erasure record") else { continue };
+            match Erasure::parse(&body) {
+                Ok(erasure) if erasure.repository_id == self.config.repository_id => erasures.push(erasure),
+                _ => continue,
+            }
+        }
+        Ok(erasures)
+    }
+
+    /// Creates a snapshot of `store` while it runs: one read transaction, bound to the
+    /// latest signed checkpoint; deduplicated against the newest snapshot.
+    pub fn create_snapshot(&self, store: &Store, progress: Progress<'_>) -> Result<CreateReport, BackupError> {
+        let started = Instant::now();
+        if store_id(store)? != self.config.store_id {
+            return Err(BackupError::State("this repository belongs to another store".into()));
+        }
+        if store.ledger_verifier()?.to_vkey() != self.config.log_key {
+            return Err(BackupError::State("the store's log key is not the one this repository is bound to".into()));
+        }
+        let dump = store.backup_dump()?;
+        let opened = medvault_ledger::open_checkpoint(dump.checkpoint.note.as_bytes(), &self.log_key, &[])
+            .map_err(|e| BackupError::Integrity(format!("the store's latest checkpoint does not verify: {e}")))?;
+        if opened.checkpoint.size() != dump.checkpoint.tree_size || *opened.checkpoint.root() != dump.checkpoint.root {
+            return Err(BackupError::Integrity("the store's latest checkpoint row disagrees with its note".into()));
+        }
+        let (snapshots, _) = self.snapshots()?;
+        let parent = snapshots.last();
+        if let Some(parent) = parent {
+            if parent.manifest.tree_size > dump.checkpoint.tree_size {
+                return Err(BackupError::State(format!(
+                    "the newest snapshot {} covers {} leaves but the store has {}: this store is older than the repository",
+                    parent.name, parent.manifest.tree_size, dump.checkpoint.tree_size
+                )));
+            }
+        }
+        let keys = server_keys(store);
+        let mut writer = SnapshotWriter::new(self, keys.clone())?;
+        if let Some(parent) = parent {
+            writer.load_parent(&parent.manifest)?;
+        }
+        let mut report = CreateReport {
+            parent: parent.map(|p| p.name.clone()),
+            tree_size: dump.checkpoint.tree_size,
+            parent_tree_size: parent.map_or(0, |p| p.manifest.tree_size),
+            last_leaf_ms: dump.last_leaf_ms,
+            ..CreateReport::default()
+        };
+        let database_bytes = std::fs::metadata(store.data_dir().join(medvault_store::sqlite::DATABASE_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut tables_json = Vec::new();
+        for table in &dump.tables {
+            let (tree, rows, bytes) = writer.write_stream(&mut |sink| dump.stream_rows(table, sink), &mut |done| {
+                progress("dump", done, database_bytes)
+            })?;
+            report.tables.push((table.name.clone(), rows, bytes));
+            tables_json.push(json!({
+                "name": table.name, "create": table.create_sql, "columns": table.columns,
+                "content": table.content.name(), "rows": rows, "bytes": bytes,
+                "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d),
+            }));
+        }
+        let (tree, leaves, bytes) = writer.write_stream(&mut |sink| dump.stream_leaf_hashes(sink), &mut |done| {
+            progress("dump", done, database_bytes)
+        })?;
+        report.tables.push((LEAF_HASHES_TABLE.to_string(), leaves, bytes));
+        let root = json!({
+            "version": 1, "tree_size": dump.checkpoint.tree_size, "schema": dump.schema, "tables": tables_json,
+            "leaves": {"rows": leaves, "bytes": bytes, "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d)},
+        });
+        let root_bytes = serde_json::to_vec(&root).map_err(|e| BackupError::Io(e.to_string()))?;
+        let root_ref = writer.add_blob(BlobType::Tree, &root_bytes)?;
+        report.dump_bytes = writer.dump_bytes;
+        if let Some(parent) = parent {
+            if parent.manifest.snapshot_root.id == root_ref.id && writer.blobs_new == 0 {
+                report.name = parent.name.clone();
+                report.unchanged = true;
+                report.elapsed_s = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+        }
+        writer.flush_pack()?;
+        for destroyed in &dump.destroyed_keys {
+            let erasure = Erasure {
+                repository_id: self.config.repository_id,
+                key_id: destroyed.key_id,
+                compartment: destroyed.compartment,
+                destroyed_ms: destroyed.destroyed_ms,
+            };
+            let note = store.sign_backup_note(&erasure.body())?;
+            let name = format!("erasures/{}", hex::encode(&keys::sha256(note.as_bytes())[..16]));
+            match self.objects.put_new(&name, note.as_bytes()) {
+                Ok(()) => {
+                    report.erasures_written += 1;
+                    report.bytes_written += note.len() as u64;
+                }
+                Err(StorageError::AlreadyExists(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let manifest = Manifest {
+            repository_id: self.config.repository_id,
+            parent: parent.map(|p| p.name.clone()),
+            tree_size: dump.checkpoint.tree_size,
+            root: dump.checkpoint.root,
+            last_leaf_ms: dump.last_leaf_ms,
+            checkpoint: dump.checkpoint.note.clone(),
+            snapshot_root: root_ref,
+            packs: writer.packs_used.iter().map(|(id, sha)| (*id, *sha)).collect(),
+        };
+        let note = store.sign_backup_note(&manifest.body())?;
+        let name = format!("snapshots/{:020}-{}", manifest.tree_size, hex::encode(&keys::sha256(note.as_bytes())[..8]));
+        self.objects.put_new(&name, note.as_bytes())?;
+        report.bytes_written += writer.bytes_written + note.len() as u64;
+        report.blobs_new = writer.blobs_new;
+        report.blobs_reused = writer.blobs_reused;
+        report.packs_written = writer.packs_written;
+        report.name = name;
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Finds a snapshot by name, by a unique prefix of its name, or `latest`; refuses one
+    /// whose manifest did not verify.
+    pub fn find_snapshot(&self, wanted: &str) -> Result<Snapshot, BackupError> {
+        let (snapshots, refused) = self.snapshots()?;
+        if wanted == "latest" {
+            return snapshots.last().cloned().ok_or_else(|| BackupError::NotFound("a valid snapshot".into()));
+        }
+        let full = if wanted.starts_with("snapshots/") { wanted.to_string() } else { format!("snapshots/{wanted}") };
+        if let Some((name, reason)) = refused.iter().find(|(name, _)| *name == full) {
+            return Err(BackupError::Forged(format!("{name}: {reason}")));
+        }
+        let matches: Vec<&Snapshot> = snapshots.iter().filter(|s| s.name.starts_with(&full)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(BackupError::NotFound(format!("snapshot {wanted}"))),
+            _ => Err(BackupError::State(format!("{wanted} names several snapshots; give more of the name"))),
+        }
+    }
+
+    /// Restores `snapshot` into `data_dir` (which must not exist or be empty): refuses it if
+    /// it is older than `witness` (a signed checkpoint the operator holds); proves that the
+    /// restored leaves reproduce the signed root; applies every erasure record.
+    pub fn restore(
+        &self,
+        snapshot: &Snapshot,
+        recovery: &RecoverySecret,
+        data_dir: &Path,
+        witness: Option<(u64, [u8; 32])>,
+        progress: Progress<'_>,
+    ) -> Result<RestoreReport, BackupError> {
+        let started = Instant::now();
+        let manifest = &snapshot.manifest;
+        if let Some((witness_size, _)) = witness {
+            if manifest.tree_size < witness_size {
+                return Err(BackupError::Stale(format!(
+                    "{} covers {} leaves, fewer than the witness checkpoint's {witness_size}: an old (possibly planted) backup",
+                    snapshot.name, manifest.tree_size
+                )));
+            }
+        }
+        let keys = self.repository_keys(recovery)?;
+        let mut reader = BlobReader::new(self, keys, Some(recovery));
+        let root = reader.read_root(&manifest.snapshot_root)?;
+        if root["tree_size"].as_u64() != Some(manifest.tree_size) {
+            return Err(BackupError::Integrity(format!("{}: its root names another tree size", snapshot.name)));
+        }
+        let existed = data_dir.exists();
+        let rebuild = Rebuild::create(data_dir)?;
+        let result = (|| -> Result<RestoreReport, BackupError> {
+            let mut report = RestoreReport {
+                snapshot: snapshot.name.clone(),
+                tree_size: manifest.tree_size,
+                last_leaf_ms: manifest.last_leaf_ms,
+                ..RestoreReport::default()
+            };
+            let tables = root["tables"].as_array().ok_or_else(|| malformed_root(&snapshot.name))?;
+            let total_bytes: u64 = tables.iter().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
+                + root["leaves"]["bytes"].as_u64().unwrap_or(0);
+            for table in tables {
+                rebuild.create_table(table["create"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?)?;
+            }
+            for table in tables {
+                let name = table["name"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?;
+                let content = table["content"].as_str().and_then(TableContent::parse);
+                if content != Some(TableContent::Rows) {
+                    continue;
+                }
+                let columns: Vec<String> = table["columns"]
+                    .as_array()
+                    .ok_or_else(|| malformed_root(&snapshot.name))?
+                    .iter()
+                    .map(|c| c.as_str().map(str::to_string).ok_or_else(|| malformed_root(&snapshot.name)))
+                    .collect::<Result<_, _>>()?;
+                let mut stream = TreeStream::new(&mut reader, table_tree(table)?, total_bytes, progress);
+                let rows = rebuild.insert_rows(name, &columns, &mut stream)?;
+                stream.finish()?;
+                if Some(rows) != table["rows"].as_u64() {
+                    return Err(BackupError::Integrity(format!(
+                        "{}: table {name} restored {rows} rows, not the {} dumped",
+                        snapshot.name, table["rows"]
+                    )));
+                }
+                report.tables.push((name.to_string(), rows));
+            }
+            let mut sizes = vec![manifest.tree_size];
+            sizes.extend(witness.map(|(size, _)| size));
+            let mut stream = TreeStream::new(&mut reader, table_tree(&root["leaves"])?, total_bytes, progress);
+            let ledger = rebuild.insert_leaf_hashes(&mut stream, &sizes)?;
+            stream.finish()?;
+            if ledger.leaves != manifest.tree_size {
+                return Err(BackupError::Integrity(format!(
+                    "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
+                    snapshot.name, ledger.leaves, manifest.tree_size
+                )));
+            }
+            let root_at = |size: u64| ledger.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r);
+            if root_at(manifest.tree_size) != Some(manifest.root) {
+                return Err(BackupError::Integrity(format!(
+                    "{}: the restored ledger does not reproduce the signed checkpoint root",
+                    snapshot.name
+                )));
+            }
+            if let Some((witness_size, witness_root)) = witness {
+                if root_at(witness_size) != Some(witness_root) {
+                    return Err(BackupError::Forged(format!(
+                        "{}: its ledger at the witness's size {witness_size} differs from the witness checkpoint (a fork)",
+                        snapshot.name
+                    )));
+                }
+            }
+            report.tables.push((LEAF_HASHES_TABLE.to_string(), ledger.leaves));
+            for erasure in self.erasures()? {
+                let key = DestroyedKey {
+                    key_id: erasure.key_id,
+                    compartment: erasure.compartment,
+                    destroyed_ms: erasure.destroyed_ms,
+                };
+                if rebuild.erase_key(&key)? {
+                    report.erasures_applied += 1;
+                }
+            }
+            report.bytes_read = reader.bytes_read;
+            Ok(report)
+        })();
+        match result {
+            Ok(mut report) => {
+                let schema: Vec<String> = root["schema"]
+                    .as_array()
+                    .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                rebuild.finish(&schema)?;
+                report.elapsed_s = started.elapsed().as_secs_f64();
+                Ok(report)
+            }
+            Err(error) => {
+                drop(rebuild);
+                remove_partial_restore(data_dir, existed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Checks the repository; with the recovery key, also every blob and every snapshot's
+    /// ledger. Names every problem and the object it is in.
+    pub fn verify(
+        &self,
+        recovery: Option<&RecoverySecret>,
+        progress: Progress<'_>,
+    ) -> Result<VerifyReport, BackupError> {
+        let started = Instant::now();
+        let mut report = VerifyReport { contents_checked: recovery.is_some(), ..VerifyReport::default() };
+        let (snapshots, refused) = self.snapshots()?;
+        for (name, reason) in &refused {
+            report.find("snapshot-refused", name.clone(), reason.clone());
+        }
+        report.snapshots = snapshots.len() as u64;
+        let pruned = self.prune_records()?;
+        let all_names: HashSet<String> = self.objects.list("snapshots/")?.into_iter().collect();
+        for snapshot in &snapshots {
+            if let Some(parent) = &snapshot.manifest.parent {
+                if !all_names.contains(parent) && !pruned.0.contains(parent) {
+                    report.find(
+                        "snapshot-missing",
+                        parent.clone(),
+                        format!("{} names it as parent, but it is gone and no prune record removed it", snapshot.name),
+                    );
+                }
+            }
+        }
+        let mut expected: BTreeMap<[u8; 32], ([u8; 32], Vec<&str>)> = BTreeMap::new();
+        for snapshot in &snapshots {
+            for (id, sha) in &snapshot.manifest.packs {
+                let entry = expected.entry(*id).or_insert((*sha, Vec::new()));
+                if entry.0 != *sha {
+                    report.find("pack-conflict", pack::pack_name(id), "two manifests give this pack different hashes");
+                }
+                entry.1.push(&snapshot.name);
+            }
+        }
+        let existing: HashSet<String> = self.objects.list("packs/")?.into_iter().collect();
+        report.unreferenced_packs =
+            existing.iter().filter(|name| !expected.keys().any(|id| pack::pack_name(id) == **name)).count() as u64;
+        let keys = recovery.map(|r| self.repository_keys(r)).transpose()?;
+        let mut good_blobs: HashSet<([u8; 32], [u8; 32])> = HashSet::new();
+        let mut reader = keys.clone().map(|k| BlobReader::new(self, k, recovery));
+        let total = expected.len() as u64;
+        for (done, (id, (sha, users))) in expected.iter().enumerate() {
+            progress("packs", done as u64, total);
+            let name = pack::pack_name(id);
+            if !existing.contains(&name) {
+                report.find("pack-missing", name, format!("used by {}", users.join(", ")));
+                continue;
+            }
+            let bytes = self.objects.get(&name)?;
+            report.bytes_read += bytes.len() as u64;
+            report.packs += 1;
+            if keys::sha256(&bytes) != *sha {
+                report.find(
+                    "pack-damaged",
+                    name,
+                    format!("its bytes do not match the hash its manifests sign; used by {}", users.join(", ")),
+                );
+                continue;
+            }
+            if let Some(reader) = reader.as_mut() {
+                match reader.check_pack(id, &bytes) {
+                    Ok((ids, bad)) => {
+                        report.blobs += ids.len() as u64;
+                        good_blobs.extend(ids.into_iter().map(|blob| (*id, blob)));
+                        for message in bad {
+                            report.find("blob-damaged", name.clone(), message);
+                        }
+                    }
+                    Err(error) => report.find("pack-damaged", name, error.to_string()),
+                }
+            }
+        }
+        progress("packs", total, total);
+        if let Some(reader) = reader.as_mut() {
+            let sizes: Vec<(u64, [u8; 32], String)> =
+                snapshots.iter().map(|s| (s.manifest.tree_size, s.manifest.root, s.name.clone())).collect();
+            for snapshot in &snapshots {
+                if let Err(error) = reader.check_snapshot(snapshot, &good_blobs, &sizes, &mut report) {
+                    report.find("snapshot-damaged", snapshot.name.clone(), error.to_string());
+                }
+            }
+        }
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Removes all but the newest `keep_last` snapshots, after a full verify, and only with
+    /// the prune key; writes the signed prune record before deleting anything.
+    pub fn prune(
+        &self,
+        objects: &dyn PruneStore,
+        prune_key: &PruneKey,
+        recovery: &RecoverySecret,
+        keep_last: usize,
+    ) -> Result<PruneReport, BackupError> {
+        if prune_key.public_key() != self.config.prune_public {
+            return Err(BackupError::Key("this prune key is not the one the repository was created with".into()));
+        }
+        if keep_last == 0 {
+            return Err(BackupError::State("prune keeps at least one snapshot".into()));
+        }
+        let report = self.verify(Some(recovery), &mut |_, _, _| {})?;
+        if !report.ok() {
+            return Err(BackupError::State(format!(
+                "the repository does not verify ({} problem(s)); prune removes nothing from a damaged repository",
+                report.findings.len()
+            )));
+        }
+        let (snapshots, _) = self.snapshots()?;
+        let split = snapshots.len().saturating_sub(keep_last);
+        let (remove, keep) = snapshots.split_at(split);
+        let kept_packs: HashSet<String> =
+            keep.iter().flat_map(|s| s.manifest.packs.iter().map(|(id, _)| pack::pack_name(id))).collect();
+        let packs: Vec<String> =
+            self.objects.list("packs/")?.into_iter().filter(|name| !kept_packs.contains(name)).collect();
+        let mut body = format!("{}\nrepository {}\n", manifest::PRUNE_DOMAIN, hex::encode(&self.config.repository_id));
+        for snapshot in remove {
+            body.push_str(&format!("snapshot {}\n", snapshot.name));
+        }
+        for name in &packs {
+            body.push_str(&format!("pack {name}\n"));
+        }
+        let signature = prune_key.sign(body.as_bytes())?;
+        let record = format!("{body}signature {}\n", STANDARD.encode(signature));
+        let record_name = format!("prunes/{}", hex::encode(&keys::sha256(record.as_bytes())[..16]));
+        objects.put_new(&record_name, record.as_bytes())?;
+        let mut result = PruneReport { record: record_name, ..PruneReport::default() };
+        for snapshot in remove {
+            objects.delete(&snapshot.name)?;
+            result.snapshots_removed.push(snapshot.name.clone());
+        }
+        for name in &packs {
+            result.bytes_removed += objects.size(name).unwrap_or(0);
+            objects.delete(name)?;
+            result.packs_removed += 1;
+        }
+        Ok(result)
+    }
+
+    /// Snapshot and pack names removed by valid prune records.
+    fn prune_records(&self) -> Result<(HashSet<String>, HashSet<String>), BackupError> {
+        let mut snapshots = HashSet::new();
+        let mut packs = HashSet::new();
+        for name in self.objects.list("prunes/")? {
+            let bytes = self.objects.get(&name)?;
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            let Some((body, signature)) = text.rsplit_once("signature ") else { continue };
+            let Ok(signature) = STANDARD.decode(signature.trim_end()) else { continue };
+            if !keys::verify_prune_signature(&self.config.prune_public, body.as_bytes(), &signature) {
+                continue;
+            }
+            for line in body.lines() {
+                if let Some(snapshot) = line.strip_prefix("snapshot ") {
+                    snapshots.insert(snapshot.to_string());
+                } else if let Some(pack) = line.strip_prefix("pack ") {
+                    packs.insert(pack.to_string());
+                }
+            }
+        }
+        Ok((snapshots, packs))
+    }
+
+    fn repository_keys(&self, recovery: &RecoverySecret) -> Result<RepositoryKeys, BackupError> {
+        if recovery.public_key() != self.config.recovery_public {
+            return Err(BackupError::Key("this recovery key is not the one the repository was created with".into()));
+        }
+        let bytes = recovery.unwrap(&self.config.wrapped_keys, "repository-keys", &self.config.repository_id)?;
+        RepositoryKeys::from_bytes(&bytes)
+    }
+}
+
+fn server_keys(store: &Store) -> RepositoryKeys {
+    RepositoryKeys { id_key: store.backup_key("blob-id"), metadata_key: store.backup_key("metadata") }
+}
+
+fn store_id(store: &Store) -> Result<[u8; 16], BackupError> {
+    let origin = store.ledger_origin()?;
+    origin
+        .strip_prefix("medvault/")
+        .and_then(hex::decode)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| BackupError::State("the store's ledger origin does not name its id".into()))
+}
+
+fn malformed_root(name: &str) -> BackupError {
+    BackupError::Integrity(format!("{name}: its snapshot root is malformed"))
+}
+
+fn table_tree(table: &Value) -> Result<Option<BlobRef>, BackupError> {
+    match table["tree"].as_str() {
+        Some(text) => BlobRef::from_hex(text).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn remove_partial_restore(data_dir: &Path, existed: bool) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(data_dir.join(format!("{}{suffix}", medvault_store::sqlite::DATABASE_FILE)));
+    }
+    if !existed {
+        let _ = std::fs::remove_dir(data_dir);
+    }
+}
+
+/// Builds one snapshot: deduplicates, fills packs, stores them.
+struct SnapshotWriter<'a> {
+    repository: &'a Repository,
+    keys: RepositoryKeys,
+    metadata: XChaCha20Poly1305,
+    /// Blobs of the parent snapshot, by id.
+    known: HashMap<[u8; 32], BlobRef>,
+    parent_packs: HashMap<[u8; 32], [u8; 32]>,
+    written: HashMap<[u8; 32], BlobRef>,
+    pack: Option<PackWriter>,
+    packs_used: BTreeMap<[u8; 32], [u8; 32]>,
+    bytes_written: u64,
+    dump_bytes: u64,
+    blobs_new: u64,
+    blobs_reused: u64,
+    packs_written: u64,
+}
+
+impl<'a> SnapshotWriter<'a> {
+    fn new(repository: &'a Repository, keys: RepositoryKeys) -> Result<Self, BackupError> {
+        Ok(Self {
+            repository,
+            metadata: keys::cipher(&keys.metadata_key),
+            keys,
+            known: HashMap::new(),
+            parent_packs: HashMap::new(),
+            written: HashMap::new(),
+            pack: None,
+            packs_used: BTreeMap::new(),
+            bytes_written: 0,
+            dump_bytes: 0,
+            blobs_new: 0,
+            blobs_reused: 0,
+            packs_written: 0,
+        })
+    }
+
+    /// Loads every blob reference of the parent snapshot. Only trees are read: they are
+    /// sealed under the metadata key, which the server holds; data stays unreadable.
+    fn load_parent(&mut self, parent: &Manifest) -> Result<(), BackupError> {
+        self.parent_packs = parent.packs.iter().copied().collect();
+        let mut reader = BlobReader::new(self.repository, self.keys.clone(), None);
+        let root = reader.read_root(&parent.snapshot_root)?;
+        self.known.insert(parent.snapshot_root.id, parent.snapshot_root);
+        let mut trees = Vec::new();
+        for table in root["tables"].as_array().into_iter().flatten().chain(std::iter::once(&root["leaves"])) {
+            trees.extend(table_tree(table)?);
+        }
+        while let Some(tree) = trees.pop() {
+            for child in BlobRef::decode_all(&reader.read(&tree)?)? {
+                if child.blob_type == BlobType::Tree {
+                    trees.push(child);
+                }
+                self.known.insert(child.id, child);
+            }
+            self.known.insert(tree.id, tree);
+        }
+        Ok(())
+    }
+
+    fn add_blob(&mut self, blob_type: BlobType, plaintext: &[u8]) -> Result<BlobRef, BackupError> {
+        let id = self.keys.blob_id(blob_type, plaintext);
+        if let Some(known) = self.known.get(&id) {
+            if let Some(sha) = self.parent_packs.get(&known.pack) {
+                self.packs_used.insert(known.pack, *sha);
+                self.blobs_reused += 1;
+                return Ok(*known);
+            }
+        }
+        if let Some(written) = self.written.get(&id) {
+            return Ok(*written);
+        }
+        let config = &self.repository.config;
+        if self.pack.is_none() {
+            self.pack = Some(PackWriter::new(
+                &config.recovery_public,
+                &config.repository_id,
+                config.pack_target_bytes as usize,
+            )?);
+        }
+        let pack = self.pack.as_mut().ok_or_else(|| BackupError::State("no open pack".into()))?;
+        let blob_ref = pack.add(&config.repository_id, &self.metadata, blob_type, id, plaintext)?;
+        self.blobs_new += 1;
+        self.written.insert(id, blob_ref);
+        if pack.len() as u64 >= config.pack_target_bytes
+            || pack.blob_count() >= medvault_base::limits::BACKUP_PACK_BLOBS_MAX
+        {
+            self.flush_pack()?;
+        }
+        Ok(blob_ref)
+    }
+
+    fn flush_pack(&mut self) -> Result<(), BackupError> {
+        let Some(pack) = self.pack.take() else { return Ok(()) };
+        if pack.is_empty() {
+            return Ok(());
+        }
+        let id = pack.id;
+        let bytes = pack.finish(&self.repository.config.repository_id, &self.metadata)?;
+        let sha = keys::sha256(&bytes);
+        self.repository.objects.put_new(&pack::pack_name(&id), &bytes)?;
+        self.packs_used.insert(id, sha);
+        self.bytes_written += bytes.len() as u64;
+        self.packs_written += 1;
+        Ok(())
+    }
+
+    /// Chunks one stream into data blobs and builds its trees; returns the top tree and its
+    /// depth (none for an empty stream), the rows the feed reported, and the stream's bytes.
+    #[allow(clippy::type_complexity)]
+    fn write_stream(
+        &mut self,
+        feed: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, medvault_store::StoreError>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(Option<(BlobRef, u32)>, u64, u64), BackupError> {
+        let mut chunker = Chunker::new(self.keys.id_key.expose_secret());
+        let mut refs = Vec::new();
+        let mut failure: Option<BackupError> = None;
+        let mut bytes = 0u64;
+        let rows = {
+            let mut emit = |chunk: &[u8]| -> Result<(), String> {
+                match self.add_blob(BlobType::Data, chunk) {
+                    Ok(blob_ref) => {
+                        refs.push(blob_ref);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        failure = Some(error);
+                        Err(message)
+                    }
+                }
+            };
+            let mut sink = |data: &[u8]| -> Result<(), String> {
+                bytes += data.len() as u64;
+                chunker.push(data, &mut emit)?;
+                progress(bytes);
+                Ok(())
+            };
+            let result = feed(&mut sink);
+            match result {
+                Ok(rows) => {
+                    chunker.finish(&mut emit).map_err(BackupError::Io)?;
+                    rows
+                }
+                Err(error) => return Err(failure.take().unwrap_or(BackupError::Store(error))),
+            }
+        };
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        self.dump_bytes += bytes;
+        Ok((self.build_tree(refs)?, rows, bytes))
+    }
+
+    /// Groups references into tree blobs, level by level, until one remains.
+    fn build_tree(&mut self, refs: Vec<BlobRef>) -> Result<Option<(BlobRef, u32)>, BackupError> {
+        if refs.is_empty() {
+            return Ok(None);
+        }
+        let mut level = refs;
+        let mut depth = 0u32;
+        loop {
+            if level.len() == 1 && depth > 0 {
+                return Ok(Some((level[0], depth)));
+            }
+            if depth as usize >= BACKUP_TREE_DEPTH_MAX {
+                return Err(BackupError::State("a table needs more tree levels than the limit".into()));
+            }
+            let mut next = Vec::with_capacity(level.len() / TREE_REFS_MIN + 1);
+            let mut group = Vec::with_capacity(TREE_REFS_MAX * pack::REF_BYTES);
+            let mut count = 0;
+            for blob_ref in &level {
+                blob_ref.encode(&mut group);
+                count += 1;
+                if tree_cut(blob_ref, count) {
+                    next.push(self.add_blob(BlobType::Tree, &group)?);
+                    group.clear();
+                    count = 0;
+                }
+            }
+            if !group.is_empty() {
+                next.push(self.add_blob(BlobType::Tree, &group)?);
+            }
+            level = next;
+            depth += 1;
+        }
+    }
+}
+
+/// Where a tree blob ends: content-defined on the references' (keyed) ids, on reference
+/// boundaries, so an appended table changes only the last tree blob of each level.
+fn tree_cut(blob_ref: &BlobRef, count: usize) -> bool {
+    let tail = u32::from_be_bytes([blob_ref.id[28], blob_ref.id[29], blob_ref.id[30], blob_ref.id[31]]);
+    count >= TREE_REFS_MAX || (count >= TREE_REFS_MIN && tail & (TREE_CUT_MODULUS - 1) == 0)
+}
+
+/// Reads blobs: trees with the metadata key, data with pack keys opened by the recovery key.
+struct BlobReader<'a> {
+    repository: &'a Repository,
+    keys: RepositoryKeys,
+    metadata: XChaCha20Poly1305,
+    recovery: Option<&'a RecoverySecret>,
+    pack_ciphers: HashMap<[u8; 32], XChaCha20Poly1305>,
+    bytes_read: u64,
+}
+
+impl<'a> BlobReader<'a> {
+    fn new(repository: &'a Repository, keys: RepositoryKeys, recovery: Option<&'a RecoverySecret>) -> Self {
+        let metadata = keys::cipher(&keys.metadata_key);
+        Self { repository, keys, metadata, recovery, pack_ciphers: HashMap::new(), bytes_read: 0 }
+    }
+
+    fn read(&mut self, blob_ref: &BlobRef) -> Result<Vec<u8>, BackupError> {
+        let name = pack::pack_name(&blob_ref.pack);
+        let stored =
+            self.repository.objects.get_range(&name, u64::from(blob_ref.offset), blob_ref.stored_length as usize)?;
+        self.bytes_read += stored.len() as u64;
+        let repository_id = self.repository.config.repository_id;
+        if blob_ref.blob_type == BlobType::Tree {
+            return pack::open_blob(&self.metadata, &self.keys, &repository_id, blob_ref, &stored);
+        }
+        if !self.pack_ciphers.contains_key(&blob_ref.pack) {
+            let cipher = self.open_pack_key(&blob_ref.pack)?;
+            self.pack_ciphers.insert(blob_ref.pack, cipher);
+        }
+        let cipher = &self.pack_ciphers[&blob_ref.pack];
+        pack::open_blob(cipher, &self.keys, &repository_id, blob_ref, &stored)
+    }
+
+    fn open_pack_key(&self, id: &[u8; 32]) -> Result<XChaCha20Poly1305, BackupError> {
+        let name = pack::pack_name(id);
+        let size = self.repository.objects.size(&name)?;
+        let trailer_at = size
+            .checked_sub(pack::trailer_bytes() as u64)
+            .ok_or_else(|| BackupError::Integrity(format!("{name} is too short to be a pack")))?;
+        let trailer = self.repository.objects.get_range(&name, trailer_at, pack::trailer_bytes())?;
+        let (start, length) = pack::header_location(size, &trailer)?;
+        let sealed = self.repository.objects.get_range(&name, start, length)?;
+        let header = pack::open_header(&self.metadata, &self.repository.config.repository_id, &sealed, start)
+            .map_err(|e| BackupError::Integrity(format!("{name}: {e}")))?;
+        self.pack_cipher(&name, &header.wrapped_key)
+    }
+
+    fn pack_cipher(&self, name: &str, wrapped: &[u8]) -> Result<XChaCha20Poly1305, BackupError> {
+        let recovery = self.recovery.ok_or_else(|| BackupError::Key("reading data needs the recovery key".into()))?;
+        let mut key = recovery
+            .unwrap(wrapped, "pack-key", &self.repository.config.repository_id)
+            .map_err(|_| BackupError::Integrity(format!("{name}: its key does not open with the recovery key")))?;
+        let secret = medvault_crypto::Secret32::from_slice_zeroizing(&mut key)
+            .ok_or_else(|| BackupError::Integrity(format!("{name}: its key is not 32 bytes")))?;
+        Ok(keys::cipher(&secret))
+    }
+
+    fn read_root(&mut self, root_ref: &BlobRef) -> Result<Value, BackupError> {
+        if root_ref.blob_type != BlobType::Tree {
+            return Err(BackupError::Integrity("a snapshot root that is not a tree".into()));
+        }
+        let bytes = self.read(root_ref)?;
+        let root: Value =
+            serde_json::from_slice(&bytes).map_err(|_| BackupError::Integrity("a snapshot root is not JSON".into()))?;
+        if root["version"].as_u64() != Some(1) {
+            return Err(BackupError::Integrity("unsupported snapshot root version".into()));
+        }
+        Ok(root)
+    }
+
+    /// Opens every blob of a whole pack; returns the ids that opened and what failed.
+    fn check_pack(&mut self, id: &[u8; 32], bytes: &[u8]) -> Result<(Vec<[u8; 32]>, Vec<String>), BackupError> {
+        let name = pack::pack_name(id);
+        let trailer_at = bytes
+            .len()
+            .checked_sub(pack::trailer_bytes())
+            .ok_or_else(|| BackupError::Integrity(format!("{name} is too short to be a pack")))?;
+        let (start, length) = pack::header_location(bytes.len() as u64, &bytes[trailer_at..])?;
+        let header = pack::open_header(
+            &self.metadata,
+            &self.repository.config.repository_id,
+            &bytes[start as usize..start as usize + length],
+            start,
+        )?;
+        let data_cipher = self.pack_cipher(&name, &header.wrapped_key)?;
+        let mut good = Vec::with_capacity(header.entries.len());
+        let mut bad = Vec::new();
+        for entry in &header.entries {
+            let blob_ref = BlobRef {
+                id: entry.id,
+                pack: *id,
+                offset: entry.offset,
+                stored_length: entry.stored_length,
+                raw_length: entry.raw_length,
+                blob_type: entry.blob_type,
+                compression: entry.compression,
+            };
+            let stored = &bytes[entry.offset as usize..(entry.offset + entry.stored_length) as usize];
+            let cipher = if entry.blob_type == BlobType::Tree { &self.metadata } else { &data_cipher };
+            match pack::open_blob(cipher, &self.keys, &self.repository.config.repository_id, &blob_ref, stored) {
+                Ok(_) => good.push(entry.id),
+                Err(error) => bad.push(error.to_string()),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Walks a snapshot's trees (every reference must name a blob that opened) and rebuilds
+    /// its ledger from its leaf hashes: the root must be the signed one, and at every smaller
+    /// snapshot's size, that snapshot's root (no fork between snapshots).
+    fn check_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        good: &HashSet<([u8; 32], [u8; 32])>,
+        sizes: &[(u64, [u8; 32], String)],
+        report: &mut VerifyReport,
+    ) -> Result<(), BackupError> {
+        let root = self.read_root(&snapshot.manifest.snapshot_root)?;
+        let tables = root["tables"].as_array().ok_or_else(|| malformed_root(&snapshot.name))?;
+        let mut trees: Vec<BlobRef> = Vec::new();
+        for table in tables.iter().chain(std::iter::once(&root["leaves"])) {
+            trees.extend(table_tree(table)?);
+        }
+        // Check references without reading data blobs (each pack was read once above).
+        let mut missing = 0u64;
+        while let Some(tree) = trees.pop() {
+            if !good.contains(&(tree.pack, tree.id)) {
+                missing += 1;
+                continue;
+            }
+            for child in BlobRef::decode_all(&self.read(&tree)?)? {
+                if child.blob_type == BlobType::Tree {
+                    trees.push(child);
+                } else if !good.contains(&(child.pack, child.id)) {
+                    missing += 1;
+                }
+            }
+        }
+        if missing > 0 {
+            report.find(
+                "snapshot-damaged",
+                snapshot.name.clone(),
+                format!("{missing} of its blobs are damaged or missing; it cannot be restored"),
+            );
+            return Ok(());
+        }
+        let mut builder = RootBuilder::new();
+        let mut quiet = |_: &str, _: u64, _: u64| {};
+        let mut stream = TreeStream::new(self, table_tree(&root["leaves"])?, 0, &mut quiet);
+        let mut hash = [0u8; 32];
+        loop {
+            match read_exact_or_end(&mut stream, &mut hash)? {
+                false => break,
+                true => builder.push(hash),
+            }
+            for (size, expected, name) in sizes {
+                if *size == builder.size() && builder.root() != *expected {
+                    report.find(
+                        "snapshot-fork",
+                        snapshot.name.clone(),
+                        format!("its ledger at size {size} does not reproduce the root of {name}"),
+                    );
+                }
+            }
+        }
+        stream.finish()?;
+        if builder.size() != snapshot.manifest.tree_size || builder.root() != snapshot.manifest.root {
+            report.find(
+                "snapshot-ledger",
+                snapshot.name.clone(),
+                "its leaf hashes do not reproduce the signed checkpoint root",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_exact_or_end(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<bool, BackupError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = reader.read(&mut buffer[filled..]).map_err(|e| BackupError::Integrity(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    match filled {
+        0 => Ok(false),
+        n if n == buffer.len() => Ok(true),
+        _ => Err(BackupError::Integrity("a stream of leaf hashes ends inside a hash".into())),
+    }
+}
+
+/// A table's stream, read blob by blob through its trees: an `io::Read` for the rebuild.
+/// Errors are kept so that the caller reports the repository's error, not an I/O one.
+struct TreeStream<'r, 'a> {
+    reader: &'r mut BlobReader<'a>,
+    stack: Vec<(Vec<BlobRef>, usize)>,
+    pending: Option<BlobRef>,
+    current: Vec<u8>,
+    position: usize,
+    error: Option<BackupError>,
+    total: u64,
+    progress: Progress<'r>,
+}
+
+impl<'r, 'a> TreeStream<'r, 'a> {
+    fn new(reader: &'r mut BlobReader<'a>, tree: Option<BlobRef>, total: u64, progress: Progress<'r>) -> Self {
+        Self {
+            reader,
+            stack: Vec::new(),
+            pending: tree,
+            current: Vec::new(),
+            position: 0,
+            error: None,
+            total,
+            progress,
+        }
+    }
+
+    fn next_data(&mut self) -> Result<bool, BackupError> {
+        if let Some(tree) = self.pending.take() {
+            let refs = BlobRef::decode_all(&self.reader.read(&tree)?)?;
+            self.stack.push((refs, 0));
+        }
+        loop {
+            let Some((refs, index)) = self.stack.last_mut() else { return Ok(false) };
+            if *index >= refs.len() {
+                self.stack.pop();
+                continue;
+            }
+            let blob_ref = refs[*index];
+            *index += 1;
+            let bytes = self.reader.read(&blob_ref)?;
+            if blob_ref.blob_type == BlobType::Tree {
+                if self.stack.len() >= BACKUP_TREE_DEPTH_MAX {
+                    return Err(BackupError::Integrity("a tree deeper than the limit".into()));
+                }
+                self.stack.push((BlobRef::decode_all(&bytes)?, 0));
+            } else {
+                self.current = bytes;
+                self.position = 0;
+                (self.progress)("restore", self.reader.bytes_read, self.total);
+                return Ok(true);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), BackupError> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Read for TreeStream<'_, '_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.position >= self.current.len() {
+            match self.next_data() {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(error) => {
+                    let message = error.to_string();
+                    self.error = Some(error);
+                    return Err(std::io::Error::other(message));
+                }
+            }
+        }
+        let n = buffer.len().min(self.current.len() - self.position);
+        buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}

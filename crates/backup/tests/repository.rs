@@ -1,0 +1,202 @@
+//! The repository at its boundary: a real store, a real directory; snapshots written while
+//! the store is open, restored into new data directories and verified; then attacked.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use medvault_backup::{DirectoryStore, PruneKey, RecoverySecret, Repository};
+use medvault_crypto::master::KeyFile;
+use medvault_crypto::MasterKey;
+use medvault_store::{Store, Write, WriteAction};
+use medvault_testkit::TempDir;
+use serde_json::json;
+
+fn key_file(dir: &Path) -> KeyFile {
+    KeyFile { path: dir.join("data.key") }
+}
+
+fn new_store(dir: &Path) -> Store {
+    MasterKey::generate().expect("key").create_key_file(&dir.join("data.key")).expect("key file");
+    Store::create(&dir.join("data"), &key_file(dir), Arc::new(medvault_base::SystemClock)).expect("store")
+}
+
+fn patient(id: &str, family: &str) -> Write {
+    Write {
+        resource_type: "Patient".into(),
+        id: id.into(),
+        action: WriteAction::Put(json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})),
+        if_match: None,
+        must_be_new: false,
+    }
+}
+
+fn observation(id: &str, patient: &str, value: f64) -> Write {
+    Write {
+        resource_type: "Observation".into(),
+        id: id.into(),
+        action: WriteAction::Put(json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"text": "heart rate"}, "subject": {"reference": format!("Patient/{patient}")},
+            "valueQuantity": {"value": value, "unit": "/min"}})),
+        if_match: None,
+        must_be_new: false,
+    }
+}
+
+fn load(store: &Store, from: usize, to: usize) {
+    for batch in (from..to).collect::<Vec<_>>().chunks(100) {
+        let writes: Vec<Write> = batch
+            .iter()
+            .flat_map(|i| {
+                [
+                    patient(&format!("p{i}"), &format!("Family{i}")),
+                    observation(&format!("o{i}"), &format!("p{i}"), *i as f64),
+                ]
+            })
+            .collect();
+        store.write(&writes, "loader").expect("write");
+    }
+}
+
+struct Fixture {
+    dir: TempDir,
+    store: Store,
+    recovery: RecoverySecret,
+    repository: Repository,
+}
+
+fn fixture() -> Fixture {
+    let dir = TempDir::new("backup-repo");
+    let store = new_store(dir.path());
+    let recovery = RecoverySecret::generate().expect("recovery");
+    let prune = PruneKey::generate().expect("prune");
+    let objects = Arc::new(DirectoryStore::new(&dir.path().join("repo")).expect("repo"));
+    let repository = Repository::init(objects, &store, recovery.public_key(), prune.public_key()).expect("init");
+    Fixture { dir, store, recovery, repository }
+}
+
+fn family(store: &Store, id: &str) -> String {
+    let version = store.read("Patient", id).expect("read").expect("exists");
+    let value: serde_json::Value = serde_json::from_slice(&version.json).expect("json");
+    value["name"][0]["family"].as_str().expect("family").to_string()
+}
+
+#[test]
+fn an_incremental_snapshot_writes_little_more_than_the_change_and_restores_with_proof() {
+    let f = fixture();
+    load(&f.store, 0, 2000);
+    let first = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("first snapshot");
+    assert_eq!(first.tree_size, 4000);
+    assert!(first.bytes_written > first.dump_bytes / 2, "{first:?}");
+
+    load(&f.store, 2000, 2020);
+    let second = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("second snapshot");
+    assert_eq!(second.tree_size, 4040);
+    assert_eq!(second.parent.as_deref(), Some(first.name.as_str()));
+    let versions_bytes = |report: &medvault_backup::CreateReport| {
+        report.tables.iter().find(|(name, _, _)| name == "versions").map(|(_, _, bytes)| *bytes).expect("versions")
+    };
+    let changed = versions_bytes(&second) - versions_bytes(&first);
+    // A fixed cost per snapshot (the last blob and tree of each level, the root, the
+    // manifest) on top of the change itself.
+    assert!(second.bytes_written < changed + 200_000, "wrote {} for {changed} changed bytes", second.bytes_written);
+    let unchanged = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("third");
+    assert!(unchanged.unchanged, "nothing changed: {unchanged:?}");
+
+    let report = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.snapshots, 2);
+
+    for (snapshot, patients) in [(&first.name, 2000), (&second.name, 2020)] {
+        let target = f.dir.path().join(format!("restored-{patients}"));
+        let snapshot = f.repository.find_snapshot(snapshot).expect("find");
+        let restored = f.repository.restore(&snapshot, &f.recovery, &target, None, &mut |_, _, _| {}).expect("restore");
+        assert_eq!(restored.tree_size, patients as u64 * 2);
+        let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+        let verified = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+        assert!(verified.ok(), "{:?}", verified.findings);
+        assert_eq!(verified.leaves, patients as u64 * 2);
+        assert_eq!(family(&store, &format!("p{}", patients - 1)), format!("Family{}", patients - 1));
+        assert!(store.read("Patient", &format!("p{patients}")).expect("read").is_none());
+        store.close();
+    }
+}
+
+#[test]
+fn restore_refuses_forged_stale_and_damaged_snapshots_and_leaves_nothing_behind() {
+    let f = fixture();
+    load(&f.store, 0, 300);
+    let first = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("first");
+    load(&f.store, 300, 400);
+    let second = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("second");
+    let repo = f.dir.path().join("repo");
+
+    // A forged manifest: valid layout, signed by another store's key.
+    let other = TempDir::new("backup-other");
+    let other_store = new_store(other.path());
+    let forged_body = std::fs::read_to_string(repo.join(&second.name)).expect("manifest");
+    let body = &forged_body[..forged_body.rfind("\n\n").expect("note") + 1];
+    let forged = other_store.sign_backup_note(body).expect("sign");
+    let digest = medvault_base::hex::encode(&medvault_crypto::sha256(forged.as_bytes())[..8]);
+    let forged_name = format!("snapshots/{:020}-{digest}", 800);
+    std::fs::write(repo.join(&forged_name), forged).expect("plant");
+    let error = f.repository.find_snapshot(&forged_name).expect_err("forged refused");
+    assert!(error.to_string().contains("not signed by the store's log key"), "{error}");
+
+    // A stale snapshot: older than the witness checkpoint.
+    let witness = f.store.latest_checkpoint().expect("checkpoint").expect("some");
+    let old = f.repository.find_snapshot(&first.name).expect("find");
+    let target = f.dir.path().join("stale");
+    let error = f
+        .repository
+        .restore(&old, &f.recovery, &target, Some((witness.tree_size, witness.root)), &mut |_, _, _| {})
+        .expect_err("stale refused");
+    assert!(matches!(error, medvault_backup::BackupError::Stale(_)), "{error}");
+    assert!(!target.exists(), "nothing left behind");
+
+    // A damaged pack used only by the second snapshot: verify names it, the first still restores.
+    let newest = f.repository.find_snapshot(&second.name).expect("find");
+    let older = f.repository.find_snapshot(&first.name).expect("find");
+    let only_second = newest
+        .manifest
+        .packs
+        .iter()
+        .find(|(id, _)| !older.manifest.packs.iter().any(|(other, _)| other == id))
+        .expect("a pack of the second snapshot only");
+    let pack_path = repo.join(medvault_backup::pack::pack_name(&only_second.0));
+    let mut bytes = std::fs::read(&pack_path).expect("pack");
+    bytes[100] ^= 0x55;
+    std::fs::remove_file(&pack_path).expect("remove (as an attacker with the disk)");
+    std::fs::write(&pack_path, bytes).expect("write");
+    let report = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    let pack_name = medvault_backup::pack::pack_name(&only_second.0);
+    assert!(report.findings.iter().any(|x| x.kind == "pack-damaged" && x.object == pack_name), "{:?}", report.findings);
+    assert!(report.findings.iter().any(|x| x.kind == "snapshot-refused" && x.object == forged_name));
+    let target = f.dir.path().join("damaged");
+    assert!(f.repository.restore(&newest, &f.recovery, &target, None, &mut |_, _, _| {}).is_err());
+    assert!(!target.exists(), "a failed restore leaves nothing behind");
+    let target = f.dir.path().join("older");
+    f.repository
+        .restore(&older, &f.recovery, &target, None, &mut |_, _, _| {})
+        .expect("the unaffected snapshot restores");
+
+    // Without the recovery key nothing opens.
+    let wrong = RecoverySecret::generate().expect("key");
+    assert!(f.repository.restore(&older, &wrong, &f.dir.path().join("wrong"), None, &mut |_, _, _| {}).is_err());
+}
+
+#[test]
+fn the_writer_cannot_overwrite_and_prune_needs_the_prune_key() {
+    let f = fixture();
+    load(&f.store, 0, 50);
+    let first = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("first");
+    let objects = DirectoryStore::new(&f.dir.path().join("repo")).expect("repo");
+    use medvault_backup::ObjectStore as _;
+    let error = objects.put_new(&first.name, b"rewritten").expect_err("no overwrite");
+    assert!(matches!(error, medvault_backup::StorageError::AlreadyExists(_)));
+    let error = objects.put_new("config", b"rewritten").expect_err("no overwrite");
+    assert!(matches!(error, medvault_backup::StorageError::AlreadyExists(_)));
+    let wrong = PruneKey::generate().expect("key");
+    let error = f.repository.prune(&objects, &wrong, &f.recovery, 1).expect_err("wrong prune key");
+    assert!(error.to_string().contains("prune key"), "{error}");
+    assert!(objects.get(&first.name).is_ok(), "nothing was removed");
+}

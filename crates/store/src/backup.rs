@@ -1,0 +1,572 @@
+//! The store's side of backups (`docs/format/backup-repository.md`): a logical dump read in
+//! one SQLite read transaction bound to the latest signed checkpoint, the keys and
+//! signatures a backup needs, and [`Rebuild`], which writes a new store from a dump and
+//! rebuilds the tables derived from `versions`.
+//!
+//! Architecture invariants:
+//! - a dump sees exactly the versions its checkpoint covers (checked inside the read
+//!   transaction), so a snapshot is a signed state, never a torn one;
+//! - ephemeral tables ([`EPHEMERAL_TABLES`]) are never dumped, so restoring never revives a
+//!   session or login ticket;
+//! - the store signs only backup texts that start with a backup domain line, so a backup
+//!   signature can never pass for a checkpoint.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use medvault_crypto::Secret32;
+use medvault_ledger::{Hash, NodeStore, RootBuilder};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::engine::CheckpointRow;
+use crate::sqlite::DATABASE_FILE;
+use crate::{Store, StoreError};
+
+/// Tables never backed up: restored empty, so that a restore cannot revive stolen logins.
+pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets"];
+/// Tables rebuilt from `versions` on restore; their rows are not backed up.
+pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
+/// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
+pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
+/// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
+pub const BACKUP_NOTE_DOMAINS: &[&str] =
+    &["medvault/v1/backup-config\n", "medvault/v1/backup-manifest\n", "medvault/v1/backup-erasure\n"];
+
+/// Bytes of row data buffered before they are handed to the sink.
+const DUMP_BUFFER_BYTES: usize = 256 * 1024;
+
+const TAG_NULL: u8 = 0;
+const TAG_INTEGER: u8 = 1;
+const TAG_REAL: u8 = 2;
+const TAG_TEXT: u8 = 3;
+const TAG_BLOB: u8 = 4;
+
+/// What a table contributes to a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableContent {
+    /// Its rows are dumped.
+    Rows,
+    /// Rebuilt from other tables on restore.
+    Derived,
+    /// Restored empty.
+    Ephemeral,
+}
+
+impl TableContent {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableContent::Rows => "rows",
+            TableContent::Derived => "derived",
+            TableContent::Ephemeral => "ephemeral",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "rows" => Some(TableContent::Rows),
+            "derived" => Some(TableContent::Derived),
+            "ephemeral" => Some(TableContent::Ephemeral),
+            _ => None,
+        }
+    }
+}
+
+/// One table of the store as a dump sees it.
+#[derive(Debug, Clone)]
+pub struct DumpTable {
+    pub name: String,
+    /// Its `CREATE TABLE` statement, from `sqlite_schema`.
+    pub create_sql: String,
+    pub columns: Vec<String>,
+    pub content: TableContent,
+    order_by: String,
+}
+
+/// A patient key destroyed by crypto-shredding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyedKey {
+    pub key_id: u64,
+    pub compartment: [u8; 32],
+    pub destroyed_ms: i64,
+}
+
+/// An open read transaction over the store, bound to its latest signed checkpoint.
+/// Dropping it ends the transaction.
+#[derive(Debug)]
+pub struct BackupDump {
+    connection: Connection,
+    /// The latest signed checkpoint; it covers exactly the versions this dump sees.
+    pub checkpoint: CheckpointRow,
+    /// The recorded time of the last leaf the checkpoint covers (0 for an empty ledger).
+    pub last_leaf_ms: i64,
+    pub tables: Vec<DumpTable>,
+    /// `CREATE INDEX`, `CREATE TRIGGER` and `CREATE VIEW` statements, in schema order.
+    pub schema: Vec<String>,
+    pub destroyed_keys: Vec<DestroyedKey>,
+}
+
+impl Store {
+    /// Starts a dump: one read transaction (beside the live writer, thanks to WAL) that
+    /// reads the latest signed checkpoint and checks that it covers every version row.
+    pub fn backup_dump(&self) -> Result<BackupDump, StoreError> {
+        let path = self.data_dir.join(DATABASE_FILE);
+        let connection =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+        connection.execute_batch("PRAGMA cache_size = -65536; BEGIN DEFERRED;")?;
+        let checkpoint = connection
+            .query_row(
+                "SELECT tree_size, root, note, created_ms FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+                [],
+                |row| {
+                    let root: Vec<u8> = row.get(1)?;
+                    Ok(CheckpointRow {
+                        tree_size: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                        root: root.try_into().unwrap_or([0; 32]),
+                        note: row.get(2)?,
+                        created_ms: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
+        let (count, next): (i64, i64) =
+            connection.query_row("SELECT COUNT(*), COALESCE(MAX(seq) + 1, 0) FROM versions", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        let leaves: i64 = connection.query_row(
+            "SELECT COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0",
+            [],
+            |row| row.get(0),
+        )?;
+        let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
+        if count != size || next != size || leaves != size {
+            return Err(StoreError::Corrupt(format!(
+                "the latest signed checkpoint covers {size} leaves but the store holds {count} versions and {leaves} leaves; run `medvault verify`"
+            )));
+        }
+        let last_leaf_ms: i64 = if size == 0 {
+            0
+        } else {
+            connection.query_row("SELECT recorded_ms FROM versions WHERE seq = ?1", [size - 1], |row| row.get(0))?
+        };
+        let (tables, schema) = read_schema(&connection)?;
+        let destroyed_keys = connection
+            .prepare(
+                "SELECT key_id, compartment, COALESCE(destroyed_ms, 0) FROM keys
+                 WHERE wrapped IS NULL AND purpose = 3 AND compartment IS NOT NULL ORDER BY key_id",
+            )?
+            .query_map([], |row| {
+                let compartment: Vec<u8> = row.get(1)?;
+                Ok((row.get::<_, i64>(0)?, compartment, row.get::<_, i64>(2)?))
+            })?
+            .filter_map(|row| match row {
+                Ok((key_id, compartment, destroyed_ms)) => Some(Ok(DestroyedKey {
+                    key_id: u64::try_from(key_id).ok()?,
+                    compartment: compartment.try_into().ok()?,
+                    destroyed_ms,
+                })),
+                Err(error) => Some(Err(error)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BackupDump { connection, checkpoint, last_leaf_ms, tables, schema, destroyed_keys })
+    }
+
+    /// A key for the backup repository derived from the store's index key, so that a store
+    /// restored from a repository derives the same one (`backup-repository.md`, "Actors").
+    pub fn backup_key(&self, label: &str) -> Secret32 {
+        self.keyring.backup_key(label)
+    }
+
+    /// Signs a backup config, manifest or erasure record with the ledger key, as a C2SP
+    /// signed note under the log's origin. Refuses any other text.
+    pub fn sign_backup_note(&self, body: &str) -> Result<String, StoreError> {
+        if !BACKUP_NOTE_DOMAINS.iter().any(|domain| body.starts_with(domain)) {
+            return Err(StoreError::Crypto("the store signs only backup notes with a backup domain line".into()));
+        }
+        let key = self.keyring.ledger_signing_key()?;
+        medvault_ledger::sign_note(body, &self.ledger_origin()?, &key)
+            .map_err(|e| StoreError::Crypto(format!("backup note signature: {e}")))
+    }
+}
+
+fn read_schema(connection: &Connection) -> Result<(Vec<DumpTable>, Vec<String>), StoreError> {
+    let entries = connection
+        .prepare("SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid")?
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tables = Vec::new();
+    let mut schema = Vec::new();
+    for (kind, name, sql) in entries {
+        if name.starts_with("sqlite_") {
+            continue;
+        }
+        if kind != "table" {
+            schema.push(sql);
+            continue;
+        }
+        let mut columns = Vec::new();
+        let mut key: Vec<(i64, String)> = Vec::new();
+        let mut statement = connection.prepare(&format!("PRAGMA table_info({})", quote(&name)))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let column: String = row.get(1)?;
+            let pk: i64 = row.get(5)?;
+            if pk > 0 {
+                key.push((pk, column.clone()));
+            }
+            columns.push(column);
+        }
+        key.sort();
+        let order_by = if key.is_empty() {
+            "rowid".to_string()
+        } else {
+            key.iter().map(|(_, column)| quote(column)).collect::<Vec<_>>().join(", ")
+        };
+        let content = if EPHEMERAL_TABLES.contains(&name.as_str()) {
+            TableContent::Ephemeral
+        } else if DERIVED_TABLES.contains(&name.as_str()) {
+            TableContent::Derived
+        } else {
+            TableContent::Rows
+        };
+        tables.push(DumpTable { name, create_sql: sql, columns, content, order_by });
+    }
+    Ok((tables, schema))
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+impl BackupDump {
+    /// Streams a table's rows in primary-key order (format: "The logical dump"); returns the
+    /// number of rows. Tables that are not [`TableContent::Rows`] stream nothing.
+    pub fn stream_rows(
+        &self,
+        table: &DumpTable,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<u64, StoreError> {
+        if table.content != TableContent::Rows {
+            return Ok(0);
+        }
+        let columns = table.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT {columns} FROM {} ORDER BY {}",
+            quote(&table.name),
+            table.order_by
+        ))?;
+        let mut rows = statement.query([])?;
+        let mut buffer = Vec::with_capacity(DUMP_BUFFER_BYTES + 4096);
+        let mut count = 0u64;
+        let sink_error = |e: String| StoreError::Io(format!("backup sink: {e}"));
+        while let Some(row) = rows.next()? {
+            for index in 0..table.columns.len() {
+                encode_value(&mut buffer, row.get_ref(index)?)?;
+            }
+            count += 1;
+            if buffer.len() >= DUMP_BUFFER_BYTES {
+                sink(&buffer).map_err(sink_error)?;
+                buffer.clear();
+            }
+        }
+        if !buffer.is_empty() {
+            sink(&buffer).map_err(sink_error)?;
+        }
+        Ok(count)
+    }
+
+    /// Streams the ledger's leaf hashes (32 bytes each, leaf order); returns their number.
+    pub fn stream_leaf_hashes(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, StoreError> {
+        let mut statement =
+            self.connection.prepare("SELECT node_index, hash FROM ledger_nodes WHERE level = 0 ORDER BY node_index")?;
+        let mut rows = statement.query([])?;
+        let mut buffer = Vec::with_capacity(DUMP_BUFFER_BYTES + 64);
+        let mut count = 0u64;
+        while let Some(row) = rows.next()? {
+            let index: i64 = row.get(0)?;
+            let hash = row
+                .get_ref(1)?
+                .as_blob()
+                .map_err(|_| StoreError::Corrupt(format!("ledger leaf {count} is not a blob")))?;
+            if u64::try_from(index).ok() != Some(count) || hash.len() != 32 {
+                return Err(StoreError::Corrupt(format!("ledger leaf {count} is missing or malformed")));
+            }
+            buffer.extend_from_slice(hash);
+            count += 1;
+            if buffer.len() >= DUMP_BUFFER_BYTES {
+                sink(&buffer).map_err(|e| StoreError::Io(format!("backup sink: {e}")))?;
+                buffer.clear();
+            }
+        }
+        if !buffer.is_empty() {
+            sink(&buffer).map_err(|e| StoreError::Io(format!("backup sink: {e}")))?;
+        }
+        Ok(count)
+    }
+}
+
+fn encode_value(buffer: &mut Vec<u8>, value: ValueRef<'_>) -> Result<(), StoreError> {
+    let length =
+        |bytes: &[u8]| u32::try_from(bytes.len()).map_err(|_| StoreError::Corrupt("a value larger than 4 GiB".into()));
+    match value {
+        ValueRef::Null => buffer.push(TAG_NULL),
+        ValueRef::Integer(integer) => {
+            buffer.push(TAG_INTEGER);
+            buffer.extend_from_slice(&integer.to_be_bytes());
+        }
+        ValueRef::Real(real) => {
+            buffer.push(TAG_REAL);
+            buffer.extend_from_slice(&real.to_bits().to_be_bytes());
+        }
+        ValueRef::Text(text) => {
+            buffer.push(TAG_TEXT);
+            buffer.extend_from_slice(&length(text)?.to_be_bytes());
+            buffer.extend_from_slice(text);
+        }
+        ValueRef::Blob(blob) => {
+            buffer.push(TAG_BLOB);
+            buffer.extend_from_slice(&length(blob)?.to_be_bytes());
+            buffer.extend_from_slice(blob);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one value of the row stream; `None` at a clean end of stream (before a row).
+fn decode_value(reader: &mut dyn Read, first_of_row: bool) -> Result<Option<Value>, StoreError> {
+    let mut tag = [0u8; 1];
+    match reader.read(&mut tag) {
+        Ok(0) if first_of_row => return Ok(None),
+        Ok(0) => return Err(StoreError::Integrity("a dumped row is cut short".into())),
+        Ok(_) => {}
+        Err(error) => return Err(StoreError::Io(error.to_string())),
+    }
+    let mut read_exact = |buffer: &mut [u8]| {
+        reader.read_exact(buffer).map_err(|_| StoreError::Integrity("a dumped row is cut short".into()))
+    };
+    let mut word = [0u8; 8];
+    Ok(Some(match tag[0] {
+        TAG_NULL => Value::Null,
+        TAG_INTEGER => {
+            read_exact(&mut word)?;
+            Value::Integer(i64::from_be_bytes(word))
+        }
+        TAG_REAL => {
+            read_exact(&mut word)?;
+            Value::Real(f64::from_bits(u64::from_be_bytes(word)))
+        }
+        TAG_TEXT | TAG_BLOB => {
+            let mut length = [0u8; 4];
+            read_exact(&mut length)?;
+            let length = u32::from_be_bytes(length) as usize;
+            if length > medvault_base::limits::BACKUP_VALUE_BYTES_MAX {
+                return Err(StoreError::Integrity(format!("a dumped value of {length} bytes")));
+            }
+            let mut bytes = vec![0u8; length];
+            read_exact(&mut bytes)?;
+            if tag[0] == TAG_TEXT {
+                Value::Text(
+                    String::from_utf8(bytes).map_err(|_| StoreError::Integrity("dumped text is not UTF-8".into()))?,
+                )
+            } else {
+                Value::Blob(bytes)
+            }
+        }
+        other => return Err(StoreError::Integrity(format!("unknown value tag {other} in a dumped row"))),
+    }))
+}
+
+/// What a rebuilt store's ledger looks like.
+#[derive(Debug, Clone, Default)]
+pub struct RebuiltLedger {
+    pub leaves: u64,
+    /// The rebuilt root at each size asked for (those the ledger reached).
+    pub roots: Vec<(u64, Hash)>,
+}
+
+/// Writes a new store database from a dump. Nothing is visible as a store until
+/// [`Rebuild::finish`] has rebuilt the derived tables and synced the file.
+#[derive(Debug)]
+pub struct Rebuild {
+    connection: Connection,
+    data_dir: PathBuf,
+}
+
+impl Rebuild {
+    /// Creates `data_dir` (which must not exist, or be empty) and an empty database in it.
+    pub fn create(data_dir: &Path) -> Result<Self, StoreError> {
+        if data_dir.exists() {
+            let mut entries = std::fs::read_dir(data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
+            if entries.next().is_some() {
+                return Err(StoreError::AlreadyExists(data_dir.display().to_string()));
+            }
+        } else {
+            crate::create_private_dir(data_dir)?;
+        }
+        let connection = Connection::open_with_flags(
+            data_dir.join(DATABASE_FILE),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // A half-built database is thrown away on failure, so no journal is needed until
+        // `finish` switches to the store's WAL mode and syncs; one writer, so an exclusive lock.
+        connection.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -262144; PRAGMA locking_mode = EXCLUSIVE; BEGIN;",
+        )?;
+        Ok(Self { connection, data_dir: data_dir.to_path_buf() })
+    }
+
+    /// Runs one `CREATE TABLE` statement from the dump.
+    pub fn create_table(&self, create_sql: &str) -> Result<(), StoreError> {
+        if !create_sql.trim_start().to_ascii_uppercase().starts_with("CREATE TABLE") {
+            return Err(StoreError::Integrity("a dumped table definition is not a CREATE TABLE".into()));
+        }
+        self.connection.execute_batch(create_sql)?;
+        Ok(())
+    }
+
+    /// Inserts a table's rows from its row stream; returns the number of rows.
+    pub fn insert_rows(&self, table: &str, columns: &[String], reader: &mut dyn Read) -> Result<u64, StoreError> {
+        if columns.is_empty() {
+            return Ok(0);
+        }
+        let names = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let marks = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let mut insert =
+            self.connection.prepare(&format!("INSERT INTO {} ({names}) VALUES ({marks})", quote(table)))?;
+        let mut row = Vec::with_capacity(columns.len());
+        let mut count = 0u64;
+        loop {
+            row.clear();
+            for index in 0..columns.len() {
+                match decode_value(reader, index == 0)? {
+                    Some(value) => row.push(value),
+                    None => return Ok(count),
+                }
+            }
+            insert.execute(rusqlite::params_from_iter(row.iter()))?;
+            count += 1;
+        }
+    }
+
+    /// Inserts the ledger's leaf hashes and rebuilds every complete subtree above them with
+    /// the ledger's own `append_nodes`; returns the rebuilt roots at `sizes`.
+    pub fn insert_leaf_hashes(&self, reader: &mut dyn Read, sizes: &[u64]) -> Result<RebuiltLedger, StoreError> {
+        let mut frontier = Frontier::default();
+        let mut builder = RootBuilder::new();
+        let mut rebuilt = RebuiltLedger::default();
+        let mut insert =
+            self.connection.prepare("INSERT INTO ledger_nodes (level, node_index, hash) VALUES (?1, ?2, ?3)")?;
+        let mut hash = [0u8; 32];
+        let mut index = 0u64;
+        if sizes.contains(&0) {
+            rebuilt.roots.push((0, builder.root()));
+        }
+        loop {
+            match read_full(reader, &mut hash)? {
+                0 => break,
+                32 => {}
+                _ => return Err(StoreError::Integrity("the leaf hashes end inside a hash".into())),
+            }
+            let nodes = medvault_ledger::append_nodes(index, hash, &frontier)
+                .map_err(|e| StoreError::Integrity(format!("rebuilding the ledger: {e}")))?;
+            for (level, node_index, node) in nodes {
+                let node_index =
+                    i64::try_from(node_index).map_err(|_| StoreError::Corrupt("ledger index overflow".into()))?;
+                insert.execute(params![level, node_index, &node[..]])?;
+                frontier.remember(level, node_index as u64, node);
+            }
+            builder.push(hash);
+            index += 1;
+            frontier.size = index;
+            if sizes.contains(&index) {
+                rebuilt.roots.push((index, builder.root()));
+            }
+        }
+        rebuilt.leaves = index;
+        Ok(rebuilt)
+    }
+
+    /// Sets a destroyed patient key's wrapped bytes to NULL (an erasure record applied);
+    /// returns whether the restored store held that key.
+    pub fn erase_key(&self, key: &DestroyedKey) -> Result<bool, StoreError> {
+        let key_id = i64::try_from(key.key_id).map_err(|_| StoreError::Corrupt("key id overflow".into()))?;
+        let changed = self.connection.execute(
+            "UPDATE keys SET wrapped = NULL, destroyed_ms = ?3 WHERE key_id = ?1 AND compartment = ?2 AND purpose = 3",
+            params![key_id, &key.compartment[..], key.destroyed_ms],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Rebuilds `resources` from `versions`, runs the dump's other schema statements
+    /// (indexes, triggers, views), commits, switches to the store's WAL mode and syncs.
+    pub fn finish(self, schema: &[String]) -> Result<PathBuf, StoreError> {
+        self.connection.execute_batch(
+            "INSERT INTO resources (resource_key, resource_type, version, deleted, seq)
+             SELECT resource_key, resource_type, version, deleted, seq FROM versions
+             WHERE seq IN (SELECT MAX(seq) FROM versions GROUP BY resource_key) ORDER BY resource_key;",
+        )?;
+        for statement in schema {
+            self.connection.execute_batch(statement)?;
+        }
+        self.connection.execute_batch("COMMIT;")?;
+        let mode: String = self.connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Io(format!("SQLite refused WAL mode (got {mode})")));
+        }
+        drop(self.connection);
+        let path = self.data_dir.join(DATABASE_FILE);
+        let sync = |path: &Path| {
+            std::fs::File::open(path)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| StoreError::Io(format!("cannot sync {}: {e}", path.display())))
+        };
+        sync(&path)?;
+        sync(&self.data_dir)?;
+        Ok(path)
+    }
+}
+
+fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<usize, StoreError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(StoreError::Io(error.to_string())),
+        }
+    }
+    Ok(filled)
+}
+
+/// The right edge of the tree being rebuilt: all `append_nodes` needs.
+#[derive(Debug, Default)]
+struct Frontier {
+    size: u64,
+    last: Vec<Option<(u64, Hash)>>,
+}
+
+impl Frontier {
+    fn remember(&mut self, level: u8, index: u64, hash: Hash) {
+        let level = usize::from(level);
+        if self.last.len() <= level {
+            self.last.resize(level + 1, None);
+        }
+        self.last[level] = Some((index, hash));
+    }
+}
+
+impl NodeStore for Frontier {
+    fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, medvault_ledger::LedgerError> {
+        if level == 0 && index >= self.size {
+            return Ok(None);
+        }
+        match self.last.get(usize::from(level)) {
+            Some(Some((cached, hash))) if *cached == index => Ok(Some(*hash)),
+            _ => Err(medvault_ledger::LedgerError::MissingNode { level, index }),
+        }
+    }
+}
