@@ -18,7 +18,7 @@ use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -26,6 +26,9 @@ const WRITER_CACHE_KIB: u32 = 256 * 1024;
 /// WAL pages before an automatic checkpoint (SQLite's default is 1,000).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Longest time a committed audit record of a read waits for a sync (power-loss safety).
+pub const AUDIT_SYNC_MS: u64 = 100;
+
 /// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
 pub const CHANGE_POLL_MS: u64 = 50;
 
@@ -172,6 +175,26 @@ CREATE TABLE assertion_ids (
 ) WITHOUT ROWID;
 ";
 
+/// Format version 3: the audit trail (`docs/format/audit.md`): sealed blocks of audit
+/// records, each a ledger leaf, and the index by patient.
+const SCHEMA_V3: &str = "
+CREATE TABLE audit_blocks (
+    seq      INTEGER PRIMARY KEY,
+    first_ms INTEGER NOT NULL,
+    last_ms  INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    sealed   BLOB NOT NULL
+);
+CREATE INDEX audit_blocks_by_time ON audit_blocks (last_ms);
+CREATE TABLE audit_by_patient (
+    patient     BLOB NOT NULL,
+    recorded_ms INTEGER NOT NULL,
+    block       INTEGER NOT NULL,
+    slot        INTEGER NOT NULL,
+    PRIMARY KEY (patient, recorded_ms, block, slot)
+) WITHOUT ROWID;
+";
+
 /// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
 const MIGRATE_V1_TO_V2: &str = "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';";
 
@@ -181,6 +204,9 @@ pub(crate) type Statement = Box<dyn FnOnce(&Connection) -> Result<i64, StoreErro
 enum WriterJob {
     Versions(VersionJob, Sender<Result<Result<VersionReceipt, JobConflict>, StoreError>>),
     Exec(Option<Statement>, Sender<Result<i64, StoreError>>),
+    /// Audit records of reads and refusals: committed in the group's audit block, without
+    /// waiting for a sync of their own (`docs/format/audit.md`, durability).
+    Audit(Vec<PendingAudit>, Option<AuditReply>),
     InsertToken(TokenRow, Sender<Result<(), StoreError>>),
     RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
 }
@@ -189,6 +215,7 @@ impl WriterJob {
     fn version_count(&self) -> usize {
         match self {
             WriterJob::Versions(job, _) => job.versions.len(),
+            WriterJob::Audit(records, _) => records.len(),
             _ => 1,
         }
     }
@@ -221,6 +248,7 @@ impl SqliteEngine {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         transaction.execute_batch(SCHEMA)?;
         transaction.execute_batch(SCHEMA_V2)?;
+        transaction.execute_batch(SCHEMA_V3)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -322,6 +350,13 @@ impl SqliteEngine {
         Ok(ChangeMarker { commits, data_version: watch.1 })
     }
 
+    /// Queues audit records for the next group commit; `reply` gets the block's leaf index
+    /// once they are committed, or the error (then the access must not be answered).
+    pub(crate) fn submit_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
+        let sender = self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed)?;
+        sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+    }
+
     /// Runs a read on a pooled reader connection.
     pub(crate) fn query<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_reader(read)
@@ -354,13 +389,19 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
         .query_row("SELECT value FROM meta WHERE name = 'format_version'", [], |row| row.get(0))
         .optional()
         .map_err(|_| StoreError::NotAStore(path.display().to_string()))?;
-    if version.as_deref() == Some(b"1".as_slice()) {
+    let from = match version.as_deref() {
+        Some(b"1") => 1,
+        Some(b"2") => 2,
+        _ => return Ok(()),
+    };
+    if from == 1 {
         transaction.execute_batch(MIGRATE_V1_TO_V2)?;
         transaction.execute_batch(SCHEMA_V2)?;
-        transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
-        transaction.commit()?;
-        tracing::info!(path = %path.display(), "upgraded the store from format version 1 to 2");
     }
+    transaction.execute_batch(SCHEMA_V3)?;
+    transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
+    transaction.commit()?;
+    tracing::info!(path = %path.display(), "upgraded the store from format version {from} to {SCHEMA_VERSION}");
     Ok(())
 }
 
@@ -393,7 +434,28 @@ fn writer_loop(
     commits: std::sync::Arc<AtomicU64>,
 ) {
     let mut frontier = Frontier::default();
-    while let Ok(first) = receiver.recv() {
+    // Commits made without a sync of their own (audit-only groups) are synced by the next
+    // synced commit, or here, after AUDIT_SYNC_MS without one.
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            match receiver.recv_timeout(std::time::Duration::from_millis(AUDIT_SYNC_MS)) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::error!(%error, "syncing the audit trail failed");
+                    }
+                    unsynced = false;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut versions = first.version_count();
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_JOBS_MAX && versions < GROUP_COMMIT_VERSIONS_MAX {
@@ -406,7 +468,14 @@ fn writer_loop(
             }
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits);
+        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits) {
+            SyncState::Synced => unsynced = false,
+            SyncState::Unsynced => unsynced = true,
+            SyncState::Unchanged => {}
+        }
+    }
+    if unsynced {
+        let _ = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
     }
 }
 
@@ -501,6 +570,7 @@ fn append_leaf(
 enum Applied {
     Versions(Result<Result<VersionReceipt, JobConflict>, StoreError>),
     Exec(Result<i64, StoreError>),
+    Audit,
     Token(Result<(), StoreError>),
     Revoked(Result<u64, StoreError>),
 }
@@ -511,8 +581,16 @@ fn commit_group(
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
     commits: &AtomicU64,
-) {
+) -> SyncState {
     let mut outcomes = Vec::with_capacity(jobs.len());
+    // A group of audit records alone commits without its own sync: a read's audit record is
+    // committed (it survives a crash of the process) before the read is answered, and is
+    // synced with the next write or within AUDIT_SYNC_MS. Anything else syncs (FULL).
+    let audit_only = jobs.iter().all(|job| matches!(job, WriterJob::Audit(..)));
+    if audit_only {
+        let _ = connection.execute_batch("PRAGMA synchronous = NORMAL");
+    }
+    let mut audit_leaf = None;
     let commit = (|| -> Result<(), StoreError> {
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: another process may have grown the ledger.
@@ -537,10 +615,12 @@ fn commit_group(
                 }
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
+                WriterJob::Audit(..) => Applied::Audit,
             };
             let keep = match &applied {
                 Applied::Versions(result) => matches!(result, Ok(Ok(_))),
                 Applied::Exec(result) => result.is_ok(),
+                Applied::Audit => true,
                 Applied::Token(result) => result.is_ok(),
                 Applied::Revoked(result) => result.is_ok(),
             };
@@ -553,6 +633,25 @@ fn commit_group(
                 *frontier = frontier_at_job;
             }
             outcomes.push(applied);
+        }
+        // The audit records of every job that stays, in one sealed block and one leaf. If
+        // it cannot be written, the whole group fails: no access without its audit record.
+        let mut records: Vec<&PendingAudit> = Vec::new();
+        for (job, applied) in jobs.iter().zip(&outcomes) {
+            match (job, applied) {
+                (WriterJob::Versions(job, _), Applied::Versions(Ok(Ok(_)))) => records.extend(job.audit.iter()),
+                (WriterJob::Audit(pending, _), _) => records.extend(pending.iter()),
+                _ => {}
+            }
+        }
+        if !records.is_empty() && !skip_ledger {
+            let signer = signer.ok_or_else(|| StoreError::Corrupt("no key holder is installed".into()))?;
+            #[cfg(feature = "fault-injection")]
+            if FAIL_AUDIT.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("audit storage failure (injected)".into()));
+            }
+            audit_leaf = Some(apply_audit_block(&transaction, &records, size, frontier, signer)?);
+            size += 1;
         }
         if size > size_before && !skip_ledger {
             // No write is acknowledged before a signed checkpoint covers it.
@@ -578,6 +677,9 @@ fn commit_group(
         transaction.commit()?;
         Ok(())
     })();
+    if audit_only {
+        let _ = connection.execute_batch("PRAGMA synchronous = FULL");
+    }
     if commit.is_ok() {
         // Before any reply: a client that hears of this commit and asks again sees it.
         commits.fetch_add(1, Ordering::SeqCst);
@@ -598,6 +700,14 @@ fn commit_group(
             (WriterJob::Exec(_, reply), _) => {
                 let _ = reply.send(Err(failure()));
             }
+            (WriterJob::Audit(_, reply), _) => {
+                if let Some(reply) = reply {
+                    reply(match (&commit, audit_leaf) {
+                        (Ok(()), Some(leaf)) => Ok(leaf),
+                        _ => Err(failure()),
+                    });
+                }
+            }
             (WriterJob::InsertToken(_, reply), Some(Applied::Token(result))) if commit.is_ok() => {
                 let _ = reply.send(result);
             }
@@ -615,6 +725,68 @@ fn commit_group(
             }
         }
     }
+    match (&commit, audit_only) {
+        (Err(_), _) => SyncState::Unchanged,
+        (Ok(()), true) => SyncState::Unsynced,
+        (Ok(()), false) => SyncState::Synced,
+    }
+}
+
+/// What a group commit did to the WAL's durability.
+enum SyncState {
+    /// Synced (FULL): every earlier commit is durable too.
+    Synced,
+    /// Committed without a sync (an audit-only group).
+    Unsynced,
+    /// Nothing committed.
+    Unchanged,
+}
+
+/// Test builds only: makes every commit that carries audit records fail, to show that an
+/// access whose audit record cannot be written does not happen.
+#[cfg(feature = "fault-injection")]
+pub static FAIL_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes one sealed block of audit records as ledger leaf `leaf_index`, with its index
+/// rows; returns the leaf index.
+fn apply_audit_block(
+    connection: &Connection,
+    records: &[&PendingAudit],
+    leaf_index: u64,
+    frontier: &mut Frontier,
+    signer: &dyn CheckpointSigner,
+) -> Result<u64, StoreError> {
+    let mut block = Vec::with_capacity(4 + records.iter().map(|r| r.record.len() + 4).sum::<usize>());
+    let count = u32::try_from(records.len()).map_err(|_| StoreError::Corrupt("too many audit records".into()))?;
+    block.extend_from_slice(&count.to_be_bytes());
+    for record in records {
+        let length = u32::try_from(record.record.len())
+            .map_err(|_| StoreError::Corrupt("an audit record is too long".into()))?;
+        block.extend_from_slice(&length.to_be_bytes());
+        block.extend_from_slice(&record.record);
+    }
+    let sealed = signer
+        .seal_audit_block(leaf_index, &block)
+        .map_err(|e| StoreError::Crypto(format!("sealing an audit block: {e}")))?;
+    let first_ms = records.iter().map(|r| r.recorded_ms).min().unwrap_or(0);
+    let last_ms = records.iter().map(|r| r.recorded_ms).max().unwrap_or(0);
+    let leaf =
+        medvault_ledger::AuditBlockLeaf { first_ms, last_ms, count, sealed_sha256: medvault_crypto::sha256(&sealed) };
+    let leaf_hash = leaf.leaf_hash().map_err(|e| StoreError::Corrupt(format!("audit leaf: {e}")))?;
+    append_leaf(connection, leaf_index, leaf_hash, frontier)?;
+    let seq = i64::try_from(leaf_index).map_err(|_| StoreError::Corrupt("leaf index overflow".into()))?;
+    connection
+        .prepare_cached("INSERT INTO audit_blocks (seq, first_ms, last_ms, count, sealed) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![seq, first_ms, last_ms, count, sealed])?;
+    let mut index = connection.prepare_cached(
+        "INSERT INTO audit_by_patient (patient, recorded_ms, block, slot) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    )?;
+    for (slot, record) in records.iter().enumerate() {
+        for patient in &record.patients {
+            index.execute(params![&patient[..], record.recorded_ms, seq, slot])?;
+        }
+    }
+    Ok(leaf_index)
 }
 
 fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> {
