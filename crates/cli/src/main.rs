@@ -1,6 +1,7 @@
 //! `medvault`: the one binary. Every command is scriptable without prompts; exit codes are
 //! listed in `ExitCode` and in the README.
 
+mod audit;
 mod backup;
 mod demo;
 mod fetch;
@@ -66,6 +67,9 @@ enum Command {
     /// Register service clients that authenticate with signed JWTs (SMART Backend Services).
     #[command(subcommand)]
     Client(users::ClientCommand),
+    /// Incident tools over the audit trail: breach scoping, timelines, a patient's access report.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Review break-glass accesses.
     #[command(subcommand)]
     BreakGlass(users::BreakGlassCommand),
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
         Command::User(command) => users::user(command),
         Command::BreakGlass(command) => users::break_glass(command),
         Command::Client(command) => users::client(command),
+        Command::Audit(command) => audit::audit(command),
         Command::TotpCode { secret_env } => users::totp_code(&secret_env),
         Command::Status(args) => status(args),
         Command::Verify(args) => ledger::verify(args),
@@ -452,6 +457,15 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let store = store.open()?;
             let expires_ms = expires_in_days.map(|days| store.clock().now_ms() + i64::from(days) * 86_400_000);
             let token = store.create_service_token(&client, &scopes, expires_ms)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                medvault_audit::EventKind::TokenCreate,
+                &client,
+                &format!("scopes={scopes}"),
+            )
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
             println!("{}", token.as_str());
             eprintln!("service client '{client}', scopes '{scopes}' (the token is shown once)");
             store.close();
@@ -479,6 +493,15 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Revoke { store, client } => {
             let store = store.open()?;
             let revoked = store.revoke_tokens(&client)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                medvault_audit::EventKind::TokenRevoke,
+                &client,
+                &format!("revoked={revoked}"),
+            )
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
             println!("revoked {revoked} token(s) of '{client}'");
             store.close();
             if revoked == 0 {
@@ -513,6 +536,8 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "by_type": by_type,
             "data_keys": status.data_keys,
             "tokens_active": status.tokens_active,
+            "audit_blocks": status.audit_blocks,
+            "audit_records": status.audit_records,
             "database_bytes": status.database_bytes,
             "ledger_leaves": status.ledger_leaves,
             "checkpoint_size": status.checkpoint_size,
@@ -533,6 +558,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             status.checkpoint_size.map_or("none".to_string(), |s| s.to_string())
         );
         println!("tokens       {} active", status.tokens_active);
+        println!("audit trail  {} records in {} blocks", status.audit_records, status.audit_blocks);
         println!("database     {} bytes", status.database_bytes);
         for (name, current, versions) in &status.by_type {
             println!("  {name:<28} {current:>8} {versions:>8}");

@@ -347,6 +347,14 @@ async fn create_user(State(state): State<Arc<AppState>>, request: Request) -> Re
         let store = state.service.store();
         let (_, enrolment) = accounts::create_account(store, state.auth.config().password, &account)?;
         tracing::info!(target: "medvault::security", by = %admin.client, user = account.username, "user created over HTTP");
+        crate::audit::account_change(
+            store,
+            &admin.client,
+            admin.role.name(),
+            medvault_audit::EventKind::MfaEnrolment,
+            account.username,
+            "user-created",
+        )?;
         let user = accounts::user(store, account.username)?;
         let mut answer = user_json(&user);
         if let Some(enrolment) = enrolment {
@@ -405,6 +413,12 @@ async fn user_action(
             other => return Err(ApiError::not_found(format!("no user action '{other}' (unlock, disable, enable, revoke-sessions, reset-mfa, password, assign, unassign)"))),
         };
         tracing::warn!(target: "medvault::security", by = %admin.client, user = %user.username, action = %action, "account changed");
+        let kind = match action.as_str() {
+            "unlock" => medvault_audit::EventKind::Unlock,
+            "reset-mfa" => medvault_audit::EventKind::MfaReset,
+            _ => medvault_audit::EventKind::AccountChange,
+        };
+        crate::audit::account_change(store, &admin.client, admin.role.name(), kind, &user.username, &action)?;
         Ok((StatusCode::OK, answer))
     }))
     .await
@@ -459,6 +473,14 @@ async fn review_break_glass(
         if !state.service.store().review_break_glass(grant, &auditor.client, decision)? {
             return Err(ApiError::not_found(format!("break-glass grant {grant} does not exist or was already reviewed")));
         }
+        crate::audit::account_change(
+            state.service.store(),
+            &auditor.client,
+            auditor.role.name(),
+            medvault_audit::EventKind::BreakGlass,
+            &format!("grant-{grant}"),
+            &format!("review-{decision}"),
+        )?;
         if decision == "unjustified" {
             tracing::warn!(target: "medvault::alert", alert = "break-glass-unjustified", grant, by = %auditor.client, "break-glass access judged unjustified");
         }

@@ -132,6 +132,25 @@ impl Store {
         })
     }
 
+    /// Like [`Store::audit_blocks`], newest first, strictly before leaf `before_seq`.
+    pub fn audit_blocks_newest_first(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditBlockRow>, StoreError> {
+        let before = before_seq.map_or(i64::MAX, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        self.engine.query(|c| {
+            Ok(c.prepare_cached(
+                "SELECT seq, first_ms, last_ms, count, sealed FROM audit_blocks
+                 WHERE seq < ?1 AND last_ms >= ?2 AND first_ms < ?3 ORDER BY seq DESC LIMIT ?4",
+            )?
+            .query_map(params![before, since_ms, until_ms, limit], audit_block_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Every block from leaf `from_seq`, at most `limit` (for `verify`).
     pub fn audit_blocks_from(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditBlockRow>, StoreError> {
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);

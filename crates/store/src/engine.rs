@@ -228,6 +228,9 @@ pub struct EngineCounts {
     pub by_type: Vec<(String, u64, u64)>,
     pub data_keys: u64,
     pub tokens_active: u64,
+    /// Audit blocks (ledger leaves) and the records in them.
+    pub audit_blocks: u64,
+    pub audit_records: u64,
 }
 
 pub trait Engine: Send + Sync + std::fmt::Debug {

@@ -189,6 +189,8 @@ pub struct StoreStatus {
     pub by_type: Vec<(String, u64, u64)>,
     pub data_keys: u64,
     pub tokens_active: u64,
+    pub audit_blocks: u64,
+    pub audit_records: u64,
     pub database_bytes: u64,
     /// Leaves in the ledger, and the size of the latest signed checkpoint.
     pub ledger_leaves: u64,
@@ -803,6 +805,8 @@ impl Store {
             by_type: counts.by_type,
             data_keys: counts.data_keys,
             tokens_active: counts.tokens_active,
+            audit_blocks: counts.audit_blocks,
+            audit_records: counts.audit_records,
             database_bytes,
             ledger_leaves: self.engine.ledger_size()?,
             checkpoint_size: self.engine.latest_checkpoint()?.map(|c| c.tree_size),

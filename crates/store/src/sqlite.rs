@@ -1266,12 +1266,18 @@ impl Engine for SqliteEngine {
             by_type.sort();
             let data_keys: i64 =
                 c.query_row("SELECT COUNT(*) FROM keys WHERE purpose IN (2, 3)", [], |row| row.get(0))?;
+            let audit: (i64, i64) =
+                c.query_row("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM audit_blocks", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
             let tokens_active: i64 =
                 c.query_row("SELECT COUNT(*) FROM tokens WHERE revoked_ms IS NULL", [], |row| row.get(0))?;
             Ok(EngineCounts {
                 by_type,
                 data_keys: u64::try_from(data_keys).unwrap_or(0),
                 tokens_active: u64::try_from(tokens_active).unwrap_or(0),
+                audit_blocks: u64::try_from(audit.0).unwrap_or(0),
+                audit_records: u64::try_from(audit.1).unwrap_or(0),
             })
         })
     }
