@@ -64,17 +64,37 @@ impl AppState {
         Arc::new(Self::build(service, config, auth, false))
     }
 
-    /// A server that skips session checks and authorization, so a benchmark can measure
-    /// what they cost. Never reachable from `medvault serve`.
+    /// A server that skips session checks and authorization, or auditing, or both, so a
+    /// benchmark can measure what they cost. Never reachable from `medvault serve`.
     #[cfg(feature = "danger-benchmark-unchecked")]
-    pub fn danger_without_authorization_for_benchmark(service: Service, config: HttpConfig) -> Arc<Self> {
-        tracing::warn!("serving WITHOUT authentication or authorization: benchmark only");
-        Arc::new(Self::build(service, config, AuthConfig::default(), true))
+    pub fn danger_for_benchmark(
+        service: Service,
+        config: HttpConfig,
+        skip_authorization: bool,
+        skip_audit: bool,
+    ) -> Arc<Self> {
+        tracing::warn!(skip_authorization, skip_audit, "serving with checks switched off: benchmark only");
+        let auditor = if skip_audit {
+            crate::audit::Auditor::danger_disabled_for_benchmark(service.store().clone())
+        } else {
+            crate::audit::Auditor::new(service.store().clone())
+        };
+        Arc::new(Self::build_with(service, config, AuthConfig::default(), skip_authorization, Arc::new(auditor)))
     }
 
     fn build(service: Service, config: HttpConfig, auth: AuthConfig, danger_skip_authorization: bool) -> Self {
-        let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
         let auditor = Arc::new(crate::audit::Auditor::new(service.store().clone()));
+        Self::build_with(service, config, auth, danger_skip_authorization, auditor)
+    }
+
+    fn build_with(
+        service: Service,
+        config: HttpConfig,
+        auth: AuthConfig,
+        danger_skip_authorization: bool,
+        auditor: Arc<crate::audit::Auditor>,
+    ) -> Self {
+        let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
         let auth = Authenticator::new(service.store().clone(), auth, auditor.clone());
         Self {
             service,

@@ -20,11 +20,35 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Arc<Store>,
+    /// Patient ids by compartment token, so that a read's audit record can name its
+    /// patient without parsing the record (bounded; refilled from the records).
+    patient_ids: Arc<std::sync::RwLock<std::collections::HashMap<[u8; 32], String>>>,
 }
+
+/// Patient ids remembered for audit records.
+const PATIENT_IDS_CACHED: usize = 200_000;
 
 impl Service {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, patient_ids: Arc::default() }
+    }
+
+    /// Notes a version the request read, for its audit record.
+    fn touch(&self, access: &ClinicalAccess, version: &StoredVersion) {
+        let patient = version.compartment.as_ref().and_then(|token| {
+            if let Some(id) = self.patient_ids.read().ok().and_then(|ids| ids.get(token).cloned()) {
+                return Some(id);
+            }
+            let id = patient_of(&version.resource_type, &version.id, &version.json, Some(token))?;
+            if let Ok(mut ids) = self.patient_ids.write() {
+                if ids.len() >= PATIENT_IDS_CACHED {
+                    ids.clear();
+                }
+                ids.insert(*token, id.clone());
+            }
+            Some(id)
+        });
+        access.touch(format!("{}/{}/_history/{}", version.resource_type, version.id, version.version), patient);
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -40,7 +64,7 @@ impl Service {
             None => Err(missing(access, format!("{resource_type}/{id} does not exist"))),
             Some(version) if !access.sees(version.compartment.as_ref())? => Err(denied()),
             Some(version) if version.deleted => {
-                touch(access, &version);
+                self.touch(access, &version);
                 Err(ApiError::new(
                     410,
                     "deleted",
@@ -48,7 +72,7 @@ impl Service {
                 ))
             }
             Some(version) => {
-                touch(access, &version);
+                self.touch(access, &version);
                 Ok(version)
             }
         }
@@ -71,11 +95,11 @@ impl Service {
             None => Err(missing(access, format!("{resource_type}/{id} has no version {number}"))),
             Some(stored) if !access.sees(stored.compartment.as_ref())? => Err(denied()),
             Some(stored) if stored.deleted => {
-                touch(access, &stored);
+                self.touch(access, &stored);
                 Err(ApiError::new(410, "deleted", format!("version {number} of {resource_type}/{id} is a deletion")))
             }
             Some(stored) => {
-                touch(access, &stored);
+                self.touch(access, &stored);
                 Ok(stored)
             }
         }
@@ -288,7 +312,7 @@ impl Service {
                 scanned += 1;
                 cursor.before_seq = Some(version.seq);
                 if access.allows(&version.resource_type, interaction) && access.sees(version.compartment.as_ref())? {
-                    touch(access, &version);
+                    self.touch(access, &version);
                     versions.push(version);
                     if versions.len() == wanted {
                         return Ok(HistoryResult { versions, next_before: cursor.before_seq });
@@ -303,12 +327,6 @@ impl Service {
             }
         }
     }
-}
-
-/// Notes a version the request read, for its audit record.
-fn touch(access: &ClinicalAccess, version: &StoredVersion) {
-    let patient = patient_of(&version.resource_type, &version.id, &version.json, version.compartment.as_ref());
-    access.touch(format!("{}/{}/_history/{}", version.resource_type, version.id, version.version), patient);
 }
 
 /// A filtered page of history.

@@ -407,7 +407,11 @@ async fn writes_carry_a_ledger_receipt_and_proofs_are_served() {
         .collect();
     medvault_ledger::verify_inclusion(&leaf.leaf_hash(), leaf_index, size, &hashes, opened.checkpoint.root())
         .expect("included");
-    let consistency = server.send("GET", "/ledger/consistency?old=1", &[("authorization", &auth)], None).await;
-    assert_eq!(consistency.status, 200);
-    assert_eq!(server.send("GET", "/ledger/consistency?old=9", &[("authorization", &auth)], None).await.status, 404);
+    // From the create's checkpoint to the latest; a size no checkpoint has is not found.
+    let old = header(&created, "x-medvault-checkpoint-size");
+    let uri = format!("/ledger/consistency?old={old}");
+    let consistency = server.send("GET", &uri, &[("authorization", &auth)], None).await;
+    assert_eq!(consistency.status, 200, "{}", String::from_utf8_lossy(&consistency.body));
+    let uri = format!("/ledger/consistency?old={}", old + 1_000_000);
+    assert_eq!(server.send("GET", &uri, &[("authorization", &auth)], None).await.status, 404);
 }

@@ -1,4 +1,5 @@
-//! The embedded engine: SQLite in WAL mode with `synchronous=FULL`, one writer thread that
+//! The embedded engine: SQLite in WAL mode, every write synced before its reply (the
+//! writer syncs the WAL itself, see `sync_wal`), one writer thread that
 //! group-commits queued jobs (many writes share one sync), and a pool of readers.
 //!
 //! Architecture invariant: only the writer thread writes. Each job runs inside its own
@@ -280,9 +281,15 @@ impl SqliteEngine {
         let writer_connection = open_connection(path, false)?;
         // The writer's inserts land at random places in the keyed indexes, so it keeps a
         // larger page cache than readers; fewer, larger WAL checkpoints keep imports steady.
+        // The writer commits with `synchronous = NORMAL` and syncs the WAL itself after every
+        // commit that must be durable before its reply (`sync_wal`): a group of read audit
+        // records alone needs no sync of its own, and switching the pragma per group would
+        // empty the writer's page cache each time.
         writer_connection.execute_batch(&format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
+             PRAGMA synchronous = NORMAL;"
         ))?;
+        let wal_path = wal_path_of(path);
         let (sender, receiver) = mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let signer: SharedSigner = std::sync::Arc::new(Mutex::new(None));
         let writer_signer = signer.clone();
@@ -290,7 +297,7 @@ impl SqliteEngine {
         let writer_commits = commits.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
-            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits))
+            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits, wal_path))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -432,20 +439,26 @@ fn writer_loop(
     receiver: Receiver<WriterJob>,
     signer: SharedSigner,
     commits: std::sync::Arc<AtomicU64>,
+    wal_path: PathBuf,
 ) {
     let mut frontier = Frontier::default();
     // Commits made without a sync of their own (audit-only groups) are synced by the next
-    // synced commit, or here, after AUDIT_SYNC_MS without one.
-    let mut unsynced = false;
+    // synced commit, or here, after AUDIT_SYNC_MS without one. A crash may have left such
+    // leaves without a checkpoint: they are signed before anything else.
+    let mut unsynced = true;
+    let mut unsynced_since = std::time::Instant::now();
+    let sync_every = std::time::Duration::from_millis(AUDIT_SYNC_MS);
     loop {
         let first = if unsynced {
-            match receiver.recv_timeout(std::time::Duration::from_millis(AUDIT_SYNC_MS)) {
+            let wait = sync_every.saturating_sub(unsynced_since.elapsed());
+            match receiver.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::error!(%error, "syncing the audit trail failed");
+                    let signer = signer.lock().ok().and_then(|s| s.clone());
+                    match sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
+                        Ok(()) => unsynced = false,
+                        Err(error) => tracing::error!(%error, "syncing and signing the audit trail failed"),
                     }
-                    unsynced = false;
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -468,15 +481,89 @@ fn writer_loop(
             }
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits) {
+        // Under a steady stream of reads there is no idle moment: a group that comes due
+        // is synced and signed itself.
+        let force_sync = unsynced && unsynced_since.elapsed() >= sync_every;
+        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits, force_sync, &wal_path) {
             SyncState::Synced => unsynced = false,
-            SyncState::Unsynced => unsynced = true,
+            SyncState::Unsynced => {
+                if !unsynced {
+                    unsynced_since = std::time::Instant::now();
+                }
+                unsynced = true;
+            }
             SyncState::Unchanged => {}
         }
     }
     if unsynced {
-        let _ = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+        let signer = signer.lock().ok().and_then(|s| s.clone());
+        if let Err(error) = sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
+            tracing::error!(%error, "syncing and signing the audit trail at close failed");
+        }
     }
+}
+
+/// Signs a checkpoint over leaves no checkpoint covers yet (audit blocks of audit-only
+/// groups, which sign none of their own), in a synced transaction: it makes those
+/// commits durable too. Also run when the writer starts (a crash may have left some).
+fn sign_pending(
+    connection: &mut Connection,
+    signer: Option<&dyn CheckpointSigner>,
+    frontier: &mut Frontier,
+    wal_path: &Path,
+) -> Result<(), StoreError> {
+    let Some(signer) = signer.filter(|s| !s.danger_skips_ledger()) else { return Ok(()) };
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let size = ledger_size_of(&transaction)?;
+    let covered: Option<i64> = transaction.query_row("SELECT MAX(tree_size) FROM checkpoints", [], |row| row.get(0))?;
+    if size > 0 && covered.and_then(|c| u64::try_from(c).ok()) != Some(size) {
+        if frontier.size != size {
+            *frontier = Frontier { size, last: Vec::new() };
+        }
+        insert_checkpoint(&transaction, signer, size, frontier)?;
+    }
+    transaction.commit()?;
+    sync_wal(wal_path)
+}
+
+fn wal_path_of(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_os_string();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Makes every commit so far durable: SQLite wrote the WAL frames (with `synchronous =
+/// NORMAL` it does not sync them); syncing the WAL file's data makes them survive a power
+/// failure, as `synchronous = FULL` would.
+fn sync_wal(wal_path: &Path) -> Result<(), StoreError> {
+    match std::fs::File::open(wal_path) {
+        Ok(file) => file.sync_data().map_err(|e| StoreError::Io(format!("cannot sync the write-ahead log: {e}"))),
+        // No WAL file: nothing is waiting in one.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::Io(format!("cannot open the write-ahead log to sync it: {error}"))),
+    }
+}
+
+/// Computes the root at `size`, has it signed, and stores the checkpoint.
+fn insert_checkpoint(
+    connection: &Connection,
+    signer: &dyn CheckpointSigner,
+    size: u64,
+    frontier: &Frontier,
+) -> Result<(), StoreError> {
+    let root = medvault_ledger::root(size, &CachedNodes { connection, frontier })
+        .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
+    let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
+    let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    connection.execute(
+        "INSERT INTO checkpoints (tree_size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![tree_size, &root[..], note, created_ms],
+    )?;
+    Ok(())
 }
 
 /// The last complete subtree at each level, which is what the next append needs: it
@@ -581,15 +668,14 @@ fn commit_group(
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
     commits: &AtomicU64,
+    force_sync: bool,
+    wal_path: &Path,
 ) -> SyncState {
     let mut outcomes = Vec::with_capacity(jobs.len());
     // A group of audit records alone commits without its own sync: a read's audit record is
     // committed (it survives a crash of the process) before the read is answered, and is
     // synced with the next write or within AUDIT_SYNC_MS. Anything else syncs (FULL).
-    let audit_only = jobs.iter().all(|job| matches!(job, WriterJob::Audit(..)));
-    if audit_only {
-        let _ = connection.execute_batch("PRAGMA synchronous = NORMAL");
-    }
+    let audit_only = !force_sync && jobs.iter().all(|job| matches!(job, WriterJob::Audit(..)));
     let mut audit_leaf = None;
     let commit = (|| -> Result<(), StoreError> {
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -602,6 +688,12 @@ fn commit_group(
         }
         let mut size = size_before;
         for job in jobs.iter_mut() {
+            // Audit records are written after the jobs, in the group's block: nothing to
+            // roll back, so no savepoint (each costs two statements).
+            if matches!(job, WriterJob::Audit(..)) {
+                outcomes.push(Applied::Audit);
+                continue;
+            }
             let mut savepoint = transaction.savepoint()?;
             let size_at_job = size;
             let frontier_at_job = frontier.clone();
@@ -653,21 +745,19 @@ fn commit_group(
             audit_leaf = Some(apply_audit_block(&transaction, &records, size, frontier, signer)?);
             size += 1;
         }
-        if size > size_before && !skip_ledger {
-            // No write is acknowledged before a signed checkpoint covers it.
+        // No write is acknowledged before a signed checkpoint covers it. A group of audit
+        // records alone signs none: the next write's checkpoint, or `sign_pending` within
+        // AUDIT_SYNC_MS, covers its block.
+        let uncovered = !skip_ledger
+            && !audit_only
+            && (size > size_before || {
+                let covered: Option<i64> =
+                    transaction.query_row("SELECT MAX(tree_size) FROM checkpoints", [], |row| row.get(0))?;
+                size > 0 && covered.and_then(|c| u64::try_from(c).ok()) != Some(size)
+            });
+        if uncovered {
             let signer = signer.ok_or_else(|| StoreError::Corrupt("no checkpoint signer is installed".into()))?;
-            let root = medvault_ledger::root(size, &CachedNodes { connection: &transaction, frontier })
-                .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
-            let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
-            let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
-            let created_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
-            transaction.execute(
-                "INSERT INTO checkpoints (tree_size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![tree_size, &root[..], note, created_ms],
-            )?;
+            insert_checkpoint(&transaction, signer, size, frontier)?;
             for outcome in &mut outcomes {
                 if let Applied::Versions(Ok(Ok(receipt))) = outcome {
                     receipt.checkpoint_size = size;
@@ -677,12 +767,17 @@ fn commit_group(
         transaction.commit()?;
         Ok(())
     })();
-    if audit_only {
-        let _ = connection.execute_batch("PRAGMA synchronous = FULL");
-    }
+    let mut commit = commit;
     if commit.is_ok() {
         // Before any reply: a client that hears of this commit and asks again sees it.
         commits.fetch_add(1, Ordering::SeqCst);
+        // A write (and anything not only audit records) is durable before its reply.
+        if !audit_only {
+            if let Err(error) = sync_wal(wal_path) {
+                tracing::error!(%error, "a commit could not be synced to disk; its clients are told it failed");
+                commit = Err(error);
+            }
+        }
     }
     for (job, applied) in jobs.into_iter().zip(outcomes.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
         // If the group failed to commit, nothing of it is durable: every job gets the error.
