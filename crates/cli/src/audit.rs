@@ -54,6 +54,16 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Mark a patient as a canary (bait): any access to it raises an alert. `--remove` unmarks.
+    Canary {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Patient/<id>
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        remove: bool,
+    },
     /// Who accessed a patient's record, newest first.
     Patient {
         #[command(flatten)]
@@ -144,6 +154,32 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             writer.flush()?;
             eprintln!("{} audit records", records.len());
+        }
+        AuditCommand::Canary { store, patient, remove } => {
+            let id = patient.strip_prefix("Patient/").unwrap_or(&patient).to_string();
+            if !medvault_fhir::is_valid_id(&id) {
+                anyhow::bail!("'{patient}' is not Patient/<id>");
+            }
+            let store = store.open()?;
+            let changed = store.set_canary(&id, !remove)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                EventKind::Configuration,
+                &format!("Patient/{id}"),
+                if remove { "canary-removed" } else { "canary-set" },
+            )
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
+            store.close();
+            match (remove, changed) {
+                (false, true) => {
+                    println!("Patient/{id} is a canary: any access raises an alert (within 5 s on a running server)")
+                }
+                (false, false) => println!("Patient/{id} was already a canary"),
+                (true, true) => println!("Patient/{id} is no longer a canary"),
+                (true, false) => anyhow::bail!("Patient/{id} was not a canary"),
+            }
         }
         AuditCommand::Patient { store, patient, json } => {
             let id = patient.strip_prefix("Patient/").unwrap_or(&patient).to_string();

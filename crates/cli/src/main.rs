@@ -138,6 +138,9 @@ struct ServeArgs {
     /// Fixed public base URL (e.g. behind a proxy), used in Location and paging links.
     #[arg(long)]
     public_base_url: Option<String>,
+    /// Also send audit alerts to this syslog receiver (RFC 5424 over UDP), e.g. siem.example:514.
+    #[arg(long, value_name = "HOST:PORT")]
+    alert_syslog: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -403,7 +406,18 @@ fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
         fallback_authority: args.listen.to_string(),
         public_base: args.public_base_url.clone().map(|b| b.trim_end_matches('/').to_string()),
     };
-    let app = medvault_server::http::router(medvault_server::http::AppState::new(service, config.clone()));
+    let alert_syslog = match &args.alert_syslog {
+        Some(target) => Some(
+            std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
+                .with_context(|| format!("--alert-syslog '{target}' is not HOST:PORT"))?
+                .next()
+                .with_context(|| format!("--alert-syslog '{target}' resolves to no address"))?,
+        ),
+        None => None,
+    };
+    let state = medvault_server::http::AppState::with_alert_syslog(service, config.clone(), alert_syslog)
+        .context("cannot open a socket for --alert-syslog")?;
+    let app = medvault_server::http::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

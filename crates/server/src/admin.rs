@@ -41,6 +41,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/admin/users", get(list_users).post(create_user))
         .route("/admin/users/{username}/{action}", post(user_action))
+        .route("/admin/alerts", get(list_alerts))
         .route("/admin/break-glass", get(list_break_glass))
         .route("/admin/break-glass/{grant}/review", post(review_break_glass))
 }
@@ -421,6 +422,30 @@ async fn user_action(
         crate::audit::account_change(store, &admin.client, admin.role.name(), kind, &user.username, &action)?;
         Ok((StatusCode::OK, answer))
     }))
+    .await
+}
+
+/// The latest alerts of the audit rules (auditors).
+async fn list_alerts(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    run(
+        state,
+        request,
+        true,
+        false,
+        Box::new(|state, call| {
+            require(&call, &[Role::Auditor])?;
+            let alerts: Vec<Value> = state
+                .auditor
+                .recent_alerts()
+                .iter()
+                .map(|alert| {
+                    json!({"alert": alert.kind.name(), "agent": alert.agent,
+                       "at": medvault_base::time::format_instant(alert.at_ms), "detail": alert.detail})
+                })
+                .collect();
+            Ok((StatusCode::OK, json!({"alerts": alerts})))
+        }),
+    )
     .await
 }
 

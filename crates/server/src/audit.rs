@@ -23,7 +23,18 @@ pub struct Auditor {
     /// Benchmark only: records nothing (`danger-benchmark-unchecked`).
     disabled: bool,
     alerts: Mutex<AlertEngine>,
+    /// Canary patients' compartment tokens, reloaded every `CANARY_RELOAD_MS`.
+    canaries: Mutex<(std::collections::HashSet<[u8; 32]>, Option<i64>)>,
+    /// The latest alerts, for auditors (`GET /admin/alerts`), newest last.
+    recent: Mutex<std::collections::VecDeque<medvault_audit::Alert>>,
+    /// Where alerts are sent besides the log: RFC 5424 over UDP.
+    sink: Option<(std::net::UdpSocket, std::net::SocketAddr)>,
 }
+
+/// How often the canary list is re-read from the store (the command line changes it).
+pub const CANARY_RELOAD_MS: u64 = 5_000;
+/// Alerts kept in memory for `GET /admin/alerts`.
+pub const RECENT_ALERTS_MAX: usize = 1_000;
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +44,27 @@ impl std::fmt::Debug for Auditor {
 
 impl Auditor {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, disabled: false, alerts: Mutex::new(AlertEngine::new(medvault_audit::AlertPolicy::DEFAULT)) }
+        Self {
+            store,
+            disabled: false,
+            alerts: Mutex::new(AlertEngine::new(medvault_audit::AlertPolicy::DEFAULT)),
+            canaries: Mutex::new((std::collections::HashSet::new(), None)),
+            recent: Mutex::new(std::collections::VecDeque::new()),
+            sink: None,
+        }
+    }
+
+    /// Also sends every alert as an RFC 5424 message over UDP to `target` (a SIEM's syslog).
+    pub fn with_syslog(mut self, target: std::net::SocketAddr) -> std::io::Result<Self> {
+        let bind: std::net::SocketAddr =
+            if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        self.sink = Some((std::net::UdpSocket::bind(bind)?, target));
+        Ok(self)
+    }
+
+    /// The latest alerts, oldest first.
+    pub fn recent_alerts(&self) -> Vec<medvault_audit::Alert> {
+        self.recent.lock().map(|recent| recent.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// An auditor that records nothing, so a benchmark can measure what auditing costs.
@@ -80,6 +111,13 @@ impl Auditor {
         }
     }
 
+    /// Runs the alert rules over records already committed with their writes.
+    pub fn observe_committed(&self, records: &[AuditRecord]) {
+        if !self.disabled && !records.is_empty() {
+            self.observe(records);
+        }
+    }
+
     /// Records a security event; a failure is logged (the event already happened).
     pub fn security_event(&self, record: AuditRecord) {
         if let Err(error) = self.commit_blocking(vec![record]) {
@@ -87,20 +125,52 @@ impl Auditor {
         }
     }
 
-    /// Runs the alert rules over committed-to-be records; alerts go to the log.
+    /// Runs the alert rules over committed-to-be records; alerts go to the log, to the
+    /// syslog target if one is set, and to the recent list auditors read.
     fn observe(&self, records: &[AuditRecord]) {
-        let Ok(mut engine) = self.alerts.lock() else { return };
-        for record in records {
-            for alert in engine.observe(record, &|_| false) {
-                tracing::warn!(
-                    target: "medvault::alert",
-                    alert = ?alert.kind,
-                    agent = %alert.agent,
-                    detail = %alert.detail,
-                    "audit alert"
-                );
+        let canaries = self.canaries();
+        let is_canary =
+            |patient: &str| !canaries.is_empty() && canaries.contains(&self.store.compartment_token(patient));
+        let alerts: Vec<medvault_audit::Alert> = {
+            let Ok(mut engine) = self.alerts.lock() else { return };
+            records.iter().flat_map(|record| engine.observe(record, &is_canary)).collect()
+        };
+        for alert in alerts {
+            tracing::warn!(
+                target: "medvault::alert",
+                alert = alert.kind.name(),
+                agent = %alert.agent,
+                detail = %alert.detail,
+                "audit alert"
+            );
+            if let Some((socket, target)) = &self.sink {
+                let line = medvault_audit::syslog_alert(&alert, "medvault", "medvault");
+                if let Err(error) = socket.send_to(line.as_bytes(), target) {
+                    tracing::error!(%error, "an alert could not be sent to the syslog target");
+                }
+            }
+            if let Ok(mut recent) = self.recent.lock() {
+                if recent.len() >= RECENT_ALERTS_MAX {
+                    recent.pop_front();
+                }
+                recent.push_back(alert);
             }
         }
+    }
+
+    /// The canary tokens, re-read from the store at most every `CANARY_RELOAD_MS`.
+    fn canaries(&self) -> std::collections::HashSet<[u8; 32]> {
+        let Ok(mut canaries) = self.canaries.lock() else { return Default::default() };
+        let now_ms = self.store.clock().now_ms();
+        let reload_ms = i64::try_from(CANARY_RELOAD_MS).unwrap_or(i64::MAX);
+        let stale = canaries.1.is_none_or(|at| now_ms.saturating_sub(at) >= reload_ms);
+        if stale {
+            match self.store.canary_tokens() {
+                Ok(tokens) => *canaries = (tokens, Some(now_ms)),
+                Err(error) => tracing::error!(%error, "the canary list could not be read"),
+            }
+        }
+        canaries.0.clone()
     }
 }
 

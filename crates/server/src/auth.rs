@@ -165,6 +165,8 @@ pub struct ClinicalAccess {
     request: RequestInfo,
     /// The interaction, when the handler learns it from the body (transaction or batch).
     kind: Mutex<Option<medvault_audit::EventKind>>,
+    /// The audit records this request's writes carried, for the alert rules.
+    written: Mutex<Vec<medvault_audit::AuditRecord>>,
 }
 
 /// What the audit trail needs to know of the request an access belongs to.
@@ -206,7 +208,19 @@ impl ClinicalAccess {
             used_break_glass: std::sync::atomic::AtomicBool::new(false),
             request: RequestInfo { request_id: format!("local:{name}"), address: None },
             kind: Mutex::new(None),
+            written: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps the audit records of this request's writes for the alert rules.
+    pub fn note_written(&self, records: &[medvault_audit::AuditRecord]) {
+        if let Ok(mut written) = self.written.lock() {
+            written.extend_from_slice(records);
+        }
+    }
+
+    pub fn take_written(&self) -> Vec<medvault_audit::AuditRecord> {
+        self.written.lock().map(|mut written| std::mem::take(&mut *written)).unwrap_or_default()
     }
 
     /// Names the interaction for the audit record (a Bundle is a transaction or a batch).
@@ -387,6 +401,7 @@ pub fn authorize_clinical(
         used_break_glass: std::sync::atomic::AtomicBool::new(false),
         request,
         kind: Mutex::new(None),
+        written: Mutex::new(Vec::new()),
     })
 }
 

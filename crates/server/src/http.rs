@@ -64,6 +64,19 @@ impl AppState {
         Arc::new(Self::build(service, config, auth, false))
     }
 
+    /// A server whose alerts also go to a syslog target (RFC 5424 over UDP).
+    pub fn with_alert_syslog(
+        service: Service,
+        config: HttpConfig,
+        target: Option<std::net::SocketAddr>,
+    ) -> std::io::Result<Arc<Self>> {
+        let mut auditor = crate::audit::Auditor::new(service.store().clone());
+        if let Some(target) = target {
+            auditor = auditor.with_syslog(target)?;
+        }
+        Ok(Arc::new(Self::build_with(service, config, AuthConfig::default(), false, Arc::new(auditor))))
+    }
+
     /// A server that skips session checks and authorization, or auditing, or both, so a
     /// benchmark can measure what they cost. Never reachable from `medvault serve`.
     #[cfg(feature = "danger-benchmark-unchecked")]
@@ -726,6 +739,10 @@ async fn audited(
     };
     let kind = access.kind_override().unwrap_or(kind);
     let write = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete);
+    if status < 400 {
+        // The records written with the request's writes feed the alert rules too.
+        state.auditor.observe_committed(&access.take_written());
+    }
     if !(write && status < 400) {
         let now_ms = state.service.store().clock().now_ms();
         let record = crate::audit::read_record(access, kind, status, query, now_ms);

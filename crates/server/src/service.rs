@@ -159,6 +159,7 @@ impl Service {
             let entity = format!("{}/{}", write.resource_type, write.id);
             records.push(write_record(access, *kind, entity, patients, now_ms));
         }
+        access.note_written(&records);
         crate::audit::entries(records)
     }
 

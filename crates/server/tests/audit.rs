@@ -183,3 +183,52 @@ async fn auditors_search_the_trail_and_patients_see_who_opened_their_record() {
         records(&server).into_iter().filter(|r| r.agent.name == "aud" && r.kind == EventKind::SearchType).count();
     assert!(searches >= 3);
 }
+
+#[tokio::test]
+async fn alerts_fire_on_canaries_and_mass_deletion_and_stay_quiet_otherwise() {
+    let clock = std::sync::Arc::new(medvault_base::ManualClock::new(1_800_000_000_000));
+    let server = TestServer::with_clock(clock.clone());
+    // Seeded in the store directly: the seeding is not the traffic under watch.
+    let seed: Vec<medvault_store::Write> = (0..130)
+        .map(|n| medvault_store::Write {
+            resource_type: "Patient".into(),
+            id: format!("p{n}"),
+            action: medvault_store::WriteAction::Put(json!({"resourceType": "Patient", "id": format!("p{n}")})),
+            if_match: None,
+            must_be_new: false,
+        })
+        .collect();
+    server.store.write(&seed, "seed").expect("seed");
+    let auditor = server.session("aud", Role::Auditor, None, None);
+    let alerts = || async {
+        let reply = server.call_as(&auditor, "GET", "/admin/alerts", None).await;
+        assert_eq!(reply.status, 200);
+        reply.json()["alerts"].as_array().cloned().unwrap_or_default()
+    };
+    // Normal traffic: a few reads.
+    for n in 0..5 {
+        assert_eq!(server.call("GET", &format!("/fhir/Patient/p{n}"), None).await.status, 200);
+    }
+    assert!(alerts().await.is_empty(), "normal traffic raises nothing");
+    // A canary: bait nobody should open. The server re-reads the list every 5 s.
+    server.store.set_canary("p7", true).expect("canary");
+    clock.advance_ms(6_000);
+    assert_eq!(server.call("GET", "/fhir/Patient/p8", None).await.status, 200);
+    assert!(alerts().await.is_empty(), "another patient is not bait");
+    assert_eq!(server.call("GET", "/fhir/Patient/p7", None).await.status, 200);
+    let raised = alerts().await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["alert"], "canary-access");
+    assert_eq!(raised[0]["agent"], "test-clinician");
+    // Mass deletion: a script deleting 120 records within a minute.
+    for n in 10..130 {
+        assert_eq!(server.call("DELETE", &format!("/fhir/Patient/p{n}"), None).await.status, 204);
+    }
+    let raised = alerts().await;
+    let mut kinds: Vec<&str> = raised.iter().filter_map(|a| a["alert"].as_str()).collect();
+    kinds.sort_unstable();
+    // 120 deletions in a minute, and 120 distinct patients in an hour (the floor is 30).
+    assert_eq!(kinds, ["canary-access", "mass-modification", "unusual-patient-volume"], "{raised:?}");
+    // Non-auditors may not read the alerts.
+    assert_eq!(server.call_as(&server.admin, "GET", "/admin/alerts", None).await.status, 403);
+}

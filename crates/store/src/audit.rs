@@ -151,6 +151,36 @@ impl Store {
         })
     }
 
+    /// Marks a patient as a canary (bait: any access raises an alert), or unmarks it.
+    pub fn set_canary(&self, patient_id: &str, canary: bool) -> Result<bool, StoreError> {
+        let token = self.keyring.compartment_token(patient_id);
+        let now_ms = self.clock.now_ms();
+        let changed = self.engine.execute(Box::new(move |c| {
+            let changed = if canary {
+                c.execute(
+                    "INSERT INTO audit_canaries (patient, created_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![&token[..], now_ms],
+                )?
+            } else {
+                c.execute("DELETE FROM audit_canaries WHERE patient = ?1", [&token[..]])?
+            };
+            Ok(i64::try_from(changed).unwrap_or(0))
+        }))?;
+        Ok(changed == 1)
+    }
+
+    /// The compartment tokens of canary patients.
+    pub fn canary_tokens(&self) -> Result<std::collections::HashSet<[u8; 32]>, StoreError> {
+        self.engine.query(|c| {
+            let mut statement = c.prepare("SELECT patient FROM audit_canaries")?;
+            let tokens = statement
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+                .filter_map(|token| token.ok().and_then(|t| t.try_into().ok()))
+                .collect();
+            Ok(tokens)
+        })
+    }
+
     /// Every block from leaf `from_seq`, at most `limit` (for `verify`).
     pub fn audit_blocks_from(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditBlockRow>, StoreError> {
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);

@@ -187,6 +187,10 @@ CREATE TABLE audit_blocks (
     sealed   BLOB NOT NULL
 );
 CREATE INDEX audit_blocks_by_time ON audit_blocks (last_ms);
+CREATE TABLE IF NOT EXISTS audit_canaries (
+    patient    BLOB PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE audit_by_patient (
     patient     BLOB NOT NULL,
     recorded_ms INTEGER NOT NULL,
@@ -399,6 +403,14 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
     let from = match version.as_deref() {
         Some(b"1") => 1,
         Some(b"2") => 2,
+        Some(b"3") => {
+            // Added to version 3 during its development; created if missing.
+            transaction.execute_batch(
+                "CREATE TABLE IF NOT EXISTS audit_canaries (patient BLOB PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+            )?;
+            transaction.commit()?;
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     if from == 1 {
