@@ -141,6 +141,10 @@ struct ServeArgs {
     /// Also send audit alerts to this syslog receiver (RFC 5424 over UDP), e.g. siem.example:514.
     #[arg(long, value_name = "HOST:PORT")]
     alert_syslog: Option<String>,
+    /// Refuse all writes (read-only lockdown) when an account changes over 100 records a
+    /// minute, until an administrator lifts it (POST /admin/lockdown/lift).
+    #[arg(long)]
+    lockdown_on_mass_modification: bool,
 }
 
 #[derive(Args, Debug)]
@@ -415,8 +419,13 @@ fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let state = medvault_server::http::AppState::with_alert_syslog(service, config.clone(), alert_syslog)
-        .context("cannot open a socket for --alert-syslog")?;
+    let state = medvault_server::http::AppState::with_alerts(
+        service,
+        config.clone(),
+        alert_syslog,
+        args.lockdown_on_mass_modification,
+    )
+    .context("cannot open a socket for --alert-syslog")?;
     let app = medvault_server::http::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users", get(list_users).post(create_user))
         .route("/admin/users/{username}/{action}", post(user_action))
         .route("/admin/alerts", get(list_alerts))
+        .route("/admin/lockdown/lift", post(lift_lockdown))
         .route("/admin/break-glass", get(list_break_glass))
         .route("/admin/break-glass/{grant}/review", post(review_break_glass))
 }
@@ -422,6 +423,30 @@ async fn user_action(
         crate::audit::account_change(store, &admin.client, admin.role.name(), kind, &user.username, &action)?;
         Ok((StatusCode::OK, answer))
     }))
+    .await
+}
+
+/// Lifts a read-only lockdown (administrators); audited.
+async fn lift_lockdown(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    run(
+        state,
+        request,
+        true,
+        false,
+        Box::new(|state, call| {
+            let admin = require(&call, &[Role::Administrator])?;
+            let was = state.auditor.lift_lockdown();
+            crate::audit::account_change(
+                state.service.store(),
+                &admin.client,
+                admin.role.name(),
+                medvault_audit::EventKind::Lockdown,
+                "server",
+                if was { "lockdown-lifted" } else { "lockdown-not-in-force" },
+            )?;
+            Ok((StatusCode::OK, json!({"lockdown_lifted": was})))
+        }),
+    )
     .await
 }
 

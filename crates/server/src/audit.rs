@@ -29,6 +29,10 @@ pub struct Auditor {
     recent: Mutex<std::collections::VecDeque<medvault_audit::Alert>>,
     /// Where alerts are sent besides the log: RFC 5424 over UDP.
     sink: Option<(std::net::UdpSocket, std::net::SocketAddr)>,
+    /// When set (`serve --lockdown-on-mass-modification`), a mass-modification alert puts
+    /// the server in read-only lockdown until an administrator lifts it.
+    lockdown_enabled: bool,
+    lockdown: std::sync::atomic::AtomicBool,
 }
 
 /// How often the canary list is re-read from the store (the command line changes it).
@@ -51,7 +55,25 @@ impl Auditor {
             canaries: Mutex::new((std::collections::HashSet::new(), None)),
             recent: Mutex::new(std::collections::VecDeque::new()),
             sink: None,
+            lockdown_enabled: false,
+            lockdown: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Mass modification puts the server in read-only lockdown.
+    pub fn with_lockdown(mut self) -> Self {
+        self.lockdown_enabled = true;
+        self
+    }
+
+    /// Whether writes are refused (lockdown).
+    pub fn locked_down(&self) -> bool {
+        self.lockdown.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lifts a lockdown (an administrator); audited by the caller.
+    pub fn lift_lockdown(&self) -> bool {
+        self.lockdown.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Also sends every alert as an RFC 5424 message over UDP to `target` (a SIEM's syslog).
@@ -136,6 +158,26 @@ impl Auditor {
             records.iter().flat_map(|record| engine.observe(record, &is_canary)).collect()
         };
         for alert in alerts {
+            if self.lockdown_enabled
+                && alert.kind == medvault_audit::AlertKind::MassModification
+                && !self.lockdown.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::error!(target: "medvault::alert", agent = %alert.agent, "LOCKDOWN: mass modification; writes are refused until an administrator lifts it");
+                let agent = Agent {
+                    name: "medvault".into(),
+                    role: "server".into(),
+                    user_id: None,
+                    purpose_of_use: None,
+                    address: None,
+                };
+                let mut record = AuditRecord::new(alert.at_ms, EventKind::Lockdown, agent, "lockdown");
+                record.detail = Some(format!("mass-modification by {}", alert.agent));
+                if let Ok(entries) = entries(vec![record]) {
+                    if let Err(error) = self.store.audit(entries) {
+                        tracing::error!(%error, "the lockdown could not be audited");
+                    }
+                }
+            }
             tracing::warn!(
                 target: "medvault::alert",
                 alert = alert.kind.name(),

@@ -64,15 +64,20 @@ impl AppState {
         Arc::new(Self::build(service, config, auth, false))
     }
 
-    /// A server whose alerts also go to a syslog target (RFC 5424 over UDP).
-    pub fn with_alert_syslog(
+    /// A server whose alerts also go to a syslog target (RFC 5424 over UDP), and that
+    /// goes into read-only lockdown on mass modification if `lockdown` is set.
+    pub fn with_alerts(
         service: Service,
         config: HttpConfig,
         target: Option<std::net::SocketAddr>,
+        lockdown: bool,
     ) -> std::io::Result<Arc<Self>> {
         let mut auditor = crate::audit::Auditor::new(service.store().clone());
         if let Some(target) = target {
             auditor = auditor.with_syslog(target)?;
+        }
+        if lockdown {
+            auditor = auditor.with_lockdown();
         }
         Ok(Arc::new(Self::build_with(service, config, AuthConfig::default(), false, Arc::new(auditor))))
     }
@@ -687,6 +692,17 @@ where
             }
         }
     };
+    let writes = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete | EventKind::Transaction);
+    if writes && state.auditor.locked_down() {
+        return error_response(
+            &context.request_id,
+            ApiError::new(
+                503,
+                "lock-error",
+                "the server is in read-only lockdown after a burst of changes; an administrator must lift it",
+            ),
+        );
+    }
     if body_bytes_max.is_none() && inline_read {
         // Reads run on the async worker: a token check and a read are a few tens of
         // microseconds against SQLite's page cache, and the hop to a blocking thread cost

@@ -232,3 +232,52 @@ async fn alerts_fire_on_canaries_and_mass_deletion_and_stay_quiet_otherwise() {
     // Non-auditors may not read the alerts.
     assert_eq!(server.call_as(&server.admin, "GET", "/admin/alerts", None).await.status, 403);
 }
+
+#[tokio::test]
+async fn mass_modification_can_lock_the_server_down_until_an_administrator_lifts_it() {
+    let clock = std::sync::Arc::new(medvault_base::ManualClock::new(1_800_000_000_000));
+    let server = TestServer::with_lockdown(clock.clone());
+    let seed: Vec<medvault_store::Write> = (0..110)
+        .map(|n| medvault_store::Write {
+            resource_type: "Observation".into(),
+            id: format!("o{n}"),
+            action: medvault_store::WriteAction::Put(
+                json!({"resourceType": "Observation", "id": format!("o{n}"), "status": "final", "code": {"text": "x"}}),
+            ),
+            if_match: None,
+            must_be_new: false,
+        })
+        .collect();
+    server.store.write(&seed, "seed").expect("seed");
+    // A script deletes as fast as it can; after the 101st delete in a minute, writes stop.
+    let mut refused_at = None;
+    for n in 0..110 {
+        let status = server.call("DELETE", &format!("/fhir/Observation/o{n}"), None).await.status;
+        if status == 503 {
+            refused_at = Some(n);
+            break;
+        }
+        assert_eq!(status, 204);
+    }
+    assert_eq!(refused_at, Some(101), "the lockdown starts right after the alert");
+    let reply = server
+        .call(
+            "POST",
+            "/fhir/Observation",
+            Some(json!({"resourceType": "Observation", "status": "final", "code": {"text": "y"}})),
+        )
+        .await;
+    assert_eq!((reply.status, reply.outcome().0.as_str()), (503, "lock-error"), "no writes in lockdown");
+    assert_eq!(server.call("GET", "/fhir/Observation/o105", None).await.status, 200, "reads go on");
+    // Only an administrator lifts it; then writes work again.
+    assert_eq!(server.call("POST", "/admin/lockdown/lift", None).await.status, 403);
+    let lifted = server.call_as(&server.admin, "POST", "/admin/lockdown/lift", None).await;
+    assert_eq!(lifted.json()["lockdown_lifted"], true);
+    assert_eq!(server.call("DELETE", "/fhir/Observation/o105", None).await.status, 204);
+    let kinds: Vec<EventKind> = records(&server).into_iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Lockdown).count(),
+        2,
+        "the lockdown and its lifting are audited"
+    );
+}
