@@ -59,3 +59,13 @@ pub const BACKUP_PACK_BLOBS_MAX: usize = 65_536;
 pub const BACKUP_TREE_DEPTH_MAX: usize = 8;
 /// Largest config, manifest, erasure or prune record, in bytes.
 pub const BACKUP_OBJECT_BYTES_MAX: usize = 256 * 1024;
+/// Default page size of a search without `_count`.
+pub const SEARCH_COUNT_DEFAULT: usize = 20;
+/// Largest `_count` of a search (strict handling refuses more; lenient clamps and warns).
+pub const SEARCH_COUNT_MAX: usize = 1000;
+/// Most query parameters (name=value pairs) in one search.
+pub const SEARCH_PARAMETERS_MAX: usize = 64;
+/// Most comma-separated values (alternatives) in one search parameter.
+pub const SEARCH_VALUES_MAX: usize = 64;
+/// Most `_include` plus `_revinclude` parameters in one search.
+pub const SEARCH_INCLUDES_MAX: usize = 16;

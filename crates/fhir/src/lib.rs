@@ -5,6 +5,7 @@
 
 pub mod compartment;
 pub mod outcome;
+pub mod search;
 pub mod validate;
 
 mod format;
