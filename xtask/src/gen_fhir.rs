@@ -22,6 +22,18 @@
 //! node: a complex data type, or the path of a backbone element (its own children, or the
 //! target of a `contentReference`). `min` is omitted when 0, `max` when 1.
 //! The README beside it lists what could not be carried over.
+//!
+//! Second output: `r4-search-parameters.json`, the search-parameter table (format version 1,
+//! described in `docs/format/search-parameters.md`), one line per resource type:
+//! ```text
+//! {"formatVersion":1,"fhirVersion":"4.0.1",
+//! "params":{ "<type>": [{"code":..,"type":..,"expression":..,"targets":[..],"url":..}, ...], ... },
+//! "unsupported":{ "<type>": [{"code":..,"type":..,"reason":..}, ...], ... }}
+//! ```
+//! `<type>` is a concrete resource type, or `Resource` / `DomainResource` for the parameters
+//! every resource (every domain resource) has. Only parameters of type token, reference,
+//! string, date, uri, number and quantity are in `params`, with their expression restricted
+//! to the type; composite and special ones, and any without an expression, are `unsupported`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -87,15 +99,26 @@ pub fn run(arguments: &[String]) -> Result<()> {
     let terminology = Terminology::new(&valuesets_bundle);
     let bindings = model.expand_bindings(&terminology);
     let compartment = compartment_table(&model, &compartment_definition, &search_bundle)?;
+    let search_table = search_table(&model, &search_bundle)?;
 
     std::fs::create_dir_all(&options.out_dir).with_context(|| format!("creating {}", options.out_dir.display()))?;
     let out_dir = std::fs::canonicalize(&options.out_dir)?;
     let model_path = out_dir.join("r4-model.json");
     let model_text = render_model(&model, &bindings, &compartment);
     std::fs::write(&model_path, &model_text).with_context(|| format!("writing {}", model_path.display()))?;
+    let search_path = out_dir.join("r4-search-parameters.json");
+    let search_text = render_search_table(&search_table);
+    std::fs::write(&search_path, &search_text).with_context(|| format!("writing {}", search_path.display()))?;
     let readme_path = out_dir.join("README.md");
-    std::fs::write(&readme_path, render_readme(&model, &bindings, &compartment))
+    std::fs::write(&readme_path, render_readme(&model, &bindings, &compartment, &search_table))
         .with_context(|| format!("writing {}", readme_path.display()))?;
+    println!(
+        "wrote {} ({} bytes: {} supported parameters, {} unsupported)",
+        search_path.display(),
+        search_text.len(),
+        search_table.supported_count(),
+        search_table.unsupported_count()
+    );
     println!(
         "wrote {} ({} bytes: {} nodes, {} resource types, {} value sets, {} compartment types)",
         model_path.display(),
@@ -635,15 +658,17 @@ fn element_json(element: &Element) -> Value {
     Value::Object(object)
 }
 
-fn render_readme(model: &Model, bindings: &Bindings, compartment: &Compartment) -> String {
+fn render_readme(model: &Model, bindings: &Bindings, compartment: &Compartment, search_table: &SearchTable) -> String {
     let mut out = String::new();
     out.push_str(
         "# FHIR R4 validation model\n\n\
          `r4-model.json` is **generated**; do not edit it by hand. It is derived from the HL7 FHIR R4\n\
          4.0.1 definitions (the npm package `hl7.fhir.r4.examples@4.0.1`: `profiles-types.json`,\n\
          `profiles-resources.json`, `valuesets.json`, `compartment-patient.json`,\n\
-         `search-parameters.json`), published by HL7 under CC0-1.0 (public domain dedication).\n\n\
-         Regenerate it from the workspace root with the directory holding those files:\n\n\
+         `search-parameters.json`), published by HL7 under CC0-1.0 (public domain dedication).\n\
+         So is `r4-search-parameters.json`, the search-parameter table derived from\n\
+         `search-parameters.json` (its format: `docs/format/search-parameters.md`).\n\n\
+         Regenerate both from the workspace root with the directory holding those files:\n\n\
          ```sh\n\
          cargo run -p xtask -- gen-fhir --definitions /path/to/fhir/r4\n\
          ```\n\n\
@@ -694,5 +719,203 @@ fn render_readme(model: &Model, bindings: &Bindings, compartment: &Compartment) 
             let _ = writeln!(out, "- {dropped}");
         }
     }
+    render_search_readme(&mut out, search_table);
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Search parameters
+
+/// The search parameter types the server evaluates; the others are listed as unsupported.
+const SEARCH_TYPES: &[&str] = &["token", "reference", "string", "date", "uri", "number", "quantity"];
+
+/// The pseudo-types whose parameters every resource (every domain resource) has.
+const ABSTRACT_BASES: &[&str] = &["Resource", "DomainResource"];
+
+#[derive(Default)]
+struct SearchTable {
+    /// Base type → supported parameters, sorted by code.
+    params: BTreeMap<String, Vec<SearchEntry>>,
+    /// Base type → unsupported parameters, sorted by code.
+    unsupported: BTreeMap<String, Vec<UnsupportedEntry>>,
+}
+
+struct SearchEntry {
+    code: String,
+    kind: String,
+    expression: String,
+    targets: Vec<String>,
+    url: String,
+}
+
+struct UnsupportedEntry {
+    code: String,
+    kind: String,
+    reason: String,
+}
+
+impl SearchTable {
+    fn supported_count(&self) -> usize {
+        self.params.values().map(Vec::len).sum()
+    }
+
+    fn unsupported_count(&self) -> usize {
+        self.unsupported.values().map(Vec::len).sum()
+    }
+}
+
+fn search_table(model: &Model, search_bundle: &Value) -> Result<SearchTable> {
+    let mut table = SearchTable::default();
+    for parameter in bundle_resources(search_bundle, "SearchParameter") {
+        let code = str_field(parameter, "code")?;
+        let kind = str_field(parameter, "type")?;
+        let url = str_field(parameter, "url")?;
+        let bases: Vec<&str> = parameter["base"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let targets: Vec<String> = {
+            let mut targets: Vec<String> = parameter["target"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
+            targets.sort();
+            targets.dedup();
+            targets
+        };
+        for base in &bases {
+            if !model.resources.contains(*base) && !ABSTRACT_BASES.contains(base) {
+                bail!("SearchParameter {url}: base {base} is not a resource type");
+            }
+            let unsupported = |reason: &str| UnsupportedEntry {
+                code: code.to_string(),
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            };
+            let entry = if !SEARCH_TYPES.contains(&kind) {
+                Err(unsupported(&format!("{kind} parameters are not supported")))
+            } else {
+                match parameter["expression"].as_str() {
+                    None => Err(unsupported("no FHIRPath expression in the definition")),
+                    Some(expression) => match restrict_expression(expression, base, bases.len()) {
+                        Some(restricted) => Ok(SearchEntry {
+                            code: code.to_string(),
+                            kind: kind.to_string(),
+                            expression: restricted,
+                            targets: targets.clone(),
+                            url: url.to_string(),
+                        }),
+                        None => Err(unsupported("the expression has no part for this type")),
+                    },
+                }
+            };
+            match entry {
+                Ok(entry) => table.params.entry(base.to_string()).or_default().push(entry),
+                Err(entry) => table.unsupported.entry(base.to_string()).or_default().push(entry),
+            }
+        }
+    }
+    for entries in table.params.values_mut() {
+        entries.sort_by(|a, b| a.code.cmp(&b.code));
+        if let Some(pair) = entries.windows(2).find(|pair| pair[0].code == pair[1].code) {
+            bail!("two search parameters named {} on one type", pair[0].code);
+        }
+    }
+    for entries in table.unsupported.values_mut() {
+        entries.sort_by(|a, b| a.code.cmp(&b.code));
+    }
+    Ok(table)
+}
+
+/// The part of a parameter's expression for one base type. A parameter with one base keeps
+/// its whole expression; a parameter shared by several types (`Patient.name |
+/// Practitioner.name`) keeps the `|`-separated parts rooted at `base` (`Patient.…` or
+/// `(Patient.… as …)`). `None` when no part is for `base`.
+fn restrict_expression(expression: &str, base: &str, base_count: usize) -> Option<String> {
+    if base_count == 1 {
+        return Some(expression.trim().to_string());
+    }
+    let parts: Vec<&str> =
+        split_top_level(expression, '|').into_iter().map(str::trim).filter(|part| rooted_at(part, base)).collect();
+    (!parts.is_empty()).then(|| parts.join(" | "))
+}
+
+fn rooted_at(part: &str, base: &str) -> bool {
+    let unwrapped = part.trim_start_matches('(').trim_start();
+    unwrapped.strip_prefix(base).is_some_and(|rest| rest.starts_with('.') || rest.is_empty())
+}
+
+/// Splits on `separator` outside parentheses and string literals.
+fn split_top_level(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut in_string, mut start) = (0i32, false, 0usize);
+    for (index, character) in text.char_indices() {
+        match character {
+            '\'' => in_string = !in_string,
+            '(' if !in_string => depth += 1,
+            ')' if !in_string => depth -= 1,
+            c if c == separator && !in_string && depth == 0 => {
+                parts.push(&text[start..index]);
+                start = index + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn render_search_table(table: &SearchTable) -> String {
+    let json = |value: Value| value.to_string();
+    let mut out = String::from("{\"formatVersion\":1,\"fhirVersion\":\"4.0.1\",\n\"params\":{");
+    for (index, (base, entries)) in table.params.iter().enumerate() {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|entry| {
+                serde_json::json!({
+                    "code": entry.code, "type": entry.kind, "expression": entry.expression,
+                    "targets": entry.targets, "url": entry.url,
+                })
+            })
+            .collect();
+        let separator = if index == 0 { "\n" } else { ",\n" };
+        let _ = write!(out, "{separator}{}:{}", json(Value::from(base.as_str())), json(Value::from(entries)));
+    }
+    out.push_str("},\n\"unsupported\":{");
+    for (index, (base, entries)) in table.unsupported.iter().enumerate() {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|entry| serde_json::json!({"code": entry.code, "type": entry.kind, "reason": entry.reason}))
+            .collect();
+        let separator = if index == 0 { "\n" } else { ",\n" };
+        let _ = write!(out, "{separator}{}:{}", json(Value::from(base.as_str())), json(Value::from(entries)));
+    }
+    out.push_str("}}\n");
+    out
+}
+
+fn render_search_readme(out: &mut String, table: &SearchTable) {
+    let _ = write!(
+        out,
+        "\n## Search parameters\n\n\
+         `r4-search-parameters.json` lists, for each resource type (and `Resource`/`DomainResource`,\n\
+         whose parameters every resource has), the {} parameters of type token, reference, string,\n\
+         date, uri, number and quantity, each with its FHIRPath expression restricted to that type\n\
+         (a parameter shared by several types keeps the `|`-separated parts rooted at the type) and\n\
+         its reference targets. {} parameters are listed as unsupported, each with why:\n\n",
+        table.supported_count(),
+        table.unsupported_count()
+    );
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in table.unsupported.values().flatten() {
+        *reasons.entry(entry.reason.as_str()).or_default() += 1;
+    }
+    for (reason, count) in reasons {
+        let _ = writeln!(out, "- {reason}: {count}");
+    }
+    out.push_str(
+        "\nExpressions the server's FHIRPath subset cannot evaluate are listed by\n\
+         `medvault_fhir::search::unsupported_params` at run time (and in\n\
+         `docs/format/search-parameters.md`).\n",
+    );
 }

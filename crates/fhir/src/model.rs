@@ -84,6 +84,11 @@ pub(crate) enum Primitive {
 }
 
 impl Primitive {
+    /// Whether `name` is a FHIR primitive type name.
+    pub(crate) fn is_name(name: &str) -> bool {
+        Primitive::from_name(name).is_some()
+    }
+
     fn from_name(name: &str) -> Option<Primitive> {
         Some(match name {
             "base64Binary" => Primitive::Base64Binary,

@@ -11,15 +11,17 @@
 //! Semantics follow <https://hl7.org/fhir/R4/search.html>; where the specification leaves a
 //! choice open, the choice is written on the item that makes it.
 
+mod date;
 mod decimal;
 mod extract;
+mod fhirpath;
 mod matching;
 mod query;
 mod table;
 mod value;
 
 pub use decimal::Decimal;
-pub use extract::extract;
+pub use extract::{extract, extract_param};
 pub use matching::{matches, value_matches};
 pub use query::{
     parse_query, Chain, Clause, Handling, Has, Include, Modifier, Prefix, Query, QueryValue, SearchError,

@@ -1,5 +1,8 @@
 //! The values a resource has for its search parameters, normalized for matching.
 
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+
 use super::decimal::Decimal;
 
 /// The earliest time a date range can start: an open start (`Period` without `start`).
@@ -34,13 +37,15 @@ pub enum IndexValue {
     /// partial date covers its whole precision (`2020` → 2020-01-01T00:00:00.000Z ..=
     /// 2020-12-31T23:59:59.999Z); an open `Period` end is [`DATE_MIN_MS`] / [`DATE_MAX_MS`].
     Date { low: i64, high: i64 },
-    /// A number, with the range its written precision implies (`100` → `[99.5, 100.5)`,
-    /// `low` inclusive, `high` exclusive); `value` is `None` for a `Range`, whose bounds are
-    /// then `low` and `high` inclusive; an absent bound is open (`None`).
+    /// A number as a range, inclusive at both ends, an absent bound open: a plain value is
+    /// the range of one point (`low == high == value`); a `Range` has `value` `None` and its
+    /// bounds. (The implicit precision of R4 search applies to the *query* value:
+    /// [`super::QueryValue::Number`].)
     Number { value: Option<Decimal>, low: Option<Decimal>, high: Option<Decimal> },
-    /// A quantity (`Quantity`, `Age`, `Duration`, `Money`, `SimpleQuantity`, or a `Range`'s
-    /// bounds), with its unit's system and code and its human unit, and the range of
-    /// [`IndexValue::Number`]. A comparator (`<5`) opens the range on its side.
+    /// A quantity (`Quantity`, `Age`, `Duration`, `Money`, a `Range`'s bounds), as the range
+    /// of [`IndexValue::Number`] with its unit: `system` and `code` (a Money's currency has
+    /// the system `urn:iso:std:iso:4217`), and the human `unit`. A comparator opens the range
+    /// on its side (`<5` → `low` `None`, `high` 5).
     Quantity {
         value: Option<Decimal>,
         low: Option<Decimal>,
@@ -63,7 +68,31 @@ pub struct IndexEntry {
 
 /// The form string search compares: Unicode compatibility decomposition (NFKD), combining
 /// marks removed, lower-cased, runs of whitespace collapsed to one space and trimmed.
-/// `"  Zoë  O'Brien"` → `"zoe o'brien"`.
+/// `"  Zoë  O'Brien"` → `"zoe o'brien"`, `"Ｍüller"` → `"muller"`.
 pub fn normalize_string(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    let folded: String = text.nfkd().filter(|character| !is_combining_mark(*character)).collect();
+    let mut normalized = String::with_capacity(folded.len());
+    for word in folded.split_whitespace() {
+        if !normalized.is_empty() {
+            normalized.push(' ');
+        }
+        normalized.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    normalized
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_fold_case_accents_width_and_spaces() {
+        assert_eq!(normalize_string("  Zoë \t O'Brien "), "zoe o'brien");
+        assert_eq!(normalize_string("Ｍüller"), "muller");
+        assert_eq!(normalize_string("ÅNGSTRÖM"), "angstrom");
+        assert_eq!(normalize_string("Dvořák"), "dvorak");
+        assert_eq!(normalize_string("ﬁle"), "file");
+        assert_eq!(normalize_string(""), "");
+        assert_eq!(normalize_string("Σίσυφος"), "σισυφος");
+    }
 }
