@@ -69,3 +69,19 @@ pub const SEARCH_PARAMETERS_MAX: usize = 64;
 pub const SEARCH_VALUES_MAX: usize = 64;
 /// Most `_include` plus `_revinclude` parameters in one search.
 pub const SEARCH_INCLUDES_MAX: usize = 16;
+/// Index candidates a search page examines (decrypting each) before it ends early with a
+/// `next` link: bounds a search whose clauses the index cannot decide alone.
+pub const SEARCH_SCAN_CANDIDATES_MAX: usize = 10_000;
+/// Matches a `_sort` on something other than the default order may sort in memory.
+pub const SEARCH_SORT_CANDIDATES_MAX: usize = 10_000;
+/// Candidates a count (`_total`, `_summary=count`) may decrypt when the index alone cannot decide it.
+pub const SEARCH_COUNT_DECRYPT_MAX: usize = 100_000;
+/// Resources a chained parameter or a `_has` may resolve to.
+pub const SEARCH_CHAIN_RESULTS_MAX: usize = 1_000;
+/// Resources `_include` and `_revinclude` may add to one page.
+pub const SEARCH_INCLUDED_RESOURCES_MAX: usize = 1_000;
+/// Patients a restricted caller's search intersects with through their compartment tokens;
+/// a caller who sees more is checked candidate by candidate instead.
+pub const SEARCH_COMPARTMENT_STREAMS_MAX: usize = 64;
+/// Resources read, decrypted and indexed per committed batch of a reindex.
+pub const REINDEX_BATCH_RESOURCES_MAX: usize = 500;

@@ -26,6 +26,9 @@ pub enum KeyPurpose {
     UserSecret = 5,
     /// Seals blocks of audit records (`docs/format/audit.md`).
     AuditData = 6,
+    /// The HMAC key of the search index's keyed tokens (`docs/format/index-token.md`);
+    /// separate from [`KeyPurpose::Index`] so it can be rotated by rebuilding the index.
+    SearchIndex = 7,
 }
 
 impl KeyPurpose {
@@ -37,6 +40,7 @@ impl KeyPurpose {
             4 => Some(Self::LedgerSigning),
             5 => Some(Self::UserSecret),
             6 => Some(Self::AuditData),
+            7 => Some(Self::SearchIndex),
             _ => None,
         }
     }

@@ -26,7 +26,9 @@ use crate::{Store, StoreError};
 /// Tables never backed up: restored empty, so that a restore cannot revive stolen logins.
 pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets"];
 /// Tables rebuilt from `versions` on restore; their rows are not backed up.
-pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
+/// The search index's tables are rebuilt by a reindex after the restore (the `search_*`
+/// rows of `meta` are cleared, so the restored store asks for one).
+pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes", "search_entries", "search_docs"];
 /// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
 pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
 /// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
@@ -518,6 +520,9 @@ impl Rebuild {
         for statement in schema {
             self.connection.execute_batch(statement)?;
         }
+        // The index tables are not restored: forget their generations, so the store is
+        // reindexed before it answers searches (`docs/format/index-token.md`).
+        self.connection.execute_batch("DELETE FROM meta WHERE name IN ('search_active', 'search_building');")?;
         self.connection.execute_batch("COMMIT;")?;
         let mode: String = self.connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

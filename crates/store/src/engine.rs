@@ -162,6 +162,35 @@ pub struct NewVersion {
     /// For CareTeam and Encounter versions: the care relationships this version states,
     /// replacing those of the resource's previous version. `None` for other types.
     pub care_links: Option<Vec<CareLink>>,
+    /// The search index documents of this version, one per index generation the job was
+    /// prepared for ([`VersionJob::search_generations`]); they replace the resource's
+    /// previous ones in the same savepoint. A deletion carries empty documents.
+    pub search: Vec<SearchDoc>,
+}
+
+/// One resource's keyed search tokens in one index generation (`docs/format/index-token.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchDoc {
+    pub generation: u32,
+    /// Sorted, without duplicates.
+    pub tokens: Vec<SearchToken>,
+}
+
+/// A keyed search token.
+pub type SearchToken = [u8; 16];
+
+/// The index generations a write indexes into: the active one and the one being built.
+/// The writer checks them inside its transaction; a job prepared for others is re-prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchGenerations {
+    pub active: Option<u32>,
+    pub building: Option<u32>,
+}
+
+impl SearchGenerations {
+    pub fn iter(self) -> impl Iterator<Item = u32> {
+        self.active.into_iter().chain(self.building.filter(|b| Some(*b) != self.active))
+    }
 }
 
 /// A practitioner cares for a patient (both as keyed tokens, `docs/format/accounts.md`).
@@ -181,6 +210,8 @@ pub struct VersionJob {
     pub assignments: Vec<(i64, [u8; 32])>,
     /// The audit records of this write: committed with it or not at all.
     pub audit: Vec<PendingAudit>,
+    /// The index generations the versions' search documents were made for.
+    pub search_generations: SearchGenerations,
 }
 
 /// What a committed version job produced.
@@ -203,6 +234,9 @@ pub enum JobConflict {
     Stale { index: usize, found: Option<u64> },
     /// A new key's compartment already has a key (a concurrent first write for that patient).
     KeyExists { index: usize },
+    /// The search index generations changed since the job was prepared (a rebuild started
+    /// or finished): its search documents are for the wrong generations.
+    SearchGenerationsChanged,
 }
 
 /// Which versions a history page covers.

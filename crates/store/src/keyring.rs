@@ -114,6 +114,18 @@ impl Keyring {
         Ok(Arc::new(Sealer::new(&key)))
     }
 
+    /// Unwraps a store-wide key row of `purpose` (a search key, `index-token.md`).
+    pub(crate) fn unwrap_store_key(
+        &self,
+        row: &KeyRow,
+        purpose: KeyPurpose,
+    ) -> Result<medvault_crypto::Secret32, StoreError> {
+        let wrapped = row.wrapped.as_deref().ok_or(StoreError::KeyDestroyed)?;
+        self.kek
+            .unwrap(wrapped, &WrapContext { store_id: &self.store_id, purpose, compartment: &[] })
+            .map_err(|_| StoreError::Integrity(format!("store key {} does not unwrap", row.key_id)))
+    }
+
     /// The checkpoint signing key (expanded from its seed on each use).
     pub fn ledger_signing_key(&self) -> Result<medvault_ledger::SigningKey, StoreError> {
         medvault_ledger::SigningKey::from_seed(self.ledger_seed.expose_secret())

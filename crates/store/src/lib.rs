@@ -15,6 +15,7 @@ pub mod backup;
 pub mod engine;
 pub mod keyring;
 pub mod ledger;
+pub mod search;
 pub mod sqlite;
 mod stamp;
 pub mod verify;
@@ -85,6 +86,13 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// Searches cannot be answered until the search index is rebuilt.
+    #[error("{0}")]
+    SearchUnavailable(String),
+    /// A search the executor will not run (too broad to sort or resolve, a foreign cursor).
+    /// The message names no value of the query.
+    #[error("{0}")]
+    SearchRefused(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -209,6 +217,8 @@ pub struct Store {
     /// concurrent updates queue instead of failing their version check over and over.
     /// Other processes are still caught by the version check inside the transaction.
     write_stripes: Vec<std::sync::Mutex<()>>,
+    /// The search index generations and their keys (`docs/format/index-token.md`).
+    search: std::sync::RwLock<Arc<search::state::SearchState>>,
 }
 
 /// The role of every access token: tokens are for service clients.
@@ -332,8 +342,19 @@ impl Store {
         let audit_sealer = audit::load_or_create_audit_key(engine.as_ref(), &keyring, clock.now_ms())?;
         let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?, store_id, audit_sealer.clone());
         engine.set_checkpoint_signer(Arc::new(signer))?;
+        let search_key = search::state::ensure_key(&engine, &keyring, clock.now_ms())?;
+        search::state::activate_if_empty(&engine, search_key)?;
+        let search_state = search::state::load(&engine, &keyring)?;
         let write_stripes = (0..WRITE_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
-        Ok(Self { engine, keyring, audit_sealer, clock, data_dir: data_dir.to_path_buf(), write_stripes })
+        Ok(Self {
+            engine,
+            keyring,
+            audit_sealer,
+            clock,
+            data_dir: data_dir.to_path_buf(),
+            write_stripes,
+            search: std::sync::RwLock::new(Arc::new(search_state)),
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -523,6 +544,9 @@ impl Store {
     }
 
     fn check_conflict(&self, writes: &[Write], prepared: &Prepared, conflict: &JobConflict) -> Result<(), WriteError> {
+        if *conflict == JobConflict::SearchGenerationsChanged {
+            self.reload_search_state()?;
+        }
         if let JobConflict::Stale { index, found } = conflict {
             let write_index = prepared.version_to_write.get(*index).copied().unwrap_or(0);
             if let Some(expected) = writes.get(write_index).and_then(|w| w.if_match) {
@@ -537,7 +561,8 @@ impl Store {
 
     fn prepare(&self, writes: &[Write], author: &str, registrar: Option<i64>) -> Result<Prepared, WriteError> {
         let now_ms = self.clock.now_ms();
-        let mut job = VersionJob::default();
+        let search_state = self.search.read().map_err(|_| StoreError::Poisoned)?.clone();
+        let mut job = VersionJob { search_generations: search_state.generations(), ..VersionJob::default() };
         let mut new_keys: HashMap<[u8; 32], (usize, Arc<medvault_crypto::Sealer>)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut version_to_write = Vec::with_capacity(writes.len());
@@ -562,6 +587,7 @@ impl Store {
             let created = current.is_none_or(|c| c.deleted);
             let expected = current.map_or(Expected::Absent, |c| Expected::Current(c.version));
             let mut care_links = None;
+            let search;
             let (deleted, json, key) = match &write.action {
                 WriteAction::Delete => {
                     if matches!(write.resource_type.as_str(), "CareTeam" | "Encounter") {
@@ -575,12 +601,16 @@ impl Store {
                     // the patient's key also removes what the tombstone names.
                     let sealer = self.keyring.sealer_by_id(self.engine.as_ref(), current.key_id)?;
                     let json = stamp::tombstone(&write.resource_type, &write.id, version, now_ms);
+                    search = self.search_docs(&search_state, &write.resource_type, None, None)?;
                     (true, json, (KeyRef::Existing(current.key_id), sealer))
                 }
                 WriteAction::Put(resource) => {
                     let json = stamp::stamp(resource, &write.id, version, now_ms)
                         .ok_or_else(|| StoreError::Corrupt("a resource to store must be a JSON object".into()))?;
                     let patient = compartment_owner(&write.resource_type, &write.id, resource);
+                    let compartment_token = patient.as_deref().map(|p| self.keyring.compartment_token(p));
+                    search =
+                        self.search_docs(&search_state, &write.resource_type, Some(&json), compartment_token.as_ref())?;
                     if let (Some(practitioners), Some(patient_id)) =
                         (medvault_fhir::care_relationships(resource), patient.as_deref())
                     {
@@ -672,6 +702,7 @@ impl Store {
                 leaf_hash,
                 author: author.to_string(),
                 care_links,
+                search,
             });
             outcomes.push(Outcome::Written { index, version, created, deleted, json, recorded_ms: now_ms });
         }

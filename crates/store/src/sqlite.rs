@@ -19,7 +19,7 @@ use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "3";
+pub const SCHEMA_VERSION: &str = "4";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -200,6 +200,22 @@ CREATE TABLE audit_by_patient (
 ) WITHOUT ROWID;
 ";
 
+/// Format version 4: the search index (`docs/format/index-token.md`): keyed tokens and the
+/// rows that have them, and each indexed resource's tokens per generation.
+const SCHEMA_V4: &str = "
+CREATE TABLE search_entries (
+    token BLOB NOT NULL,
+    rid   INTEGER NOT NULL,
+    PRIMARY KEY (token, rid)
+) WITHOUT ROWID;
+CREATE TABLE search_docs (
+    gen    INTEGER NOT NULL,
+    rid    INTEGER NOT NULL,
+    tokens BLOB NOT NULL,
+    PRIMARY KEY (gen, rid)
+) WITHOUT ROWID;
+";
+
 /// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
 const MIGRATE_V1_TO_V2: &str = "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';";
 
@@ -254,6 +270,7 @@ impl SqliteEngine {
         transaction.execute_batch(SCHEMA)?;
         transaction.execute_batch(SCHEMA_V2)?;
         transaction.execute_batch(SCHEMA_V3)?;
+        transaction.execute_batch(SCHEMA_V4)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -403,21 +420,24 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
     let from = match version.as_deref() {
         Some(b"1") => 1,
         Some(b"2") => 2,
-        Some(b"3") => {
-            // Added to version 3 during its development; created if missing.
-            transaction.execute_batch(
-                "CREATE TABLE IF NOT EXISTS audit_canaries (patient BLOB PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
-            )?;
-            transaction.commit()?;
-            return Ok(());
-        }
+        Some(b"3") => 3,
         _ => return Ok(()),
     };
     if from == 1 {
         transaction.execute_batch(MIGRATE_V1_TO_V2)?;
         transaction.execute_batch(SCHEMA_V2)?;
     }
-    transaction.execute_batch(SCHEMA_V3)?;
+    if from <= 2 {
+        transaction.execute_batch(SCHEMA_V3)?;
+    } else {
+        // Added to version 3 during its development; created if missing.
+        transaction.execute_batch(
+            "CREATE TABLE IF NOT EXISTS audit_canaries (patient BLOB PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+        )?;
+    }
+    // The search index starts empty: a store with resources is reindexed before searches
+    // are answered (`docs/format/index-token.md`).
+    transaction.execute_batch(SCHEMA_V4)?;
     transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
     transaction.commit()?;
     tracing::info!(path = %path.display(), "upgraded the store from format version {from} to {SCHEMA_VERSION}");
@@ -923,6 +943,9 @@ fn apply_versions(
         }
         new_key_ids.push(insert_key(connection, key)?);
     }
+    if !job.versions.is_empty() && read_search_generations(connection)? != job.search_generations {
+        return Ok(Err(JobConflict::SearchGenerationsChanged));
+    }
     let mut seqs = Vec::with_capacity(job.versions.len());
     let mut leaf_indexes = Vec::with_capacity(job.versions.len());
     let mut select_current = connection.prepare_cached("SELECT version FROM resources WHERE resource_key = ?1")?;
@@ -986,6 +1009,12 @@ fn apply_versions(
             version.deleted,
             seq
         ])?;
+        if !version.search.is_empty() {
+            let rid = if version.version == 1 { seq } else { resource_rid(connection, &version.resource_key)? };
+            for doc in &version.search {
+                replace_search_doc(connection, doc.generation, rid, (!version.deleted).then_some(&doc.tokens[..]))?;
+            }
+        }
         seqs.push(seq);
     }
     for (user_id, patient) in &job.assignments {
@@ -1002,6 +1031,79 @@ fn apply_versions(
             ])?;
     }
     Ok(Ok(VersionReceipt { seqs, new_key_ids, leaf_indexes, checkpoint_size: 0 }))
+}
+
+/// The row id of a resource in the search index: the seq of its version 1
+/// (`docs/format/index-token.md`).
+pub(crate) fn resource_rid(connection: &Connection, resource_key: &ResourceKey) -> Result<i64, StoreError> {
+    connection
+        .prepare_cached("SELECT seq FROM versions WHERE resource_key = ?1 AND version = 1")?
+        .query_row([&resource_key[..]], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Corrupt("a resource without its first version".into()))
+}
+
+/// The index generations recorded in `meta` (`search_active`, `search_building`).
+pub(crate) fn read_search_generations(connection: &Connection) -> Result<SearchGenerations, StoreError> {
+    let generation = |name: &str| -> Result<Option<u32>, StoreError> {
+        let value: Option<Vec<u8>> = connection
+            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))
+            .optional()?;
+        value
+            .map(|value| {
+                String::from_utf8_lossy(&value)
+                    .split(' ')
+                    .next()
+                    .and_then(|g| g.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("meta {name} is malformed")))
+            })
+            .transpose()
+    };
+    Ok(SearchGenerations { active: generation("search_active")?, building: generation("search_building")? })
+}
+
+/// Replaces the tokens of one resource in one index generation: removes the tokens it no
+/// longer has and adds the new ones (`None`: the resource is deleted, all are removed).
+pub(crate) fn replace_search_doc(
+    connection: &Connection,
+    generation: u32,
+    rid: i64,
+    tokens: Option<&[SearchToken]>,
+) -> Result<(), StoreError> {
+    let old: Option<Vec<u8>> = connection
+        .prepare_cached("SELECT tokens FROM search_docs WHERE gen = ?1 AND rid = ?2")?
+        .query_row(params![generation, rid], |row| row.get(0))
+        .optional()?;
+    let old: Vec<SearchToken> =
+        old.unwrap_or_default().chunks_exact(16).map(|chunk| chunk.try_into().unwrap_or([0; 16])).collect();
+    let new = tokens.unwrap_or(&[]);
+    let mut delete = connection.prepare_cached("DELETE FROM search_entries WHERE token = ?1 AND rid = ?2")?;
+    for token in old.iter().filter(|t| new.binary_search(t).is_err()) {
+        delete.execute(params![&token[..], rid])?;
+    }
+    let mut insert =
+        connection.prepare_cached("INSERT INTO search_entries (token, rid) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
+    for token in new.iter().filter(|t| old.binary_search(t).is_err()) {
+        insert.execute(params![&token[..], rid])?;
+    }
+    match tokens {
+        Some(tokens) => {
+            let bytes: Vec<u8> = tokens.iter().flatten().copied().collect();
+            connection
+                .prepare_cached(
+                    "INSERT INTO search_docs (gen, rid, tokens) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (gen, rid) DO UPDATE SET tokens = excluded.tokens",
+                )?
+                .execute(params![generation, rid, bytes])?;
+        }
+        None => {
+            connection
+                .prepare_cached("DELETE FROM search_docs WHERE gen = ?1 AND rid = ?2")?
+                .execute(params![generation, rid])?;
+        }
+    }
+    Ok(())
 }
 
 /// The care relationships a CareTeam or Encounter version states replace those its
@@ -1047,6 +1149,69 @@ macro_rules! version_columns {
     () => {
         "seq, resource_key, resource_type, version, key_id, recorded_ms, deleted, sealed, author"
     };
+}
+
+/// The current version row of the resource whose search row id is `rid`.
+pub(crate) fn current_by_rid(connection: &Connection, rid: i64) -> Result<Option<VersionRow>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT v.seq, v.resource_key, v.resource_type, v.version, v.key_id, v.recorded_ms, v.deleted, v.sealed, v.author
+             FROM versions f JOIN resources r ON r.resource_key = f.resource_key JOIN versions v ON v.seq = r.seq
+             WHERE f.seq = ?1 AND f.version = 1",
+        )?
+        .query_row([rid], version_row)
+        .optional()?)
+}
+
+/// The data key of the current version of the resource whose search row id is `rid`.
+pub(crate) fn current_key_by_rid(connection: &Connection, rid: i64) -> Result<Option<(u64, bool)>, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT v.key_id, v.deleted FROM versions f JOIN resources r ON r.resource_key = f.resource_key
+             JOIN versions v ON v.seq = r.seq WHERE f.seq = ?1 AND f.version = 1",
+        )?
+        .query_row([rid], |row| Ok((u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0), row.get(1)?)))
+        .optional()?)
+}
+
+/// A batch of current resources after `after` (resource-key order), for a reindex: each
+/// with its search row id.
+pub(crate) fn current_batch(
+    connection: &Connection,
+    after: Option<&ResourceKey>,
+    count: usize,
+) -> Result<Vec<(i64, VersionRow)>, StoreError> {
+    let after: &[u8] = after.map_or(&[], |key| &key[..]);
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    let mut statement = connection.prepare_cached(
+        "SELECT (SELECT f.seq FROM versions f WHERE f.resource_key = r.resource_key AND f.version = 1),
+                v.seq, v.resource_key, v.resource_type, v.version, v.key_id, v.recorded_ms, v.deleted, v.sealed, v.author
+         FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.resource_key > ?1 ORDER BY r.resource_key LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![after, count], |row| {
+            let rid: i64 = row.get(0)?;
+            let resource_key: Vec<u8> = row.get(2)?;
+            let version: i64 = row.get(4)?;
+            let key_id: i64 = row.get(5)?;
+            Ok((
+                rid,
+                VersionRow {
+                    seq: row.get(1)?,
+                    resource_key: resource_key.try_into().unwrap_or([0; 16]),
+                    resource_type: row.get(3)?,
+                    version: u64::try_from(version).unwrap_or(0),
+                    key_id: u64::try_from(key_id).unwrap_or(0),
+                    recorded_ms: row.get(6)?,
+                    deleted: row.get(7)?,
+                    sealed: row.get(8)?,
+                    leaf_index: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(u64::MAX),
+                    author: row.get(9)?,
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
