@@ -198,12 +198,15 @@ fn parse_entry(base: &str, entry: &Value) -> Result<Result<SearchParam, Unsuppor
             format!("the expression yields {}, which a {} parameter does not index", types.join(", "), kind.code());
         return Ok(Err(unsupported(reason)));
     }
-    let targets = entry["targets"]
+    let mut targets = entry["targets"]
         .as_array()
         .ok_or(format!("{base}.{code}: no targets"))?
         .iter()
         .map(|target| target.as_str().map(str::to_string).ok_or(format!("{base}.{code}: a target is not a string")))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(filtered) = resolve_filters(expression) {
+        targets.retain(|target| filtered.contains(&target.as_str()));
+    }
     Ok(Ok(SearchParam {
         code: code.to_string(),
         base: base.to_string(),
@@ -214,6 +217,32 @@ fn parse_entry(base: &str, entry: &Value) -> Result<Result<SearchParam, Unsuppor
         skipped_types: skipped.iter().map(|static_type| static_type.name.clone()).collect(),
         compiled,
     }))
+}
+
+/// The types an expression keeps when every one of its `|`-separated parts ends in
+/// `.where(resolve() is Type)` (a parameter shared by several resources, such as `patient`,
+/// lists every target of every resource; each resource's part keeps one).
+fn resolve_filters(expression: &str) -> Option<Vec<&str>> {
+    let mut types = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    let mut parts = Vec::new();
+    for (index, character) in expression.char_indices() {
+        match character {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            '|' if depth == 0 => {
+                parts.push(&expression[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&expression[start..]);
+    for part in parts {
+        let (_, filter) = part.trim().rsplit_once(".where(resolve() is ")?;
+        types.push(filter.strip_suffix(')')?);
+    }
+    Some(types)
 }
 
 fn parse_kind(code: &str) -> Option<ParamType> {
@@ -304,6 +333,13 @@ mod tests {
 
     #[test]
     fn lookups_by_type_and_code() {
+        // A shared parameter filtered with `where(resolve() is Patient)` targets Patient only.
+        assert_eq!(param("Observation", "patient").expect("Observation.patient").targets, ["Patient"]);
+        for search_param in table().params.values().flatten() {
+            if search_param.expression.contains("resolve() is") {
+                assert!(!search_param.targets.is_empty(), "{}.{}", search_param.base, search_param.code);
+            }
+        }
         let subject = param("Observation", "subject").expect("Observation.subject");
         assert_eq!(subject.kind, ParamType::Reference);
         assert_eq!(subject.expression, "Observation.subject");
