@@ -10,6 +10,10 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{Store, StoreError};
 
+/// A patient compartment token, and the end of the break-glass grant that opens it
+/// (`None`: a lasting care relationship).
+pub type CareCompartment = ([u8; 32], Option<i64>);
+
 /// One user account as stored. Secrets stay wrapped or hashed.
 #[derive(Clone)]
 pub struct UserRecord {
@@ -572,6 +576,42 @@ impl Store {
                 Some(None) => CareRelationship::Lasting,
                 Some(Some(expires_ms)) => CareRelationship::Until(expires_ms),
             })
+        })
+    }
+
+    /// Every patient compartment a clinician has a care relationship with now (the same
+    /// rules as [`Store::care_relationship`]): the lasting ones, and those open through an
+    /// unexpired break-glass grant (with its end). Searches restrict their plans to these.
+    pub fn care_compartments(
+        &self,
+        user_id: i64,
+        practitioner: Option<&[u8; 32]>,
+        now_ms: i64,
+    ) -> Result<Vec<CareCompartment>, StoreError> {
+        self.engine.query(|c| {
+            let no_practitioner = [0u8; 32];
+            let rows: Vec<(Vec<u8>, Option<i64>)> = c
+                .prepare_cached(
+                    "SELECT patient, NULL FROM care_links WHERE practitioner = ?2 AND ?4 = 1
+                     UNION SELECT patient, NULL FROM assignments WHERE user_id = ?1
+                     UNION SELECT patient, MAX(expires_ms) FROM break_glass
+                         WHERE user_id = ?1 AND expires_ms > ?3 GROUP BY patient",
+                )?
+                .query_map(
+                    params![user_id, &practitioner.unwrap_or(&no_practitioner)[..], now_ms, practitioner.is_some()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            let mut compartments: std::collections::BTreeMap<[u8; 32], Option<i64>> = Default::default();
+            for (patient, until) in rows {
+                let Ok(patient) = <[u8; 32]>::try_from(patient) else { continue };
+                let entry = compartments.entry(patient).or_insert(until);
+                // A lasting relationship wins over a grant.
+                if until.is_none() {
+                    *entry = None;
+                }
+            }
+            Ok(compartments.into_iter().collect())
         })
     }
 

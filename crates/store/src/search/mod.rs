@@ -79,6 +79,8 @@ pub struct SearchResult {
     pub matches: Vec<StoredVersion>,
     /// The cursor of the next page, if there may be one.
     pub next_cursor: Option<String>,
+    /// The page before this one, if it is known.
+    pub previous: Option<Previous>,
     /// The number of matches, when asked for and computable within the limits.
     pub total: Option<u64>,
     /// What the search could not do (a total left out), for an OperationOutcome.
@@ -102,11 +104,31 @@ enum SortKey {
     Text(String),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct CursorState {
+/// Where a page starts: after this rid (default order) or after this (sort keys, rid).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
     rid: i64,
     #[serde(default)]
     keys: Option<Vec<Option<SortKey>>>,
+}
+
+/// What a paging cursor holds, sealed: the page's start, and the starts of the pages
+/// before it (`None`: the first page), newest last, for `previous` links.
+#[derive(Debug, Serialize, Deserialize)]
+struct CursorState {
+    at: Position,
+    back: Vec<Option<Position>>,
+}
+
+/// Pages a cursor remembers for `previous` links; further back, `previous` is left out.
+const BACK_PAGES_MAX: usize = 32;
+
+/// The page before the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// The first page: the query without a cursor.
+    First,
+    Cursor(String),
 }
 
 /// A query reduced to plain clauses (chains and `_has` resolved), with its plan.
@@ -127,11 +149,47 @@ impl Store {
         let generation = self.searchable_generation()?;
         let planned = self.plan_query(&generation, query, options.visibility)?;
         let cursor = options.cursor.map(|c| self.open_cursor(&generation, &options.query_digest, c)).transpose()?;
-        if query.sort.is_empty() {
-            self.run_default(&generation, &planned, options, cursor)
+        let start = cursor.as_ref().map(|c| c.at.clone());
+        let (result, next) = if query.sort.is_empty() {
+            self.run_default(&planned, options, start)?
         } else {
-            self.run_sorted(&generation, &planned, &query.sort, options, cursor)
+            self.run_sorted(&planned, &query.sort, options, start)?
+        };
+        self.with_links(&generation, options, cursor, result, next)
+    }
+
+    /// Seals the `next` and `previous` cursors of a page.
+    fn with_links(
+        &self,
+        generation: &Generation,
+        options: &SearchOptions<'_>,
+        cursor: Option<CursorState>,
+        mut result: SearchResult,
+        next: Option<Position>,
+    ) -> Result<SearchResult, StoreError> {
+        let (at, mut back) = match cursor {
+            Some(cursor) => (Some(cursor.at), cursor.back),
+            None => (None, Vec::new()),
+        };
+        result.previous = match (&at, back.last()) {
+            (None, _) => None,
+            (Some(_), None) => None,
+            (Some(_), Some(None)) => Some(Previous::First),
+            (Some(_), Some(Some(position))) => {
+                let earlier = back[..back.len() - 1].to_vec();
+                let state = CursorState { at: position.clone(), back: earlier };
+                Some(Previous::Cursor(self.seal_cursor(generation, &options.query_digest, &state)?))
+            }
+        };
+        if let Some(next) = next {
+            back.push(at);
+            if back.len() > BACK_PAGES_MAX {
+                back.remove(0);
+            }
+            let state = CursorState { at: next, back };
+            result.next_cursor = Some(self.seal_cursor(generation, &options.query_digest, &state)?);
         }
+        Ok(result)
     }
 
     /// The records of one patient's compartment (`Patient/{id}/$everything`), newest first.
@@ -149,7 +207,9 @@ impl Store {
             filtered: true,
         };
         let cursor = options.cursor.map(|c| self.open_cursor(&generation, &options.query_digest, c)).transpose()?;
-        self.run_default(&generation, &planned, options, cursor)
+        let start = cursor.as_ref().map(|c| c.at.clone());
+        let (result, next) = self.run_default(&planned, options, start)?;
+        self.with_links(&generation, options, cursor, result, next)
     }
 
     /// The state of the search index.
@@ -332,8 +392,8 @@ impl Store {
             query_digest: [0; 32],
             total: false,
         };
-        let result = self.run_default(generation, &planned, &options, None)?;
-        if result.next_cursor.is_some() {
+        let (result, next) = self.run_default(&planned, &options, None)?;
+        if next.is_some() {
             return Err(StoreError::SearchRefused(format!(
                 "{what} matches more than {SEARCH_CHAIN_RESULTS_MAX} resources; narrow it"
             )));
@@ -371,14 +431,14 @@ impl Store {
         Ok(matched.then_some(stored))
     }
 
+    /// A page in the default order (rid descending), and where the next one starts.
     fn run_default(
         &self,
-        generation: &Generation,
         planned: &Planned,
         options: &SearchOptions<'_>,
-        cursor: Option<CursorState>,
-    ) -> Result<SearchResult, StoreError> {
-        let start = cursor.map_or(Some(i64::MAX), |c| c.rid.checked_sub(1));
+        start: Option<Position>,
+    ) -> Result<(SearchResult, Option<Position>), StoreError> {
+        let start = start.map_or(Some(i64::MAX), |position| position.rid.checked_sub(1));
         let (matches, next_rid, total, warnings) = self.engine.query(|connection| {
             let transaction = connection.unchecked_transaction()?;
             let mut matches = Vec::new();
@@ -410,10 +470,8 @@ impl Store {
             };
             Ok((matches, next_rid, total, warnings))
         })?;
-        let next_cursor = next_rid
-            .map(|rid| self.seal_cursor(generation, &options.query_digest, &CursorState { rid, keys: None }))
-            .transpose()?;
-        Ok(SearchResult { matches, next_cursor, total, warnings })
+        let next = next_rid.map(|rid| Position { rid, keys: None });
+        Ok((SearchResult { matches, total, warnings, ..SearchResult::default() }, next))
     }
 
     /// The number of matches: from the posting lists when the plan is exact, else by
@@ -473,14 +531,15 @@ impl Store {
         Ok(visibility.sees(compartment.as_ref()))
     }
 
+    /// A page in `_sort` order: every match is decrypted and sorted (at most
+    /// `SEARCH_SORT_CANDIDATES_MAX`), and the page taken after `start`.
     fn run_sorted(
         &self,
-        generation: &Generation,
         planned: &Planned,
         sort: &[(String, bool)],
         options: &SearchOptions<'_>,
-        cursor: Option<CursorState>,
-    ) -> Result<SearchResult, StoreError> {
+        start: Option<Position>,
+    ) -> Result<(SearchResult, Option<Position>), StoreError> {
         let resource_type = planned.resource_type.clone().unwrap_or_default();
         let mut keyed: Vec<(Vec<Option<SortKey>>, i64)> = self.engine.query(|connection| {
             let transaction = connection.unchecked_transaction()?;
@@ -505,10 +564,10 @@ impl Store {
         let order = |a: &(Vec<Option<SortKey>>, i64), b: &(Vec<Option<SortKey>>, i64)| compare(a, b, sort);
         keyed.sort_by(order);
         let total = keyed.len() as u64;
-        let start = match &cursor {
+        let start = match &start {
             None => 0,
-            Some(cursor) => {
-                let position = (cursor.keys.clone().unwrap_or_default(), cursor.rid);
+            Some(start) => {
+                let position = (start.keys.clone().unwrap_or_default(), start.rid);
                 keyed.partition_point(|item| order(item, &position) != Ordering::Greater)
             }
         };
@@ -524,15 +583,11 @@ impl Store {
             }
             Ok(matches)
         })?;
-        let next_cursor = match (more, page.last()) {
-            (true, Some((keys, rid))) => Some(self.seal_cursor(
-                generation,
-                &options.query_digest,
-                &CursorState { rid: *rid, keys: Some(keys.clone()) },
-            )?),
+        let next = match (more, page.last()) {
+            (true, Some((keys, rid))) => Some(Position { rid: *rid, keys: Some(keys.clone()) }),
             _ => None,
         };
-        Ok(SearchResult { matches, next_cursor, total: options.total.then_some(total), warnings: Vec::new() })
+        Ok((SearchResult { matches, total: options.total.then_some(total), ..SearchResult::default() }, next))
     }
 
     fn cursor_sealer(&self, generation: &Generation) -> medvault_crypto::Sealer {

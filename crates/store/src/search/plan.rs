@@ -3,7 +3,7 @@
 //! knows whether its tokens decide it alone (`exact`); candidates of inexact clauses are
 //! decrypted and tested (`docs/format/index-token.md`, *Queries*).
 
-use medvault_fhir::search::{param, Clause, Modifier, ParamType, Prefix, QueryValue};
+use medvault_fhir::search::{param, Clause, Decimal, Modifier, ParamType, Prefix, QueryValue};
 
 use super::token::{
     self, prefix_of, query_prefix, query_regions, SearchKey, DATE_LEVELS, KIND_DATE, KIND_NUMBER, KIND_QUANTITY,
@@ -179,7 +179,8 @@ fn plan_value(
             let (low_key, high_key) = (token::date_key(*low), token::date_key(*high));
             let approximate =
                 approximate(value).map_or((0, u64::MAX), |(a, b)| (token::date_key(a), token::date_key(b)));
-            let regions = query_regions(prefix_of(value).unwrap_or(Prefix::Eq), low_key, high_key, approximate);
+            let prefix = prefix_of(value).unwrap_or(Prefix::Eq);
+            let regions = query_regions(prefix, (low_key, high_key), (low_key, high_key), approximate);
             let plans = regions
                 .into_iter()
                 .flat_map(|region| key.region_tokens(resource_type, code, KIND_DATE, None, &DATE_LEVELS, region))
@@ -187,12 +188,12 @@ fn plan_value(
                 .collect();
             ClausePlan { plan: Plan::or(plans), exact: false }
         }
-        QueryValue::Number { low, high, .. } => {
-            number_plan(key, resource_type, code, KIND_NUMBER, None, value, (*low, *high))
+        QueryValue::Number { low, high, value: pivot, .. } => {
+            number_plan(key, resource_type, code, KIND_NUMBER, None, value, (*low, *high, *pivot))
         }
-        QueryValue::Quantity { low, high, code: unit, .. } => {
+        QueryValue::Quantity { low, high, code: unit, value: pivot, .. } => {
             let family = if unit.is_some() { KIND_QUANTITY_UNIT } else { KIND_QUANTITY };
-            number_plan(key, resource_type, code, family, unit.as_deref(), value, (*low, *high))
+            number_plan(key, resource_type, code, family, unit.as_deref(), value, (*low, *high, *pivot))
         }
     }
 }
@@ -204,10 +205,12 @@ fn number_plan(
     family: u8,
     unit: Option<&str>,
     value: &QueryValue,
-    (low, high): (medvault_fhir::search::Decimal, medvault_fhir::search::Decimal),
+    (low, high, pivot): (Decimal, Decimal, Decimal),
 ) -> ClausePlan {
     let present = Plan::Token(key.present_token(resource_type, code));
-    let (Some(low_key), Some(high_key)) = (token::number_key(low), token::number_key(high)) else {
+    let (Some(low_key), Some(high_key), Some(pivot_key)) =
+        (token::number_key(low), token::number_key(high), token::number_key(pivot))
+    else {
         return ClausePlan { plan: present, exact: false };
     };
     // `ap` on numbers: ±10 % of the value (the R4 suggestion), widened to the whole
@@ -216,8 +219,8 @@ fn number_plan(
         let float = d.to_f64();
         (float - float.abs() * 0.25, float + float.abs() * 0.25)
     };
-    let (a, _) = spread(low);
-    let (_, b) = spread(high);
+    let (a, _) = spread(low.min(pivot));
+    let (_, b) = spread(high.max(pivot));
     let float_key = |f: f64| {
         let bits = f.to_bits();
         if bits >> 63 == 1 {
@@ -227,7 +230,8 @@ fn number_plan(
         }
     };
     let approximate = if a.is_finite() && b.is_finite() { (float_key(a), float_key(b)) } else { (0, u64::MAX) };
-    let regions = query_regions(prefix_of(value).unwrap_or(Prefix::Eq), low_key, high_key, approximate);
+    let regions =
+        query_regions(prefix_of(value).unwrap_or(Prefix::Eq), (low_key, high_key), (pivot_key, pivot_key), approximate);
     let plans = regions
         .into_iter()
         .flat_map(|region| key.region_tokens(resource_type, code, family, unit, &NUMBER_LEVELS, region))

@@ -134,9 +134,13 @@ impl SearchKey {
                     None => out.push(token(KIND_TOKEN_NO_SYSTEM, &[code.as_bytes()])),
                 }
             }
+            // `:text` matches a prefix of the text or of any word in it.
             IndexValue::TokenText(text) => {
-                for prefix in prefixes(text) {
-                    out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
+                let word_starts = std::iter::once(0).chain(text.match_indices(' ').map(|(at, _)| at + 1));
+                for start in word_starts {
+                    for prefix in prefixes(&text[start..]) {
+                        out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
+                    }
                 }
             }
             IndexValue::String(text) => {
@@ -153,6 +157,10 @@ impl SearchKey {
                     out.push(token(KIND_REFERENCE_ID, &[id.as_bytes()]));
                 }
                 out.push(token(KIND_REFERENCE_URL, &[url.as_bytes()]));
+                // A canonical with `|version` also matches the canonical without it.
+                if let Some((canonical, _)) = url.split_once('|') {
+                    out.push(token(KIND_REFERENCE_URL, &[canonical.as_bytes()]));
+                }
             }
             IndexValue::Uri(uri) => out.push(token(KIND_URI, &[uri.as_bytes()])),
             IndexValue::Date { low, high } => {
@@ -374,14 +382,27 @@ fn number_range(value: Option<Decimal>, low: Option<Decimal>, high: Option<Decim
 }
 
 /// The key ranges a resource's value must overlap to match a date, number or quantity
-/// query value with its prefix (a superset of the exact rule: candidates are post-filtered).
-pub fn query_regions(prefix: Prefix, low: u64, high: u64, approximate: (u64, u64)) -> Vec<(u64, u64)> {
+/// query value with its prefix: a superset of the rules of `medvault_fhir::search`
+/// (candidates are post-filtered). `low`..`high` is the search value's range; `pivot` the
+/// point the strict comparisons use (its high end for dates, its exact value for numbers)
+/// and `pivot_low` the one `lt`/`eb` use (its low end for dates, its value for numbers).
+pub fn query_regions(
+    prefix: Prefix,
+    (low, high): (u64, u64),
+    (pivot_low, pivot): (u64, u64),
+    approximate: (u64, u64),
+) -> Vec<(u64, u64)> {
     match prefix {
         Prefix::Eq => vec![(low, high)],
         Prefix::Ap => vec![approximate],
+        // Not contained in the range: some part lies on either side of it.
         Prefix::Ne => vec![(0, low), (high, u64::MAX)],
-        Prefix::Gt | Prefix::Ge | Prefix::Sa => vec![(low, u64::MAX)],
-        Prefix::Lt | Prefix::Le | Prefix::Eb => vec![(0, high)],
+        // Reaches above the pivot (or, for `ge`, lies within the range).
+        Prefix::Gt | Prefix::Sa => vec![(pivot, u64::MAX)],
+        Prefix::Ge => vec![(low.min(pivot), u64::MAX)],
+        // Reaches below the pivot (or, for `le`, lies within the range).
+        Prefix::Lt | Prefix::Eb => vec![(0, pivot_low)],
+        Prefix::Le => vec![(0, high.max(pivot_low))],
     }
 }
 
