@@ -336,6 +336,24 @@ impl ClinicalAccess {
         }
     }
 
+    /// Whose records a search may see: every patient's, or shared data and the patients of
+    /// this caller (a clinician's care relationships as of now, a patient's own record).
+    /// Searches restrict their plans to it, so counts never include another patient.
+    pub fn visibility(&self) -> Result<medvault_store::search::Visibility, ApiError> {
+        use medvault_store::search::Visibility;
+        Ok(match &self.patients {
+            Patients::All => Visibility::All,
+            Patients::Own(own) => Visibility::Patients(vec![*own]),
+            Patients::None => Visibility::Patients(Vec::new()),
+            Patients::CareOf { user_id, practitioner } => {
+                let store = self.store.as_ref().ok_or_else(|| ApiError::internal("access without a store"))?;
+                let now_ms = store.clock().now_ms();
+                let compartments = store.care_compartments(*user_id, practitioner.as_ref(), now_ms)?;
+                Visibility::Patients(compartments.into_iter().map(|(compartment, _)| compartment).collect())
+            }
+        })
+    }
+
     /// A version the caller may be shown: scope for `interaction` on its type, and its patient.
     pub fn check_version(&self, version: &StoredVersion, interaction: Interaction) -> Result<(), ApiError> {
         if !self.allows(&version.resource_type, interaction) || !self.sees(version.compartment.as_ref())? {

@@ -94,6 +94,8 @@ impl From<StoreError> for ApiError {
                 Self::new(410, "deleted", "this record was erased (its data key was destroyed)")
             }
             StoreError::Closed | StoreError::Io(_) | StoreError::Poisoned => Self::unavailable(error.to_string()),
+            StoreError::SearchUnavailable(message) => Self::new(503, "transient", message.clone()),
+            StoreError::SearchRefused(message) => Self::new(400, "too-costly", message.clone()),
             _ => Self::internal(error.to_string()),
         }
     }

@@ -146,8 +146,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/fhir", axum::routing::post(bundle))
         .route("/fhir/", axum::routing::post(bundle))
         .route("/fhir/_history", get(history_system))
-        .route("/fhir/{resource_type}", axum::routing::post(create).get(search_type))
+        .route(
+            "/fhir/{resource_type}",
+            axum::routing::post(create).get(search_type).put(conditional_update).delete(conditional_delete),
+        )
+        .route("/fhir/{resource_type}/_search", axum::routing::post(search_post))
         .route("/fhir/{resource_type}/_history", get(history_type))
+        .route("/fhir/Patient/{id}/$everything", get(everything))
         .route("/fhir/{resource_type}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{resource_type}/{id}/_history", get(history_instance))
         .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
@@ -215,15 +220,141 @@ async fn search_type(
     if resource_type == "AuditEvent" {
         return audit_search(state, request).await;
     }
-    run(state, request, None, EventKind::SearchType, move |_service, _context, _access, _body| {
-        crate::service::check_type(&resource_type)?;
-        Err(ApiError::new(
-            501,
-            "not-supported",
-            format!("search on {resource_type} is not supported yet; the CapabilityStatement lists what is"),
-        ))
+    run(state, request, None, EventKind::SearchType, move |service, context, access, _body| {
+        search_response(service, context, access, &resource_type)
     })
     .await
+}
+
+/// `POST /fhir/{type}/_search` with the parameters as a form.
+async fn search_post(
+    State(state): State<Arc<AppState>>,
+    Path(resource_type): Path<String>,
+    request: Request,
+) -> Response {
+    if resource_type == "AuditEvent" {
+        return error_response(
+            &state.next_request_id(),
+            ApiError::new(405, "not-supported", "search AuditEvents with GET /fhir/AuditEvent"),
+        );
+    }
+    run_form(state, request, EventKind::SearchType, move |service, context, access, _body| {
+        search_response(service, context, access, &resource_type)
+    })
+    .await
+}
+
+fn search_response(
+    service: &Service,
+    context: &Context,
+    access: &ClinicalAccess,
+    resource_type: &str,
+) -> Result<Response, ApiError> {
+    let request = crate::search::SearchRequest {
+        base: &context.base,
+        resource_type,
+        pairs: &context.query,
+        handling: handling(&context.headers),
+    };
+    let json = service.search(access, &request)?;
+    Ok(fhir_response(StatusCode::OK, json, &context.request_id))
+}
+
+/// `GET /fhir/Patient/{id}/$everything`.
+async fn everything(State(state): State<Arc<AppState>>, Path(id): Path<String>, request: Request) -> Response {
+    run(state, request, None, EventKind::SearchType, move |service, context, access, _body| {
+        let json = service.everything(access, &context.base, &id, &context.query, handling(&context.headers))?;
+        Ok(fhir_response(StatusCode::OK, json, &context.request_id))
+    })
+    .await
+}
+
+/// `Prefer: handling=strict|lenient` (lenient when absent, as R4 servers default).
+fn handling(headers: &HeaderMap) -> medvault_fhir::search::Handling {
+    if prefer_values(headers).any(|value| value == "handling=strict") {
+        medvault_fhir::search::Handling::Strict
+    } else {
+        medvault_fhir::search::Handling::Lenient
+    }
+}
+
+/// Criteria of a conditional interaction: the URL's query without response parameters.
+fn criteria_of(text: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(text.as_bytes()).into_owned().filter(|(name, _)| name != "_format").collect()
+}
+
+/// `PUT /fhir/{type}?criteria`: updates the one match, creates when none matches, 412 when
+/// several do.
+async fn conditional_update(
+    State(state): State<Arc<AppState>>,
+    Path(resource_type): Path<String>,
+    request: Request,
+) -> Response {
+    if resource_type == "AuditEvent" {
+        return audit_is_read_only(&state);
+    }
+    run(state, request, Some(RESOURCE_BYTES_MAX), EventKind::Update, move |service, context, access, body| {
+        let criteria: Vec<(String, String)> =
+            context.query.iter().filter(|(name, _)| name != "_format").cloned().collect();
+        let mut resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
+        let if_match = if_match(&context.headers)?;
+        let _serial = service.conditional.lock().map_err(|_| ApiError::internal("poisoned"))?;
+        let found = service.conditional_matches(access, &resource_type, &criteria)?;
+        let body_id = resource.get("id").and_then(serde_json::Value::as_str).map(str::to_string);
+        let written = match (found.as_slice(), body_id) {
+            ([], Some(id)) => service.update(access, &resource_type, &id, resource, if_match)?,
+            ([], None) => service.create(access, &resource_type, resource)?,
+            ([one], body_id) => {
+                if body_id.as_ref().is_some_and(|id| *id != one.id) {
+                    return Err(ApiError::bad_request(
+                        "the body's id differs from the id of the resource the criteria match",
+                    ));
+                }
+                resource["id"] = serde_json::Value::String(one.id.clone());
+                service.update(access, &resource_type, &one.id, resource, if_match)?
+            }
+            _ => return Err(several_match()),
+        };
+        let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok(written_response(status, &written, context))
+    })
+    .await
+}
+
+/// `DELETE /fhir/{type}?criteria`: deletes the one match (204 also when none matches), 412
+/// when several do.
+async fn conditional_delete(
+    State(state): State<Arc<AppState>>,
+    Path(resource_type): Path<String>,
+    request: Request,
+) -> Response {
+    if resource_type == "AuditEvent" {
+        return audit_is_read_only(&state);
+    }
+    run(state, request, None, EventKind::Delete, move |service, context, access, _body| {
+        let criteria: Vec<(String, String)> =
+            context.query.iter().filter(|(name, _)| name != "_format").cloned().collect();
+        let _serial = service.conditional.lock().map_err(|_| ApiError::internal("poisoned"))?;
+        let found = service.conditional_matches(access, &resource_type, &criteria)?;
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        match found.as_slice() {
+            [] => {}
+            [one] => {
+                let written = service.delete(access, &resource_type, &one.id, if_match(&context.headers)?)?;
+                insert_header(&mut response, header::ETAG, &etag(written.version));
+                insert_receipt(&mut response, &written);
+            }
+            _ => return Err(several_match()),
+        }
+        insert_header(&mut response, "x-request-id", &context.request_id);
+        Ok(response)
+    })
+    .await
+}
+
+fn several_match() -> ApiError {
+    ApiError::new(412, "multiple-matches", "the criteria match more than one resource; make them more selective")
 }
 
 async fn read(
@@ -273,8 +404,36 @@ async fn create(State(state): State<Arc<AppState>>, Path(resource_type): Path<St
     }
     run(state, request, Some(RESOURCE_BYTES_MAX), EventKind::Create, move |service, context, access, body| {
         let resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
-        let written = service.create(access, &resource_type, resource)?;
-        Ok(written_response(StatusCode::CREATED, &written, context))
+        let Some(criteria) = context.headers.get("if-none-exist") else {
+            let written = service.create(access, &resource_type, resource)?;
+            return Ok(written_response(StatusCode::CREATED, &written, context));
+        };
+        // Conditional create: nothing is written if the criteria already match.
+        let criteria = criteria.to_str().map_err(|_| ApiError::bad_request("If-None-Exist is not text"))?;
+        let criteria = criteria_of(criteria.split_once('?').map_or(criteria, |(_, query)| query));
+        let _serial = service.conditional.lock().map_err(|_| ApiError::internal("poisoned"))?;
+        match service.conditional_matches(access, &resource_type, &criteria)?.as_slice() {
+            [] => {
+                let written = service.create(access, &resource_type, resource)?;
+                Ok(written_response(StatusCode::CREATED, &written, context))
+            }
+            [existing] => {
+                access.set_kind(EventKind::Read);
+                let location = format!(
+                    "{}/{}/{}/_history/{}",
+                    context.base, existing.resource_type, existing.id, existing.version
+                );
+                Ok(resource_response(
+                    StatusCode::OK,
+                    &existing.json,
+                    existing.version,
+                    existing.recorded_ms,
+                    Some(&location),
+                    &context.request_id,
+                ))
+            }
+            _ => Err(several_match()),
+        }
     })
     .await
 }
@@ -610,7 +769,16 @@ async fn run<F>(
 where
     F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
 {
-    run_with(state, request, body_bytes_max, false, kind, operation).await
+    run_with(state, request, body_bytes_max, BodyKind::Fhir, false, kind, operation).await
+}
+
+/// Runs a search posted as a form (`POST /fhir/{type}/_search`): the body's parameters
+/// follow the URL's in `Context::query`.
+async fn run_form<F>(state: Arc<AppState>, request: Request, kind: EventKind, operation: F) -> Response
+where
+    F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
+{
+    run_with(state, request, Some(REQUEST_URL_BYTES_MAX), BodyKind::Form, false, kind, operation).await
 }
 
 /// Runs a single-resource read (read, vread) on the async worker itself.
@@ -618,13 +786,23 @@ async fn run_read<F>(state: Arc<AppState>, request: Request, kind: EventKind, op
 where
     F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
 {
-    run_with(state, request, None, true, kind, operation).await
+    run_with(state, request, None, BodyKind::Fhir, true, kind, operation).await
+}
+
+/// What a request body must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// A FHIR resource or Bundle in JSON.
+    Fhir,
+    /// `application/x-www-form-urlencoded` search parameters.
+    Form,
 }
 
 async fn run_with<F>(
     state: Arc<AppState>,
     request: Request,
     body_bytes_max: Option<usize>,
+    body_kind: BodyKind,
     inline_read: bool,
     kind: EventKind,
     operation: F,
@@ -653,7 +831,7 @@ where
     let path = parts.uri.path().to_string();
     // Requests with a body are authenticated before the body is read, so an anonymous
     // client cannot make the server buffer it; the others do it all in one blocking hop.
-    let (context, early_access) = match body_bytes_max {
+    let (mut context, early_access) = match body_bytes_max {
         None => (context, None),
         Some(_) => {
             let task_state = state.clone();
@@ -678,7 +856,11 @@ where
     let body = match body_bytes_max {
         None => Vec::new(),
         Some(limit) => {
-            if let Err(error) = check_content_type(&parts.headers) {
+            let checked = match body_kind {
+                BodyKind::Fhir => check_content_type(&parts.headers),
+                BodyKind::Form => check_form_content_type(&parts.headers),
+            };
+            if let Err(error) = checked {
                 return error_response(&context.request_id, error);
             }
             match to_bytes(body, limit).await {
@@ -692,6 +874,13 @@ where
             }
         }
     };
+    let mut query = query;
+    if body_kind == BodyKind::Form {
+        // The body's parameters are part of the search (and of its audit record).
+        context.query.extend(form_urlencoded::parse(&body).into_owned());
+        let all = form_urlencoded::Serializer::new(String::new()).extend_pairs(&context.query).finish();
+        query = Some(format!("{}?{all}", parts.uri.path().trim_start_matches("/fhir/").trim_end_matches("/_search")));
+    }
     let writes = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete | EventKind::Transaction);
     if writes && state.auditor.locked_down() {
         return error_response(
@@ -754,10 +943,12 @@ async fn audited(
         Err(error) => error.status,
     };
     let kind = access.kind_override().unwrap_or(kind);
-    let write = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete);
+    let written = access.take_written();
+    // A write that wrote nothing (a conditional one that matched) is audited as a read.
+    let write = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete) && !written.is_empty();
     if status < 400 {
         // The records written with the request's writes feed the alert rules too.
-        state.auditor.observe_committed(&access.take_written());
+        state.auditor.observe_committed(&written);
     }
     if !(write && status < 400) {
         let now_ms = state.service.store().clock().now_ms();
@@ -868,6 +1059,22 @@ fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
             406,
             "not-supported",
             format!("cannot answer in '{accept}'; this server speaks application/fhir+json"),
+        ))
+    }
+}
+
+fn check_form_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media == "application/x-www-form-urlencoded" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            415,
+            "not-supported",
+            format!(
+                "Content-Type '{content_type}' is not supported; POST _search takes application/x-www-form-urlencoded"
+            ),
         ))
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod json;
 pub mod ledger;
 pub mod login;
+pub mod search;
 pub mod serve;
 pub mod service;
 

@@ -20,6 +20,9 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Arc<Store>,
+    /// Conditional creates, updates and deletes of this process run one at a time, so two
+    /// of them cannot both find no match and both create.
+    pub(crate) conditional: Arc<std::sync::Mutex<()>>,
     /// Patient ids by compartment token, so that a read's audit record can name its
     /// patient without parsing the record (bounded; refilled from the records).
     patient_ids: Arc<std::sync::RwLock<std::collections::HashMap<[u8; 32], String>>>,
@@ -30,11 +33,11 @@ const PATIENT_IDS_CACHED: usize = 200_000;
 
 impl Service {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, patient_ids: Arc::default() }
+        Self { store, conditional: Arc::default(), patient_ids: Arc::default() }
     }
 
     /// Notes a version the request read, for its audit record.
-    fn touch(&self, access: &ClinicalAccess, version: &StoredVersion) {
+    pub(crate) fn touch(&self, access: &ClinicalAccess, version: &StoredVersion) {
         let patient = version.compartment.as_ref().and_then(|token| {
             if let Some(id) = self.patient_ids.read().ok().and_then(|ids| ids.get(token).cloned()) {
                 return Some(id);
@@ -340,7 +343,7 @@ pub struct HistoryResult {
 
 /// "Does not exist" for a caller who sees every patient; for others the same 403 as a
 /// record they may not see, so a miss reveals nothing.
-fn missing(access: &ClinicalAccess, diagnostics: String) -> ApiError {
+pub(crate) fn missing(access: &ClinicalAccess, diagnostics: String) -> ApiError {
     if access.sees_all_patients() {
         ApiError::not_found(diagnostics)
     } else {

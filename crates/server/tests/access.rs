@@ -273,19 +273,163 @@ async fn the_matrix_of_reads_has_no_leak() {
         } else {
             assert_eq!(reply.status, 403);
         }
-        // Search paths, `_include` and chains included, answer without data until
-        // search lands (issue 7), for every caller.
-        for uri in [
-            "/fhir/Observation?subject=Patient/p3&_include=Observation:subject",
-            "/fhir/Observation?subject:Patient.name=Secret-p3",
-            "/fhir/Patient?_revinclude=Observation:subject",
-        ] {
-            let reply = server.call_as(&caller.token, "GET", uri, None).await;
-            assert!(matches!(reply.status, 403 | 501), "{} {uri}: {}", caller.name, reply.status);
-            assert_no_leak(caller, &reply.body, uri);
-        }
     }
     assert!(checked > 300, "the matrix ran {checked} checks");
+}
+
+/// A search reply without its links, which echo the caller's own query.
+fn without_links(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut value) => {
+            if let Some(object) = value.as_object_mut() {
+                object.remove("link");
+            }
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+        Err(_) => body.to_vec(),
+    }
+}
+
+/// The entries of a searchset Bundle by mode, as `Type/id`.
+fn entries_by_mode(bundle: &Value, mode: &str) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["search"]["mode"] == mode)
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap_or(""),
+                        e["resource"]["id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_matrix_of_searches_has_no_leak() {
+    let (server, callers) = setup().await;
+    // A record of p1 that points at p3 outside the patient compartment: `_include` must
+    // not follow it for a caller who does not see p3.
+    let pointer = json!({"resourceType": "Observation", "id": "obs-p1-about-p3", "status": "final",
+        "code": {"text": "finding-of-p1"}, "subject": {"reference": "Patient/p1"}, "focus": [{"reference": "Patient/p3"}]});
+    assert_eq!(server.call("PUT", "/fhir/Observation/obs-p1-about-p3", Some(pointer.clone())).await.status, 201);
+    let mut records = world();
+    records.push(("Observation", "obs-p1-about-p3".to_string(), Some("p1"), pointer));
+    let types: BTreeSet<&str> = records.iter().map(|(t, _, _, _)| *t).collect();
+    let visible = |caller: &Caller, resource_type: &str, letter: char| -> BTreeSet<String> {
+        records
+            .iter()
+            .filter(|(t, _, owner, _)| *t == resource_type && caller.may(t, *owner, letter))
+            .map(|(t, id, _, _)| format!("{t}/{id}"))
+            .collect()
+    };
+    let mut checked = 0;
+    for caller in &callers {
+        for resource_type in &types {
+            // A plain search, its total and its count: exactly the visible records.
+            for uri in [
+                format!("/fhir/{resource_type}?_count=1000&_total=accurate"),
+                format!("/fhir/{resource_type}?_summary=count"),
+                format!("/fhir/{resource_type}?_lastUpdated=gt2000-01-01&_count=3&_total=accurate"),
+            ] {
+                let reply = server.call_as(&caller.token, "GET", &uri, None).await;
+                assert_no_leak(caller, &without_links(&reply.body), &uri);
+                if !caller.allows(resource_type, 's') {
+                    assert_eq!(reply.status, 403, "{} {uri}", caller.name);
+                    continue;
+                }
+                assert_eq!(reply.status, 200, "{} {uri}: {}", caller.name, String::from_utf8_lossy(&reply.body));
+                let bundle = reply.json();
+                let expected = visible(caller, resource_type, 's');
+                assert_eq!(
+                    bundle["total"],
+                    expected.len(),
+                    "{} {uri}: the total counts only visible records",
+                    caller.name
+                );
+                if uri.contains("_count=1000") {
+                    assert_eq!(entries_by_mode(&bundle, "match"), expected, "{} {uri}", caller.name);
+                }
+                checked += 1;
+            }
+        }
+        let observations_allowed = caller.allows("Observation", 's');
+        let patients_allowed = caller.allows("Patient", 's');
+        // `_include`: only the targets the caller may read.
+        let uri = "/fhir/Observation?_include=Observation:subject&_include=Observation:focus&_count=1000";
+        let reply = server.call_as(&caller.token, "GET", uri, None).await;
+        assert_no_leak(caller, &without_links(&reply.body), uri);
+        if observations_allowed {
+            let bundle = reply.json();
+            assert_eq!(entries_by_mode(&bundle, "match"), visible(caller, "Observation", 's'), "{} {uri}", caller.name);
+            let targets: BTreeSet<String> = entries_by_mode(&bundle, "include");
+            let may_read = visible(caller, "Patient", 'r');
+            assert!(targets.is_subset(&may_read), "{} {uri}: included {targets:?}", caller.name);
+            checked += 1;
+        }
+        for patient in PATIENTS {
+            let uri = format!("/fhir/Observation?subject=Patient/{patient}&_include=Observation:subject");
+            let reply = server.call_as(&caller.token, "GET", &uri, None).await;
+            assert_no_leak(caller, &without_links(&reply.body), &uri);
+            // Chains and `_has` resolve only over what the caller sees.
+            for uri in [
+                format!("/fhir/Observation?subject:Patient.family=Secret-{patient}&_total=accurate"),
+                format!("/fhir/Patient?_has:Observation:subject:code:text=finding-of-{patient}&_total=accurate"),
+                format!("/fhir/Patient?_id={patient}&_revinclude=Observation:subject&_revinclude=Condition:subject"),
+            ] {
+                let reply = server.call_as(&caller.token, "GET", &uri, None).await;
+                assert_no_leak(caller, &without_links(&reply.body), &uri);
+                let searched =
+                    if uri.starts_with("/fhir/Observation") { observations_allowed } else { patients_allowed };
+                if !searched
+                    || (uri.contains("subject:Patient") && !patients_allowed)
+                    || (uri.contains("_has") && !observations_allowed)
+                {
+                    assert_eq!(reply.status, 403, "{} {uri}", caller.name);
+                    continue;
+                }
+                assert_eq!(reply.status, 200, "{} {uri}: {}", caller.name, String::from_utf8_lossy(&reply.body));
+                let bundle = reply.json();
+                let sees = caller.sees(Some(patient));
+                if uri.contains("_total") {
+                    let expected = if !sees {
+                        0
+                    } else if uri.contains("_has") {
+                        1
+                    } else {
+                        records.iter().filter(|(t, _, owner, _)| *t == "Observation" && *owner == Some(patient)).count()
+                    };
+                    assert_eq!(bundle["total"], expected, "{} {uri}", caller.name);
+                } else {
+                    let included = entries_by_mode(&bundle, "include");
+                    assert!(sees || included.is_empty(), "{} {uri}: {included:?}", caller.name);
+                }
+                checked += 1;
+            }
+            // `$everything`: the patient's records, only for those who see the patient.
+            let uri = format!("/fhir/Patient/{patient}/$everything?_count=1000");
+            let reply = server.call_as(&caller.token, "GET", &uri, None).await;
+            assert_no_leak(caller, &without_links(&reply.body), &uri);
+            let expected = if caller.may("Patient", Some(patient), 'r') { 200 } else { 403 };
+            assert_eq!(reply.status, expected, "{} {uri}", caller.name);
+            if expected == 200 {
+                let found = entries_by_mode(&reply.json(), "match");
+                let records_of: BTreeSet<String> = records
+                    .iter()
+                    .filter(|(t, _, owner, _)| *owner == Some(patient) && caller.may(t, *owner, 'r'))
+                    .map(|(t, id, _, _)| format!("{t}/{id}"))
+                    .collect();
+                assert_eq!(found, records_of, "{} {uri}", caller.name);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "the search matrix ran {checked} checks");
 }
 
 #[tokio::test]

@@ -358,11 +358,44 @@ async fn the_capability_statement_lists_what_the_router_serves() {
     assert_eq!(system, ["transaction", "batch", "history-system"]);
     let resources = rest["resource"].as_array().expect("resources");
     assert!(resources.len() > 140, "every R4 resource type");
+    // Every listed search parameter is served, and exactly those: an unlisted one is
+    // refused under strict handling.
+    let mut listed = 0;
     for resource in resources {
-        assert!(resource.get("searchParam").is_none(), "search is not served yet, so none is listed");
+        let resource_type = resource["type"].as_str().expect("type");
+        let codes: Vec<&str> = resource["interaction"]
+            .as_array()
+            .expect("interactions")
+            .iter()
+            .filter_map(|i| i["code"].as_str())
+            .collect();
+        assert!(codes.contains(&"search-type"), "{resource_type}");
+        let params = resource["searchParam"].as_array().expect("search parameters");
+        let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+        assert!(names.contains(&"_id") && names.contains(&"_lastUpdated"), "{resource_type}: {names:?}");
+        listed += names.len();
     }
-    // Search is not listed, and indeed not served.
-    assert_eq!(server.call("GET", "/fhir/Patient?name=x", None).await.status, 501);
+    assert!(listed > 1000, "{listed} parameters listed");
+    let patient = resources.iter().find(|r| r["type"] == "Patient").expect("Patient");
+    for name in ["name", "identifier", "birthdate", "general-practitioner"] {
+        assert!(patient["searchParam"].as_array().expect("params").iter().any(|p| p["name"] == name), "{name}");
+        let uri = format!("/fhir/Patient?{name}=x");
+        let reply = server
+            .send(
+                "GET",
+                &uri,
+                &[("authorization", &format!("Bearer {}", server.clinician)), ("prefer", "handling=strict")],
+                None,
+            )
+            .await;
+        assert_ne!(reply.status, 501, "{name} is served");
+    }
+    assert_eq!(patient["operation"][0]["name"], "everything");
+    assert_eq!(patient["conditionalDelete"], "single");
+    let strict = [("authorization", format!("Bearer {}", server.clinician)), ("prefer", "handling=strict".to_string())];
+    let strict: Vec<(&str, &str)> = strict.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(server.send("GET", "/fhir/Patient?not-a-parameter=x", &strict, None).await.status, 400);
+    assert_eq!(server.call("GET", "/fhir/Patient?name=x", None).await.status, 200);
 }
 
 #[tokio::test]
