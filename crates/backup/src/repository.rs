@@ -13,7 +13,7 @@ use chacha20poly1305::XChaCha20Poly1305;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
-use medvault_store::backup::{DestroyedKey, Rebuild, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, TableContent, LEAF_HASHES_TABLE};
 use medvault_store::Store;
 use serde_json::{json, Value};
 
@@ -405,100 +405,75 @@ impl Repository {
         if root["tree_size"].as_u64() != Some(manifest.tree_size) {
             return Err(BackupError::Integrity(format!("{}: its root names another tree size", snapshot.name)));
         }
-        let existed = data_dir.exists();
-        let rebuild = Rebuild::create(data_dir)?;
-        let result = (|| -> Result<RestoreReport, BackupError> {
-            let mut report = RestoreReport {
-                snapshot: snapshot.name.clone(),
-                tree_size: manifest.tree_size,
-                last_leaf_ms: manifest.last_leaf_ms,
-                ..RestoreReport::default()
-            };
-            let tables = root["tables"].as_array().ok_or_else(|| malformed_root(&snapshot.name))?;
-            let total_bytes: u64 = tables.iter().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
+        let tables = root_tables(&root).ok_or_else(|| malformed_root(&snapshot.name))?;
+        let schema: Vec<String> = root["schema"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let erasures: Vec<DestroyedKey> = self
+            .erasures()?
+            .into_iter()
+            .map(|e| DestroyedKey { key_id: e.key_id, compartment: e.compartment, destroyed_ms: e.destroyed_ms })
+            .collect();
+        let total_bytes: u64 =
+            root["tables"].as_array().into_iter().flatten().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
                 + root["leaves"]["bytes"].as_u64().unwrap_or(0);
-            for table in tables {
-                rebuild.create_table(table["create"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?)?;
+        // Streams in the order the rebuild takes them: each dumped table, then the leaves.
+        let mut streams = Vec::new();
+        for (table, json) in tables.iter().zip(root["tables"].as_array().into_iter().flatten()) {
+            if table.content == TableContent::Rows {
+                streams.push(table_tree(json)?);
             }
-            for table in tables {
-                let name = table["name"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?;
-                let content = table["content"].as_str().and_then(TableContent::parse);
-                if content != Some(TableContent::Rows) {
-                    continue;
-                }
-                let columns: Vec<String> = table["columns"]
-                    .as_array()
-                    .ok_or_else(|| malformed_root(&snapshot.name))?
-                    .iter()
-                    .map(|c| c.as_str().map(str::to_string).ok_or_else(|| malformed_root(&snapshot.name)))
-                    .collect::<Result<_, _>>()?;
-                let mut stream = TreeStream::new(&mut reader, table_tree(table)?, total_bytes, progress);
-                let rows = rebuild.insert_rows(name, &columns, &mut stream)?;
-                stream.finish()?;
-                if Some(rows) != table["rows"].as_u64() {
-                    return Err(BackupError::Integrity(format!(
-                        "{}: table {name} restored {rows} rows, not the {} dumped",
-                        snapshot.name, table["rows"]
-                    )));
-                }
-                report.tables.push((name.to_string(), rows));
-            }
-            let mut sizes = vec![manifest.tree_size];
-            sizes.extend(witness.map(|(size, _)| size));
-            let mut stream = TreeStream::new(&mut reader, table_tree(&root["leaves"])?, total_bytes, progress);
-            let ledger = rebuild.insert_leaf_hashes(&mut stream, &sizes)?;
+        }
+        streams.push(table_tree(&root["leaves"])?);
+        let mut rebuild = Rebuild::create(data_dir, &tables, &schema, &erasures)?;
+        let mut report = RestoreReport {
+            snapshot: snapshot.name.clone(),
+            tree_size: manifest.tree_size,
+            last_leaf_ms: manifest.last_leaf_ms,
+            ..RestoreReport::default()
+        };
+        let mut sizes = vec![manifest.tree_size];
+        sizes.extend(witness.map(|(size, _)| size));
+        let mut streams = streams.into_iter();
+        for table in tables.iter().filter(|t| t.content == TableContent::Rows) {
+            let tree = streams.next().expect("a stream per dumped table");
+            let mut stream = TreeStream::new(&mut reader, tree, total_bytes, progress);
+            let rows = rebuild.insert_rows(&table.name, &table.columns, &mut stream)?;
             stream.finish()?;
-            if ledger.leaves != manifest.tree_size {
-                return Err(BackupError::Integrity(format!(
-                    "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
-                    snapshot.name, ledger.leaves, manifest.tree_size
-                )));
-            }
-            let root_at = |size: u64| ledger.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r);
-            if root_at(manifest.tree_size) != Some(manifest.root) {
-                return Err(BackupError::Integrity(format!(
-                    "{}: the restored ledger does not reproduce the signed checkpoint root",
+            report.tables.push((table.name.clone(), rows));
+        }
+        let mut stream = TreeStream::new(&mut reader, streams.next().expect("the leaves"), total_bytes, progress);
+        let ledger = rebuild.insert_leaf_hashes(&mut stream, &sizes)?;
+        stream.finish()?;
+        let bytes_read = reader.bytes_read;
+        if ledger.leaves != manifest.tree_size {
+            return Err(BackupError::Integrity(format!(
+                "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
+                snapshot.name, ledger.leaves, manifest.tree_size
+            )));
+        }
+        let root_at = |size: u64| ledger.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r);
+        if root_at(manifest.tree_size) != Some(manifest.root) {
+            return Err(BackupError::Integrity(format!(
+                "{}: the restored ledger does not reproduce the signed checkpoint root",
+                snapshot.name
+            )));
+        }
+        if let Some((witness_size, witness_root)) = witness {
+            if root_at(witness_size) != Some(witness_root) {
+                return Err(BackupError::Forged(format!(
+                    "{}: its ledger at the witness's size {witness_size} differs from the witness checkpoint (a fork)",
                     snapshot.name
                 )));
             }
-            if let Some((witness_size, witness_root)) = witness {
-                if root_at(witness_size) != Some(witness_root) {
-                    return Err(BackupError::Forged(format!(
-                        "{}: its ledger at the witness's size {witness_size} differs from the witness checkpoint (a fork)",
-                        snapshot.name
-                    )));
-                }
-            }
-            report.tables.push((LEAF_HASHES_TABLE.to_string(), ledger.leaves));
-            for erasure in self.erasures()? {
-                let key = DestroyedKey {
-                    key_id: erasure.key_id,
-                    compartment: erasure.compartment,
-                    destroyed_ms: erasure.destroyed_ms,
-                };
-                if rebuild.erase_key(&key)? {
-                    report.erasures_applied += 1;
-                }
-            }
-            report.bytes_read = reader.bytes_read;
-            Ok(report)
-        })();
-        match result {
-            Ok(mut report) => {
-                let schema: Vec<String> = root["schema"]
-                    .as_array()
-                    .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                rebuild.finish(&schema)?;
-                report.elapsed_s = started.elapsed().as_secs_f64();
-                Ok(report)
-            }
-            Err(error) => {
-                drop(rebuild);
-                remove_partial_restore(data_dir, existed);
-                Err(error)
-            }
         }
+        report.tables.push((LEAF_HASHES_TABLE.to_string(), ledger.leaves));
+        report.erasures_applied = rebuild.erasures_applied();
+        report.bytes_read = bytes_read;
+        rebuild.finish()?;
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        Ok(report)
     }
 
     /// Checks the repository; with the recovery key, also every blob and every snapshot's
@@ -696,15 +671,6 @@ fn table_tree(table: &Value) -> Result<Option<BlobRef>, BackupError> {
     match table["tree"].as_str() {
         Some(text) => BlobRef::from_hex(text).map(Some),
         None => Ok(None),
-    }
-}
-
-fn remove_partial_restore(data_dir: &Path, existed: bool) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(data_dir.join(format!("{}{suffix}", medvault_store::sqlite::DATABASE_FILE)));
-    }
-    if !existed {
-        let _ = std::fs::remove_dir(data_dir);
     }
 }
 
@@ -1080,6 +1046,27 @@ impl<'a> BlobReader<'a> {
         }
         Ok(())
     }
+}
+
+/// A root's tables as the rebuild takes them.
+fn root_tables(root: &Value) -> Option<Vec<RebuildTable>> {
+    root["tables"]
+        .as_array()?
+        .iter()
+        .map(|table| {
+            Some(RebuildTable {
+                name: table["name"].as_str()?.to_string(),
+                create_sql: table["create"].as_str()?.to_string(),
+                columns: table["columns"]
+                    .as_array()?
+                    .iter()
+                    .map(|c| c.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()?,
+                content: TableContent::parse(table["content"].as_str()?)?,
+                rows: table["rows"].as_u64()?,
+            })
+        })
+        .collect()
 }
 
 fn read_exact_or_end(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<bool, BackupError> {

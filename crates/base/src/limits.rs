@@ -59,3 +59,6 @@ pub const BACKUP_PACK_BLOBS_MAX: usize = 65_536;
 pub const BACKUP_TREE_DEPTH_MAX: usize = 8;
 /// Largest config, manifest, erasure or prune record, in bytes.
 pub const BACKUP_OBJECT_BYTES_MAX: usize = 256 * 1024;
+/// Memory a restore gives each index it rebuilds (and each level of ledger nodes) before it
+/// sorts on disk instead, in bytes.
+pub const BACKUP_RESTORE_SORT_BYTES_MAX: usize = 256 * 1024 * 1024;

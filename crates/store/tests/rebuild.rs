@@ -1,0 +1,489 @@
+//! The restore's rebuild at its boundary: a store with every kind of row is dumped and
+//! rebuilt page by page; SQLite must find the new file sound (`integrity_check`), hold the
+//! same rows in every table, and keep working when the store writes to it. Bad dumps are
+//! refused and an interrupted rebuild is never taken for a store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use medvault_base::SystemClock;
+use medvault_crypto::master::KeyFile;
+use medvault_crypto::MasterKey;
+use medvault_store::accounts::{NewUser, SessionRecord};
+use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, TableContent, EPHEMERAL_TABLES};
+use medvault_store::{Store, StoreError, Write, WriteAction};
+use medvault_testkit::TempDir;
+use rusqlite::types::Value;
+use serde_json::json;
+
+fn put(resource_type: &str, id: &str, body: serde_json::Value) -> Write {
+    Write {
+        resource_type: resource_type.into(),
+        id: id.into(),
+        action: WriteAction::Put(body),
+        if_match: None,
+        must_be_new: false,
+    }
+}
+
+fn patient(id: &str, family: &str) -> Write {
+    put("Patient", id, json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]}))
+}
+
+fn observation(id: &str, patient: &str, note: &str) -> Write {
+    put(
+        "Observation",
+        id,
+        json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": note},
+               "subject": {"reference": format!("Patient/{patient}")}}),
+    )
+}
+
+struct Source {
+    dir: TempDir,
+    store: Store,
+}
+
+fn key_file(dir: &Path) -> KeyFile {
+    KeyFile { path: dir.join("master.key") }
+}
+
+/// A store with versions (updates, deletions, one too large for a page), accounts, a
+/// session, recovery codes, an assignment, a break-glass grant, a client, an assertion id
+/// and a service token.
+fn source() -> Source {
+    let dir = TempDir::new("rebuild");
+    MasterKey::generate().expect("key").create_key_file(&dir.path().join("master.key")).expect("key file");
+    let store = Store::create(&dir.path().join("data"), &key_file(dir.path()), Arc::new(SystemClock)).expect("create");
+    for batch in 0..30 {
+        let mut writes = Vec::new();
+        for i in batch * 50..batch * 50 + 50 {
+            writes.push(patient(&format!("p{i}"), &format!("Family{i}")));
+            writes.push(observation(&format!("o{i}"), &format!("p{i}"), &"x".repeat(i % 700)));
+        }
+        store.write(&writes, "loader").expect("write");
+    }
+    let updates: Vec<Write> = (0..200).map(|i| patient(&format!("p{}", i * 7), "Renamed")).collect();
+    store.write(&updates, "loader").expect("update");
+    let large = "y".repeat(20_000);
+    store.write(&[observation("large", "p1", &large)], "loader").expect("large");
+    let deletion = Write { action: WriteAction::Delete, ..patient("p3", "") };
+    store.write(&[deletion], "loader").expect("delete");
+    let user_id = store
+        .create_user(NewUser {
+            username: "dr.who".into(),
+            role: "clinician".into(),
+            fhir_user: Some("Practitioner/pr1".into()),
+            scopes: "user/*.rs".into(),
+            password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            mfa_required: false,
+            totp_secret: None,
+            recovery_digests: vec![[1u8; 32], [2u8; 32]],
+        })
+        .expect("user");
+    store
+        .create_session(SessionRecord {
+            digest: [9u8; 32],
+            user_id,
+            scopes: "user/*.rs".into(),
+            created_ms: 1,
+            last_seen_ms: 1,
+            idle_ms: 1000,
+            expires_ms: i64::MAX,
+            revoked_ms: None,
+        })
+        .expect("session");
+    store.assign_patient(user_id, "p5", "admin").expect("assign");
+    store.create_break_glass(user_id, "p6", "an emergency in the night", i64::MAX).expect("break glass");
+    store.register_client("lab", "{\"keys\":[]}", "system/*.rs").expect("client");
+    store.use_assertion_id("lab", "jti-1", i64::MAX).expect("jti");
+    store.create_service_token("importer", "system/*.cruds", None).expect("token");
+    Source { dir, store }
+}
+
+struct Dump {
+    tables: Vec<RebuildTable>,
+    schema: Vec<String>,
+    rows: Vec<(String, Vec<u8>)>,
+    leaves: Vec<u8>,
+    tree_size: u64,
+}
+
+fn dump(store: &Store) -> Dump {
+    let dump = store.backup_dump().expect("dump");
+    let mut rows = Vec::new();
+    let mut counts = Vec::new();
+    for table in &dump.tables {
+        let mut bytes = Vec::new();
+        let count = dump
+            .stream_rows(table, &mut |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            })
+            .expect("stream");
+        counts.push(count);
+        if table.content == TableContent::Rows {
+            rows.push((table.name.clone(), bytes));
+        }
+    }
+    let mut leaves = Vec::new();
+    dump.stream_leaf_hashes(&mut |chunk| {
+        leaves.extend_from_slice(chunk);
+        Ok(())
+    })
+    .expect("leaves");
+    let tables = dump
+        .tables
+        .iter()
+        .zip(counts)
+        .map(|(t, rows)| RebuildTable {
+            name: t.name.clone(),
+            create_sql: t.create_sql.clone(),
+            columns: t.columns.clone(),
+            content: t.content,
+            rows,
+        })
+        .collect();
+    Dump { tables, schema: dump.schema.clone(), rows, leaves, tree_size: dump.checkpoint.tree_size }
+}
+
+fn rebuild(dump: &Dump, target: &Path, erasures: &[DestroyedKey]) -> Result<(), StoreError> {
+    let mut rebuild = Rebuild::create(target, &dump.tables, &dump.schema, erasures)?;
+    for (name, bytes) in &dump.rows {
+        let columns = &dump.tables.iter().find(|t| &t.name == name).expect("table").columns;
+        rebuild.insert_rows(name, columns, &mut &bytes[..])?;
+    }
+    let ledger = rebuild.insert_leaf_hashes(&mut &dump.leaves[..], &[dump.tree_size])?;
+    assert_eq!(ledger.leaves, dump.tree_size);
+    rebuild.finish()?;
+    Ok(())
+}
+
+fn integrity(database: &Path) -> Vec<String> {
+    let connection = rusqlite::Connection::open(database).expect("open");
+    let mut statement = connection.prepare("PRAGMA integrity_check").expect("pragma");
+    statement.query_map([], |row| row.get::<_, String>(0)).expect("query").collect::<Result<_, _>>().expect("rows")
+}
+
+/// Every row of every table, each as text, sorted; rowid tables with their rowids.
+fn contents(database: &Path) -> Vec<(String, Vec<String>)> {
+    let connection = rusqlite::Connection::open(database).expect("open");
+    let tables: Vec<(String, bool)> = connection
+        .prepare(
+            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .expect("tables")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    tables
+        .into_iter()
+        .map(|(name, without_rowid)| {
+            let select = if without_rowid { "*" } else { "rowid, *" };
+            let mut statement = connection.prepare(&format!("SELECT {select} FROM \"{name}\"")).expect("select");
+            let columns = statement.column_count();
+            let mut rows: Vec<String> = statement
+                .query_map([], |row| {
+                    (0..columns)
+                        .map(|i| row.get::<_, Value>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|v| format!("{v:?}"))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.sort();
+            (name, rows)
+        })
+        .collect()
+}
+
+fn schema(database: &Path) -> Vec<(String, String, String, Option<String>)> {
+    let connection = rusqlite::Connection::open(database).expect("open");
+    let mut rows: Vec<_> = connection
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema")
+        .expect("schema")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
+    let source = source();
+    let dump = dump(&source.store);
+    source.store.close();
+    let original = source.dir.path().join("data/medvault.db");
+    // Erase the key of the first version's patient, as an erasure record would.
+    let (key_id, compartment): (i64, Vec<u8>) = rusqlite::Connection::open(&original)
+        .expect("open")
+        .query_row(
+            "SELECT key_id, compartment FROM keys WHERE key_id = (SELECT key_id FROM versions WHERE seq = 0)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("key");
+    let erasure = DestroyedKey {
+        key_id: key_id as u64,
+        compartment: compartment.clone().try_into().expect("32 bytes"),
+        destroyed_ms: 42,
+    };
+    let target = source.dir.path().join("restored");
+    rebuild(&dump, &target, &[erasure]).expect("rebuild");
+    let restored = target.join("medvault.db");
+
+    assert_eq!(integrity(&restored), vec!["ok".to_string()], "SQLite finds the rebuilt file sound");
+    assert_eq!(schema(&restored), schema(&original), "the same tables, indexes and statements");
+    let connection = rusqlite::Connection::open(&restored).expect("open");
+    let journal: String = connection.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+    assert_eq!(journal, "wal");
+    let free: i64 = connection.query_row("PRAGMA freelist_count", [], |r| r.get(0)).expect("free");
+    assert_eq!(free, 0);
+    let erased: (Option<Vec<u8>>, i64) = connection
+        .query_row("SELECT wrapped, destroyed_ms FROM keys WHERE key_id = ?1", [key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("erased key");
+    assert_eq!(erased, (None, 42), "the erasure was applied");
+    drop(connection);
+
+    // Every table holds what the original holds, but the erased key and the ephemeral tables.
+    let mut expected = contents(&original);
+    let got = contents(&restored);
+    for (name, rows) in &mut expected {
+        if EPHEMERAL_TABLES.contains(&name.as_str()) {
+            assert!(!rows.is_empty(), "the source has rows in {name}, so the test shows they are dropped");
+            rows.clear();
+        }
+        if name == "keys" {
+            let erased = rows
+                .iter()
+                .position(|row| row.starts_with(&format!("[Integer({key_id}), Integer({key_id}),")))
+                .expect("erased key row");
+            rows.remove(erased);
+        }
+    }
+    let got: Vec<_> = got
+        .into_iter()
+        .map(|(name, mut rows)| {
+            if name == "keys" {
+                rows.retain(|row| !row.starts_with(&format!("[Integer({key_id}), Integer({key_id}),")));
+            }
+            (name, rows)
+        })
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for ((name, rows), (expected_name, expected_rows)) in got.iter().zip(&expected) {
+        assert_eq!(name, expected_name);
+        assert_eq!(rows.len(), expected_rows.len(), "rows of {name}");
+        assert!(rows == expected_rows, "the rows of {name} differ");
+    }
+    let versions = expected.iter().find(|(name, _)| name == "versions").expect("versions").1.len();
+    assert!(versions > 3000, "enough versions for interior pages in every b-tree: {versions}");
+
+    // The store opens, verifies, and writes on top of the rebuilt b-trees.
+    let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("open store");
+    let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert!(report.erased > 0);
+    assert!(matches!(store.read("Patient", "p0"), Err(StoreError::KeyDestroyed)), "the first patient's key was erased");
+    assert!(store.read("Patient", "p1").expect("read").is_some());
+    let more: Vec<Write> = (0..500).map(|i| patient(&format!("p{}", i * 3 + 1000), "Later")).collect();
+    store.write(&more, "after-restore").expect("write after restore");
+    assert!(store.read("Patient", "p1006").expect("read").is_some());
+    store.close();
+    assert_eq!(integrity(&restored), vec!["ok".to_string()], "still sound after the store wrote to it");
+    let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("reopen");
+    assert!(store.verify(None, &[], &[], &mut |_, _| {}).expect("verify").ok());
+    store.close();
+}
+
+fn versions(dump: &mut Dump) -> &mut Vec<u8> {
+    &mut dump.rows.iter_mut().find(|(name, _)| name == "versions").expect("versions").1
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("restore-incomplete"))
+        .collect()
+}
+
+#[test]
+fn bad_dumps_are_refused_and_leave_nothing() {
+    let source = source();
+    let good = dump(&source.store);
+    source.store.close();
+    let target = source.dir.path().join("restored");
+
+    // A row stream cut short.
+    let mut cut = Dump {
+        rows: good.rows.clone(),
+        tables: good.tables.clone(),
+        schema: good.schema.clone(),
+        leaves: good.leaves.clone(),
+        tree_size: good.tree_size,
+    };
+    versions(&mut cut).pop();
+    let error = rebuild(&cut, &target, &[]).expect_err("cut short");
+    assert!(error.to_string().contains("cut short"), "{error}");
+
+    // Rows out of order: the second half of `versions` before the first (whole rows: the
+    // stream is re-encoded from the original's rows).
+    let original = source.dir.path().join("data/medvault.db");
+    let connection = rusqlite::Connection::open(&original).expect("open");
+    let encode = |rows: &[Vec<Value>]| {
+        let mut bytes = Vec::new();
+        for row in rows {
+            for value in row {
+                match value {
+                    Value::Null => bytes.push(0),
+                    Value::Integer(i) => {
+                        bytes.push(1);
+                        bytes.extend_from_slice(&i.to_be_bytes());
+                    }
+                    Value::Real(r) => {
+                        bytes.push(2);
+                        bytes.extend_from_slice(&r.to_bits().to_be_bytes());
+                    }
+                    Value::Text(t) => {
+                        bytes.push(3);
+                        bytes.extend_from_slice(&(t.len() as u32).to_be_bytes());
+                        bytes.extend_from_slice(t.as_bytes());
+                    }
+                    Value::Blob(b) => {
+                        bytes.push(4);
+                        bytes.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                        bytes.extend_from_slice(b);
+                    }
+                }
+            }
+        }
+        bytes
+    };
+    let mut rows: Vec<Vec<Value>> = connection
+        .prepare("SELECT * FROM versions ORDER BY seq")
+        .expect("select")
+        .query_map([], |row| (0..9).map(|i| row.get::<_, Value>(i)).collect())
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    drop(connection);
+    let cases: Vec<(&str, Vec<Vec<Value>>, &str)> = vec![
+        (
+            "reordered",
+            {
+                let mut r = rows.clone();
+                r.swap(10, 11);
+                r
+            },
+            "rowid order",
+        ),
+        (
+            "a repeated (resource, version)",
+            {
+                let mut r = rows.clone();
+                let (key, version) = (r[0][1].clone(), r[0][3].clone());
+                r[1][1] = key;
+                r[1][3] = version;
+                r
+            },
+            "unique index",
+        ),
+        (
+            "a number where text belongs",
+            {
+                let mut r = rows.clone();
+                r[5][2] = Value::Integer(7);
+                r
+            },
+            "column's type",
+        ),
+        (
+            "NULL in a NOT NULL column",
+            {
+                let mut r = rows.clone();
+                r[5][7] = Value::Null;
+                r
+            },
+            "column's type",
+        ),
+    ];
+    for (what, bad_rows, message) in cases {
+        let mut bad = Dump {
+            rows: good.rows.clone(),
+            tables: good.tables.clone(),
+            schema: good.schema.clone(),
+            leaves: good.leaves.clone(),
+            tree_size: good.tree_size,
+        };
+        *versions(&mut bad) = encode(&bad_rows);
+        let error = rebuild(&bad, &target, &[]).expect_err(what);
+        assert!(matches!(error, StoreError::Integrity(_)), "{what}: {error}");
+        assert!(error.to_string().contains(message), "{what}: {error}");
+        assert!(!target.exists() && leftovers(source.dir.path()).is_empty(), "{what} left something behind");
+    }
+    rows.clear();
+
+    // A schema the writer cannot reproduce exactly is refused before anything is written.
+    let mut checked = Dump {
+        rows: good.rows.clone(),
+        tables: good.tables.clone(),
+        schema: good.schema.clone(),
+        leaves: good.leaves.clone(),
+        tree_size: good.tree_size,
+    };
+    checked.tables[0].create_sql = checked.tables[0].create_sql.replacen('(', "(CHECK (1), ", 1);
+    let error = rebuild(&checked, &target, &[]).expect_err("CHECK");
+    assert!(error.to_string().contains("not supported"), "{error}");
+    let mut collated = Dump {
+        rows: good.rows.clone(),
+        tables: good.tables.clone(),
+        schema: good.schema.clone(),
+        leaves: good.leaves.clone(),
+        tree_size: good.tree_size,
+    };
+    collated.schema.push("CREATE INDEX by_author ON versions (author COLLATE NOCASE)".into());
+    let error = rebuild(&collated, &target, &[]).expect_err("collation");
+    assert!(error.to_string().contains("not supported"), "{error}");
+    assert!(!target.exists() && leftovers(source.dir.path()).is_empty());
+
+    // A target that is not empty is never written to.
+    std::fs::create_dir_all(target.join("something")).expect("dir");
+    let error = rebuild(&good, &target, &[]).expect_err("not empty");
+    assert!(matches!(error, StoreError::AlreadyExists(_)), "{error}");
+    std::fs::remove_dir_all(&target).expect("clean");
+    rebuild(&good, &target, &[]).expect("the good dump rebuilds");
+}
+
+#[test]
+fn an_interrupted_rebuild_is_never_taken_for_a_store() {
+    let source = source();
+    let dump = dump(&source.store);
+    source.store.close();
+    let target = source.dir.path().join("restored");
+    let mut rebuild = Rebuild::create(&target, &dump.tables, &dump.schema, &[]).expect("create");
+    for (name, bytes) in &dump.rows {
+        let columns = &dump.tables.iter().find(|t| &t.name == name).expect("table").columns;
+        rebuild.insert_rows(name, columns, &mut &bytes[..]).expect("rows");
+    }
+    // The process dies here: nothing runs after (no drop, no cleanup).
+    std::mem::forget(rebuild);
+    assert!(!target.exists(), "nothing at the target until the rebuild is complete");
+    let incomplete = leftovers(source.dir.path());
+    assert_eq!(incomplete.len(), 1, "one directory whose name says it is incomplete");
+    let database = source.dir.path().join(&incomplete[0]).join("medvault.db");
+    assert!(std::fs::metadata(&database).expect("db").len() > 1_000_000, "rows were written");
+    let connection = rusqlite::Connection::open(&database).expect("open");
+    let error =
+        connection.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).expect_err("no header");
+    assert!(error.to_string().contains("not a database"), "{error}");
+    drop(connection);
+    let error =
+        Store::open(&source.dir.path().join(&incomplete[0]), &key_file(source.dir.path()), Arc::new(SystemClock))
+            .expect_err("not a store");
+    assert!(!error.to_string().is_empty());
+}
