@@ -366,6 +366,24 @@ pub fn open_blob(
     Ok(plaintext)
 }
 
+/// Opens a sealed blob where it lies: `stored` is nonce, ciphertext and tag; the plaintext
+/// replaces the ciphertext, and its place in `stored` is returned.
+pub fn open_blob_in_place(
+    cipher: &XChaCha20Poly1305,
+    identity: &BlobIdentity<'_>,
+    stored: &mut [u8],
+) -> Result<std::ops::Range<usize>, BlobRefused> {
+    if stored.len() < NONCE_BYTES + TAG_BYTES {
+        return Err(BlobRefused);
+    }
+    let (nonce, rest) = stored.split_at_mut(NONCE_BYTES);
+    let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_BYTES);
+    cipher
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), &identity.aad(), ciphertext, Tag::from_slice(tag))
+        .map_err(|_| BlobRefused)?;
+    Ok(NONCE_BYTES..stored.len() - TAG_BYTES)
+}
+
 pub fn cipher(key: &Secret32) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(key.expose_secret().into())
 }
@@ -422,6 +440,9 @@ mod tests {
         let mut stored = Vec::new();
         seal_blob(&cipher, &identity, b"hello", &mut stored).expect("seal");
         assert_eq!(open_blob(&cipher, &identity, &stored).expect("open"), b"hello");
+        let mut in_place = stored.clone();
+        let range = open_blob_in_place(&cipher, &identity, &mut in_place).expect("open in place");
+        assert_eq!(&in_place[range], b"hello");
         let other_id = [4u8; 32];
         assert!(open_blob(&cipher, &BlobIdentity { id: &other_id, ..identity }, &stored).is_err());
         assert!(open_blob(&cipher, &BlobIdentity { blob_type: BlobType::Tree, ..identity }, &stored).is_err());

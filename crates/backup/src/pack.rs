@@ -337,6 +337,51 @@ pub fn open_blob(
     Ok(plaintext)
 }
 
+/// [`open_blob`] without copying: `stored` (the sealed blob) is opened in place, and
+/// decompressed into `spare` if it was compressed. Returns the buffer that holds the
+/// plaintext and where; the other buffer is left in `spare` for reuse.
+pub fn open_blob_into(
+    cipher: &XChaCha20Poly1305,
+    keys: &crate::keys::RepositoryKeys,
+    repository_id: &[u8; 16],
+    blob_ref: &BlobRef,
+    mut stored: Vec<u8>,
+    spare: &mut Vec<u8>,
+) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
+    let identity = BlobIdentity {
+        repository_id,
+        blob_type: blob_ref.blob_type,
+        id: &blob_ref.id,
+        raw_length: blob_ref.raw_length,
+        compression: blob_ref.compression,
+    };
+    let name =
+        || format!("blob {} in pack {}", medvault_base::hex::encode(&blob_ref.id[..8]), pack_name(&blob_ref.pack));
+    let sealed = keys::open_blob_in_place(cipher, &identity, &mut stored)
+        .map_err(|_| BackupError::Integrity(format!("{} fails authentication", name())))?;
+    let (plaintext, range) = match blob_ref.compression {
+        COMPRESSION_NONE => (stored, sealed),
+        COMPRESSION_LZ4 => {
+            let raw_length = blob_ref.raw_length as usize;
+            if raw_length > medvault_base::limits::BACKUP_CHUNK_BYTES_MAX {
+                return Err(BackupError::Integrity(format!("{} is larger than a blob can be", name())));
+            }
+            spare.clear();
+            spare.resize(raw_length, 0);
+            let written = lz4_flex::block::decompress_into(&stored[sealed], spare)
+                .map_err(|_| BackupError::Integrity(format!("{} does not decompress", name())))?;
+            let plaintext = std::mem::replace(spare, stored);
+            (plaintext, 0..written)
+        }
+        _ => return Err(BackupError::Integrity(format!("{} has an unknown compression", name()))),
+    };
+    let bytes = &plaintext[range.clone()];
+    if bytes.len() != blob_ref.raw_length as usize || keys.blob_id(blob_ref.blob_type, bytes) != blob_ref.id {
+        return Err(BackupError::Integrity(format!("{} does not match its id", name())));
+    }
+    Ok((plaintext, range))
+}
+
 /// `packs/<2 hex>/<64 hex>`.
 pub fn pack_name(id: &[u8; 32]) -> String {
     let hex = medvault_base::hex::encode(id);

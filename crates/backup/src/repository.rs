@@ -13,7 +13,7 @@ use chacha20poly1305::XChaCha20Poly1305;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
-use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE};
 use medvault_store::Store;
 use serde_json::{json, Value};
 
@@ -33,6 +33,8 @@ const TREE_REFS_MIN: usize = 16;
 const TREE_CUT_MODULUS: u32 = 64;
 /// …and at most this many (256 × 78 bytes = 19,968 bytes).
 const TREE_REFS_MAX: usize = 256;
+/// Blobs (about 8 KiB each) the restore's reading thread may run ahead of the writer.
+const PIPE_BLOBS: usize = 64;
 
 /// A snapshot whose manifest verified.
 #[derive(Debug, Clone)]
@@ -435,18 +437,42 @@ impl Repository {
         };
         let mut sizes = vec![manifest.tree_size];
         sizes.extend(witness.map(|(size, _)| size));
-        let mut streams = streams.into_iter();
-        for table in tables.iter().filter(|t| t.content == TableContent::Rows) {
-            let tree = streams.next().expect("a stream per dumped table");
-            let mut stream = TreeStream::new(&mut reader, tree, total_bytes, progress);
-            let rows = rebuild.insert_rows(&table.name, &table.columns, &mut stream)?;
-            stream.finish()?;
-            report.tables.push((table.name.clone(), rows));
-        }
-        let mut stream = TreeStream::new(&mut reader, streams.next().expect("the leaves"), total_bytes, progress);
-        let ledger = rebuild.insert_leaf_hashes(&mut stream, &sizes)?;
-        stream.finish()?;
-        let bytes_read = reader.bytes_read;
+        // Blobs are read, opened and checked on a second thread while this one writes the
+        // database; a bounded channel keeps the reader at most `PIPE_BLOBS` blobs ahead.
+        let (ledger, bytes_read) = std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(PIPE_BLOBS);
+            let (recycle, recycled) = std::sync::mpsc::sync_channel(PIPE_BLOBS + 2);
+            let producer = std::thread::Builder::new()
+                .name("restore-read".into())
+                .spawn_scoped(scope, move || read_streams(reader, streams, sender, recycled))
+                .map_err(|e| BackupError::Io(format!("cannot start the restore's reading thread: {e}")))?;
+            let written = (|| -> Result<RebuiltLedger, BackupError> {
+                let mut pipe = PipeReader {
+                    receiver,
+                    recycle,
+                    current: Vec::new(),
+                    position: 0,
+                    end: 0,
+                    ended: false,
+                    total: total_bytes,
+                    progress,
+                };
+                for table in tables.iter().filter(|t| t.content == TableContent::Rows) {
+                    pipe.ended = false;
+                    let rows = rebuild.insert_rows(&table.name, &table.columns, &mut pipe)?;
+                    report.tables.push((table.name.clone(), rows));
+                }
+                pipe.ended = false;
+                Ok(rebuild.insert_leaf_hashes(&mut pipe, &sizes)?)
+            })();
+            // The pipe (and its receiver) is gone: a reader still sending stops.
+            match producer.join() {
+                Ok(Ok(bytes_read)) => written.map(|ledger| (ledger, bytes_read)),
+                // The reader's failure (a damaged blob) is the cause of the writer's.
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(BackupError::State("the restore's reading thread panicked".into())),
+            }
+        })?;
         if ledger.leaves != manifest.tree_size {
             return Err(BackupError::Integrity(format!(
                 "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
@@ -878,13 +904,15 @@ struct BlobReader<'a> {
     metadata: XChaCha20Poly1305,
     recovery: Option<&'a RecoverySecret>,
     pack_ciphers: HashMap<[u8; 32], XChaCha20Poly1305>,
+    /// The pack last read from, kept open.
+    open_pack: Option<([u8; 32], Box<dyn crate::storage::ObjectReader>)>,
     bytes_read: u64,
 }
 
 impl<'a> BlobReader<'a> {
     fn new(repository: &'a Repository, keys: RepositoryKeys, recovery: Option<&'a RecoverySecret>) -> Self {
         let metadata = keys::cipher(&keys.metadata_key);
-        Self { repository, keys, metadata, recovery, pack_ciphers: HashMap::new(), bytes_read: 0 }
+        Self { repository, keys, metadata, recovery, pack_ciphers: HashMap::new(), open_pack: None, bytes_read: 0 }
     }
 
     fn read(&mut self, blob_ref: &BlobRef) -> Result<Vec<u8>, BackupError> {
@@ -902,6 +930,32 @@ impl<'a> BlobReader<'a> {
         }
         let cipher = &self.pack_ciphers[&blob_ref.pack];
         pack::open_blob(cipher, &self.keys, &repository_id, blob_ref, &stored)
+    }
+
+    /// Reads, opens and checks a data blob into `buffer` (reused), keeping its pack open for
+    /// the next; returns the buffer holding the plaintext and where. `spare` is a second
+    /// buffer for decompression.
+    fn read_data_into(
+        &mut self,
+        blob_ref: &BlobRef,
+        mut buffer: Vec<u8>,
+        spare: &mut Vec<u8>,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
+        if self.open_pack.as_ref().map(|(id, _)| id) != Some(&blob_ref.pack) {
+            let name = pack::pack_name(&blob_ref.pack);
+            self.open_pack = Some((blob_ref.pack, self.repository.objects.open(&name)?));
+        }
+        let (_, object) = self.open_pack.as_mut().expect("just opened");
+        buffer.clear();
+        buffer.resize(blob_ref.stored_length as usize, 0);
+        object.read_exact_at(u64::from(blob_ref.offset), &mut buffer)?;
+        self.bytes_read += buffer.len() as u64;
+        if !self.pack_ciphers.contains_key(&blob_ref.pack) {
+            let cipher = self.open_pack_key(&blob_ref.pack)?;
+            self.pack_ciphers.insert(blob_ref.pack, cipher);
+        }
+        let cipher = &self.pack_ciphers[&blob_ref.pack];
+        pack::open_blob_into(cipher, &self.keys, &self.repository.config.repository_id, blob_ref, buffer, spare)
     }
 
     fn open_pack_key(&self, id: &[u8; 32]) -> Result<XChaCha20Poly1305, BackupError> {
@@ -1067,6 +1121,93 @@ fn root_tables(root: &Value) -> Option<Vec<RebuildTable>> {
             })
         })
         .collect()
+}
+
+/// What the restore's reading thread hands the writer: a buffer holding a data blob's bytes
+/// (where they are in it, and the bytes read so far), or the end of a stream.
+enum Piece {
+    Data(Vec<u8>, std::ops::Range<usize>, u64),
+    End,
+}
+
+/// The reading thread: every stream's data blobs in order, each opened and checked, into
+/// buffers the writer sends back once read. Returns the bytes read; stops quietly if the
+/// writer hung up (it reports its own error).
+fn read_streams(
+    mut reader: BlobReader<'_>,
+    streams: Vec<Option<BlobRef>>,
+    sender: std::sync::mpsc::SyncSender<Piece>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64, BackupError> {
+    let mut spare = Vec::new();
+    for tree in streams {
+        let mut stack: Vec<(Vec<BlobRef>, usize)> = Vec::new();
+        if let Some(tree) = tree {
+            stack.push((BlobRef::decode_all(&reader.read(&tree)?)?, 0));
+        }
+        while let Some((refs, index)) = stack.last_mut() {
+            let Some(blob_ref) = refs.get(*index).copied() else {
+                stack.pop();
+                continue;
+            };
+            *index += 1;
+            if blob_ref.blob_type == BlobType::Tree {
+                if stack.len() >= BACKUP_TREE_DEPTH_MAX {
+                    return Err(BackupError::Integrity("a tree deeper than the limit".into()));
+                }
+                stack.push((BlobRef::decode_all(&reader.read(&blob_ref)?)?, 0));
+                continue;
+            }
+            let buffer = recycled.try_recv().unwrap_or_default();
+            let (bytes, range) = reader.read_data_into(&blob_ref, buffer, &mut spare)?;
+            if sender.send(Piece::Data(bytes, range, reader.bytes_read)).is_err() {
+                return Ok(reader.bytes_read);
+            }
+        }
+        if sender.send(Piece::End).is_err() {
+            return Ok(reader.bytes_read);
+        }
+    }
+    Ok(reader.bytes_read)
+}
+
+/// One stream at a time, as an `io::Read` over the blobs the reading thread sends; each
+/// buffer goes back to it once read.
+struct PipeReader<'p> {
+    receiver: std::sync::mpsc::Receiver<Piece>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+    end: usize,
+    /// The current stream's end was reached; cleared to read the next stream.
+    ended: bool,
+    total: u64,
+    progress: Progress<'p>,
+}
+
+impl Read for PipeReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.position >= self.end {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.receiver.recv() {
+                Ok(Piece::Data(bytes, range, bytes_read)) => {
+                    let used = std::mem::replace(&mut self.current, bytes);
+                    // The reader allocates anew when none comes back.
+                    let _ = self.recycle.try_send(used);
+                    (self.position, self.end) = (range.start, range.end);
+                    (self.progress)("restore", bytes_read, self.total);
+                }
+                Ok(Piece::End) => self.ended = true,
+                Err(_) => return Err(std::io::Error::other("the restore's reading thread stopped")),
+            }
+        }
+        let n = buffer.len().min(self.end - self.position);
+        buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
 }
 
 fn read_exact_or_end(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<bool, BackupError> {

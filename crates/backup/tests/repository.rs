@@ -172,8 +172,16 @@ fn restore_refuses_forged_stale_and_damaged_snapshots_and_leaves_nothing_behind(
     assert!(report.findings.iter().any(|x| x.kind == "pack-damaged" && x.object == pack_name), "{:?}", report.findings);
     assert!(report.findings.iter().any(|x| x.kind == "snapshot-refused" && x.object == forged_name));
     let target = f.dir.path().join("damaged");
-    assert!(f.repository.restore(&newest, &f.recovery, &target, None, &mut |_, _, _| {}).is_err());
+    let error = f.repository.restore(&newest, &f.recovery, &target, None, &mut |_, _, _| {}).expect_err("damaged");
+    assert!(matches!(error, medvault_backup::BackupError::Integrity(_)), "{error}");
+    assert!(error.to_string().contains(&pack_name), "the restore names the damaged pack: {error}");
     assert!(!target.exists(), "a failed restore leaves nothing behind");
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("restore-incomplete"))
+        .collect();
+    assert!(leftovers.is_empty(), "nor anything beside it: {leftovers:?}");
     let target = f.dir.path().join("older");
     f.repository
         .restore(&older, &f.recovery, &target, None, &mut |_, _, _| {})
