@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chacha20poly1305::XChaCha20Poly1305;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
@@ -18,7 +17,7 @@ use medvault_store::Store;
 use serde_json::{json, Value};
 
 use crate::chunker::Chunker;
-use crate::keys::{self, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
+use crate::keys::{self, BlobCipher, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
 use crate::manifest::{self, Config, Erasure, Manifest};
 use crate::pack::{self, BlobRef, PackWriter};
 use crate::storage::{ObjectStore, PruneStore, StorageError};
@@ -704,7 +703,7 @@ fn table_tree(table: &Value) -> Result<Option<BlobRef>, BackupError> {
 struct SnapshotWriter<'a> {
     repository: &'a Repository,
     keys: RepositoryKeys,
-    metadata: XChaCha20Poly1305,
+    metadata: BlobCipher,
     /// Blobs of the parent snapshot, by id.
     known: HashMap<[u8; 32], BlobRef>,
     parent_packs: HashMap<[u8; 32], [u8; 32]>,
@@ -901,9 +900,9 @@ fn tree_cut(blob_ref: &BlobRef, count: usize) -> bool {
 struct BlobReader<'a> {
     repository: &'a Repository,
     keys: RepositoryKeys,
-    metadata: XChaCha20Poly1305,
+    metadata: BlobCipher,
     recovery: Option<&'a RecoverySecret>,
-    pack_ciphers: HashMap<[u8; 32], XChaCha20Poly1305>,
+    pack_ciphers: HashMap<[u8; 32], BlobCipher>,
     /// The pack last read from, kept open.
     open_pack: Option<([u8; 32], Box<dyn crate::storage::ObjectReader>)>,
     bytes_read: u64,
@@ -958,7 +957,7 @@ impl<'a> BlobReader<'a> {
         pack::open_blob_into(cipher, &self.keys, &self.repository.config.repository_id, blob_ref, buffer, spare)
     }
 
-    fn open_pack_key(&self, id: &[u8; 32]) -> Result<XChaCha20Poly1305, BackupError> {
+    fn open_pack_key(&self, id: &[u8; 32]) -> Result<BlobCipher, BackupError> {
         let name = pack::pack_name(id);
         let size = self.repository.objects.size(&name)?;
         let trailer_at = size
@@ -972,7 +971,7 @@ impl<'a> BlobReader<'a> {
         self.pack_cipher(&name, &header.wrapped_key)
     }
 
-    fn pack_cipher(&self, name: &str, wrapped: &[u8]) -> Result<XChaCha20Poly1305, BackupError> {
+    fn pack_cipher(&self, name: &str, wrapped: &[u8]) -> Result<BlobCipher, BackupError> {
         let recovery = self.recovery.ok_or_else(|| BackupError::Key("reading data needs the recovery key".into()))?;
         let mut key = recovery
             .unwrap(wrapped, "pack-key", &self.repository.config.repository_id)
