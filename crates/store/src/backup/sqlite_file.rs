@@ -392,13 +392,22 @@ impl PageBuilder {
     }
 
     fn push(&mut self, cell: &[u8]) {
-        assert!(self.fits(cell.len()), "a cell of {} bytes does not fit the page", cell.len());
-        self.content_start -= cell.len();
-        self.bytes[self.content_start..self.content_start + cell.len()].copy_from_slice(cell);
+        self.push_parts(cell, &[]);
+    }
+
+    /// Pushes the cell `head` followed by `tail` (a cell's prefix and its payload, without
+    /// copying them together first).
+    fn push_parts(&mut self, head: &[u8], tail: &[u8]) {
+        let length = head.len() + tail.len();
+        assert!(self.fits(length), "a cell of {length} bytes does not fit the page");
+        self.content_start -= length;
+        let start = self.content_start;
+        self.bytes[start..start + head.len()].copy_from_slice(head);
+        self.bytes[start + head.len()..start + length].copy_from_slice(tail);
         let pointer = self.header_at + self.header_bytes() + 2 * self.cells;
         self.bytes[pointer..pointer + 2].copy_from_slice(&(self.content_start as u16).to_be_bytes());
         self.cells += 1;
-        self.last_cell = Some((self.content_start, cell.len()));
+        self.last_cell = Some((self.content_start, length));
     }
 
     /// Removes the last cell pushed and returns it (once: only the last one is known).
@@ -469,13 +478,21 @@ impl TableTree {
             return Err(TreeError::OutOfOrder);
         }
         self.cell.clear();
-        payload_cell(&mut self.cell, file, TreeKind::Table, Some(rowid), record)?;
-        if !self.leaf.fits(self.cell.len()) {
+        let local = record.len() <= max_local(TreeKind::Table);
+        if local {
+            // The usual case: the prefix here, the record copied once, into the page.
+            put_varint(&mut self.cell, record.len() as u64);
+            put_varint(&mut self.cell, rowid as u64);
+        } else {
+            payload_cell(&mut self.cell, file, TreeKind::Table, Some(rowid), record)?;
+        }
+        let tail = if local { record } else { &[] };
+        if !self.leaf.fits(self.cell.len() + tail.len()) {
             let page = file.append(self.leaf.bytes())?;
             self.children.push((page, self.last_rowid.expect("a full leaf has rows")));
             self.leaf.reset();
         }
-        self.leaf.push(&self.cell);
+        self.leaf.push_parts(&self.cell, tail);
         self.last_rowid = Some(rowid);
         Ok(())
     }
@@ -595,16 +612,23 @@ impl IndexTree {
 
     pub fn push(&mut self, file: &mut PageFile, record: &[u8]) -> std::io::Result<()> {
         self.cell.clear();
-        payload_cell(&mut self.cell, file, TreeKind::Index, None, record)?;
+        let local = record.len() <= max_local(TreeKind::Index);
+        if local {
+            put_varint(&mut self.cell, record.len() as u64);
+        } else {
+            payload_cell(&mut self.cell, file, TreeKind::Index, None, record)?;
+        }
+        let tail = if local { record } else { &[] };
         if let Some((mut closed, separator)) = self.closed.take() {
             let page = file.append(closed.bytes())?;
             self.children.push((page, separator));
-            self.leaf.push(&self.cell);
+            self.leaf.push_parts(&self.cell, tail);
             closed.reset();
             self.spare = Some(closed);
-        } else if self.leaf.fits(self.cell.len()) {
-            self.leaf.push(&self.cell);
+        } else if self.leaf.fits(self.cell.len() + tail.len()) {
+            self.leaf.push_parts(&self.cell, tail);
         } else {
+            self.cell.extend_from_slice(tail);
             let next = self.spare.take().unwrap_or_else(|| PageBuilder::new(LEAF_INDEX, 0));
             let full = std::mem::replace(&mut self.leaf, next);
             self.closed = Some((full, self.cell.clone()));
