@@ -32,8 +32,11 @@ const TREE_REFS_MIN: usize = 16;
 const TREE_CUT_MODULUS: u32 = 64;
 /// …and at most this many (256 × 78 bytes = 19,968 bytes).
 const TREE_REFS_MAX: usize = 256;
-/// Blobs (about 8 KiB each) the restore's reading thread may run ahead of the writer.
-const PIPE_BLOBS: usize = 64;
+/// Blobs (about 8 KiB each) the restore's reading thread hands the writer at once: fewer
+/// hand-overs, fewer thread wake-ups.
+const PIPE_BATCH_BLOBS: usize = 16;
+/// Batches the reading thread may run ahead of the writer.
+const PIPE_BATCHES: usize = 16;
 
 /// A snapshot whose manifest verified.
 #[derive(Debug, Clone)]
@@ -437,10 +440,10 @@ impl Repository {
         let mut sizes = vec![manifest.tree_size];
         sizes.extend(witness.map(|(size, _)| size));
         // Blobs are read, opened and checked on a second thread while this one writes the
-        // database; a bounded channel keeps the reader at most `PIPE_BLOBS` blobs ahead.
+        // database; a bounded channel keeps the reader at most `PIPE_BATCHES` batches ahead.
         let (ledger, bytes_read) = std::thread::scope(|scope| {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(PIPE_BLOBS);
-            let (recycle, recycled) = std::sync::mpsc::sync_channel(PIPE_BLOBS + 2);
+            let (sender, receiver) = std::sync::mpsc::sync_channel(PIPE_BATCHES);
+            let (recycle, recycled) = std::sync::mpsc::sync_channel((PIPE_BATCHES + 2) * PIPE_BATCH_BLOBS);
             let producer = std::thread::Builder::new()
                 .name("restore-read".into())
                 .spawn_scoped(scope, move || read_streams(reader, streams, sender, recycled))
@@ -449,6 +452,7 @@ impl Repository {
                 let mut pipe = PipeReader {
                     receiver,
                     recycle,
+                    batch: Vec::new(),
                     current: Vec::new(),
                     position: 0,
                     end: 0,
@@ -1122,10 +1126,10 @@ fn root_tables(root: &Value) -> Option<Vec<RebuildTable>> {
         .collect()
 }
 
-/// What the restore's reading thread hands the writer: a buffer holding a data blob's bytes
-/// (where they are in it, and the bytes read so far), or the end of a stream.
+/// What the restore's reading thread hands the writer: buffers holding data blobs' bytes
+/// (where they are in each, and the bytes read so far), or the end of a stream.
 enum Piece {
-    Data(Vec<u8>, std::ops::Range<usize>, u64),
+    Blobs(Vec<(Vec<u8>, std::ops::Range<usize>)>, u64),
     End,
 }
 
@@ -1139,6 +1143,7 @@ fn read_streams(
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<u64, BackupError> {
     let mut spare = Vec::new();
+    let mut batch = Vec::with_capacity(PIPE_BATCH_BLOBS);
     for tree in streams {
         let mut stack: Vec<(Vec<BlobRef>, usize)> = Vec::new();
         if let Some(tree) = tree {
@@ -1158,12 +1163,16 @@ fn read_streams(
                 continue;
             }
             let buffer = recycled.try_recv().unwrap_or_default();
-            let (bytes, range) = reader.read_data_into(&blob_ref, buffer, &mut spare)?;
-            if sender.send(Piece::Data(bytes, range, reader.bytes_read)).is_err() {
-                return Ok(reader.bytes_read);
+            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare)?);
+            if batch.len() == PIPE_BATCH_BLOBS {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
+                if sender.send(Piece::Blobs(full, reader.bytes_read)).is_err() {
+                    return Ok(reader.bytes_read);
+                }
             }
         }
-        if sender.send(Piece::End).is_err() {
+        let last = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
+        if sender.send(Piece::Blobs(last, reader.bytes_read)).is_err() || sender.send(Piece::End).is_err() {
             return Ok(reader.bytes_read);
         }
     }
@@ -1175,6 +1184,8 @@ fn read_streams(
 struct PipeReader<'p> {
     receiver: std::sync::mpsc::Receiver<Piece>,
     recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// The rest of the batch being read, last blob first.
+    batch: Vec<(Vec<u8>, std::ops::Range<usize>)>,
     current: Vec<u8>,
     position: usize,
     end: usize,
@@ -1190,12 +1201,17 @@ impl Read for PipeReader<'_> {
             if self.ended {
                 return Ok(0);
             }
+            if let Some((bytes, range)) = self.batch.pop() {
+                let used = std::mem::replace(&mut self.current, bytes);
+                // The reader allocates anew when none comes back.
+                let _ = self.recycle.try_send(used);
+                (self.position, self.end) = (range.start, range.end);
+                continue;
+            }
             match self.receiver.recv() {
-                Ok(Piece::Data(bytes, range, bytes_read)) => {
-                    let used = std::mem::replace(&mut self.current, bytes);
-                    // The reader allocates anew when none comes back.
-                    let _ = self.recycle.try_send(used);
-                    (self.position, self.end) = (range.start, range.end);
+                Ok(Piece::Blobs(mut batch, bytes_read)) => {
+                    batch.reverse();
+                    self.batch = batch;
                     (self.progress)("restore", bytes_read, self.total);
                 }
                 Ok(Piece::End) => self.ended = true,
