@@ -290,9 +290,18 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
     assert!(report.erased > 0);
     assert!(matches!(store.read("Patient", "p0"), Err(StoreError::KeyDestroyed)), "the first patient's key was erased");
     assert!(store.read("Patient", "p1").expect("read").is_some());
+    // New resources (inserts all over the packed `resources` and index b-trees), new versions
+    // of restored ones (rows of `resources` rewritten in place) and a deletion.
     let more: Vec<Write> = (0..500).map(|i| patient(&format!("p{}", i * 3 + 1000), "Later")).collect();
     store.write(&more, "after-restore").expect("write after restore");
+    let updates: Vec<Write> = (0..300).map(|i| patient(&format!("p{}", i * 5 + 1), "Updated")).collect();
+    store.write(&updates, "after-restore").expect("update after restore");
+    let deletion = Write { action: WriteAction::Delete, ..patient("p2", "") };
+    store.write(&[deletion], "after-restore").expect("delete after restore");
     assert!(store.read("Patient", "p1006").expect("read").is_some());
+    let updated = store.read("Patient", "p6").expect("read").expect("p6");
+    assert!(String::from_utf8_lossy(&updated.json).contains("Updated"), "the new version is current");
+    assert!(store.read("Patient", "p2").expect("read").expect("p2").deleted, "p2 is deleted");
     store.close();
     assert_eq!(integrity(&restored), vec!["ok".to_string()], "still sound after the store wrote to it");
     let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("reopen");

@@ -889,6 +889,12 @@ mod tests {
         // Payloads on overflow pages, in tables and in index interior pages; a schema too
         // large for page 1 alone.
         assert_eq!(build(300, 10_000, 300, 5_000, 0), (ok.clone(), [300; 3]));
+        // Payloads whose local part is exactly the largest a page keeps (K = X: 8,153 bytes
+        // in a table, 5,094 in an index; a record here is its blob and 4 or 5 bytes more),
+        // and one byte either side.
+        for (row_bytes, entry_bytes) in [(8148, 5088), (8149, 5089), (8150, 5090)] {
+            assert_eq!(build(20, row_bytes, 20, entry_bytes, 0), (ok.clone(), [20; 3]), "{row_bytes} {entry_bytes}");
+        }
         assert_eq!(build(50, 100, 50, 100, 60), (ok.clone(), [50; 3]));
         assert_eq!(build(5, 100, 5, 100, 2000), (ok, [5; 3]));
     }
@@ -901,6 +907,74 @@ mod tests {
             assert_eq!(bytes.len(), varint_len(value), "{value}");
             assert_eq!(get_varint(&bytes), (value, bytes.len()), "{value}");
         }
+    }
+
+    /// A store past 1 GiB (any real hospital's) has b-trees on both sides of the lock-byte
+    /// page: SQLite must find such a file sound, every row readable.
+    #[test]
+    fn sqlite_finds_a_database_across_the_lock_byte_page_sound() {
+        let dir = medvault_testkit::TempDir::new("sqlite-file-gib");
+        let path = dir.path().join("db");
+        let mut file = PageFile::create(&path).expect("create");
+        // Rows of 64 KiB (overflow pages, cheap to write) up to past the lock-byte page, then
+        // small rows whose leaves and interior pages all come after it.
+        let big_rows = (lock_byte_page() as usize * PAGE_BYTES) / 65_536 + 64;
+        let blob = vec![0x5au8; 65_536];
+        let mut record = Vec::new();
+        let mut table = TableTree::new();
+        for row in 0..big_rows + 5_000 {
+            let bytes = if row < big_rows { &blob[..] } else { &blob[..100] };
+            record.clear();
+            encode_record(&mut record, [Val::Int(row as i64), Val::Blob(bytes)].into_iter());
+            table.push(&mut file, row as i64 + 1, &record).expect("row");
+        }
+        let mut index = IndexTree::new();
+        for row in 0..(big_rows + 5_000) as i64 {
+            record.clear();
+            encode_record(&mut record, [Val::Int(row), Val::Int(row + 1)].into_iter());
+            index.push(&mut file, &record).expect("entry");
+        }
+        let schema = [
+            SchemaRow {
+                kind: "table".into(),
+                name: "t".into(),
+                table_name: "t".into(),
+                root_page: table.finish(&mut file).expect("t"),
+                sql: Some("CREATE TABLE t(a INTEGER, b BLOB)".into()),
+            },
+            SchemaRow {
+                kind: "index".into(),
+                name: "ta".into(),
+                table_name: "t".into(),
+                root_page: index.finish(&mut file).expect("ta"),
+                sql: Some("CREATE INDEX ta ON t(a)".into()),
+            },
+        ];
+        // Not synced: the page cache is all SQLite reads.
+        drop(file.finish(&schema).expect("finish"));
+        let length = std::fs::metadata(&path).expect("metadata").len();
+        assert!(
+            length > (u64::from(lock_byte_page()) + 1_000) * PAGE_BYTES as u64,
+            "the file goes past the lock-byte page"
+        );
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        let check: Vec<String> = connection
+            .prepare("PRAGMA integrity_check")
+            .expect("pragma")
+            .query_map([], |r| r.get(0))
+            .expect("check")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(check, ["ok"]);
+        let (rows, bytes, sum): (i64, i64, i64) = connection
+            .query_row("SELECT COUNT(*), SUM(length(b)), SUM(a) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("scan");
+        let total = big_rows + 5_000;
+        assert_eq!((rows, bytes), (total as i64, (big_rows * 65_536 + 5_000 * 100) as i64));
+        assert_eq!(sum, (total * (total - 1) / 2) as i64);
+        let indexed: i64 =
+            connection.query_row("SELECT COUNT(*) FROM t INDEXED BY ta WHERE a >= 0", [], |r| r.get(0)).expect("count");
+        assert_eq!(indexed, total as i64);
     }
 
     #[test]
@@ -931,7 +1005,10 @@ mod tests {
         // K = M + (P − M) mod (U − 4); K itself when it fits, M otherwise.
         assert_eq!(local_bytes(TreeKind::Table, 4062), 489);
         assert_eq!(local_bytes(TreeKind::Table, 4092 + 489 + 100), 589);
+        assert_eq!(local_bytes(TreeKind::Table, 4061 + 4092), 4061, "K = X stays local");
+        assert_eq!(local_bytes(TreeKind::Table, 4061 + 4092 + 1), 489);
         assert_eq!(local_bytes(TreeKind::Index, 1003), 489);
+        assert_eq!(local_bytes(TreeKind::Index, 1002 + 4092), 1002, "K = X stays local");
         assert_eq!(local_bytes(TreeKind::Index, 5000), 908);
         assert_eq!(local_bytes(TreeKind::Index, 489 + 4092 + 1500), 489);
     }
