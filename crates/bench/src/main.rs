@@ -9,6 +9,7 @@
 //!
 //! Run with `cargo run --release -p medvault-bench -- [--quick] [--ledger-only] [--auth-only] [--json PATH]`.
 
+mod audit;
 mod auth;
 mod backup;
 mod cpu;
@@ -44,6 +45,8 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
                           (default 1000000; 100000 with --quick; at least 2000)
   --ledger-only           only build that store and measure verify and proofs (no wrk, nginx)
   --auth-only             only measure logins and checked versus unchecked reads (needs wrk)
+  --audit-only            only measure the audit trail's query by patient (in process)
+  --audit-records N       audit records for --audit-only (default 1000000; 100000 with --quick)
   --auth-patients N       patients in the clinician's care for the auth reads (default 2000; 500 with --quick)
   --backup-only           only the backup benchmark: medvault against restic on one store
                           (needs restic: apt-get install -y restic)
@@ -68,6 +71,8 @@ struct Options {
     ledger_only: bool,
     auth_only: bool,
     auth_patients: usize,
+    audit_only: bool,
+    audit_records: u64,
     backup_only: bool,
     backup_resources: usize,
     json: Option<PathBuf>,
@@ -107,6 +112,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut ledger_only = false;
     let mut auth_only = false;
     let mut auth_patients = None;
+    let mut audit_only = false;
+    let mut audit_records = None;
     let mut backup_only = false;
     let mut backup_resources = None;
     let mut json = None;
@@ -122,6 +129,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             "--ledger-leaves" => ledger_leaves = Some(value("--ledger-leaves")?.parse().context("--ledger-leaves")?),
             "--ledger-only" => ledger_only = true,
             "--auth-only" => auth_only = true,
+            "--audit-only" => audit_only = true,
+            "--audit-records" => audit_records = Some(value("--audit-records")?.parse().context("--audit-records")?),
             "--auth-patients" => auth_patients = Some(value("--auth-patients")?.parse().context("--auth-patients")?),
             "--backup-only" => backup_only = true,
             "--backup-resources" => {
@@ -140,6 +149,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         ledger_only,
         auth_only,
         auth_patients: auth_patients.unwrap_or(if quick { 500 } else { 2000 }),
+        audit_only,
+        audit_records: audit_records.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         backup_only,
         backup_resources: backup_resources.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         json,
@@ -217,6 +228,12 @@ fn run(options: &Options) -> anyhow::Result<()> {
     }
     if options.ledger_only {
         return run_ledger_only(options);
+    }
+    if options.audit_only {
+        let figures = audit::run(options.audit_records, SEED)?;
+        println!();
+        print!("{}", figures.table());
+        return write_json(options, &json_with_machine(figures.to_json()));
     }
     let tools = find_tools()?;
     if options.auth_only {

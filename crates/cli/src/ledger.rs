@@ -163,6 +163,8 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&json!({
                 "ok": report.ok(),
                 "versions": report.versions,
+                "audit_blocks": report.audit_blocks,
+                "audit_records": report.audit_records,
                 "leaves": report.leaves,
                 "erased": report.erased,
                 "checkpoints": report.checkpoints,
@@ -174,8 +176,10 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!(
-            "verified {} versions against {} ledger leaves, {} signed checkpoints (latest size {}) and {} witness checkpoint(s) in {elapsed_s:.2} s",
+            "verified {} versions and {} audit records in {} blocks against {} ledger leaves, {} signed checkpoints (latest size {}) and {} witness checkpoint(s) in {elapsed_s:.2} s",
             report.versions,
+            report.audit_records,
+            report.audit_blocks,
             report.leaves,
             report.checkpoints,
             report.latest_checkpoint_size.map_or("none".to_string(), |s| s.to_string()),

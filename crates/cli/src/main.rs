@@ -1,6 +1,7 @@
 //! `medvault`: the one binary. Every command is scriptable without prompts; exit codes are
 //! listed in `ExitCode` and in the README.
 
+mod audit;
 mod backup;
 mod demo;
 mod fetch;
@@ -66,6 +67,9 @@ enum Command {
     /// Register service clients that authenticate with signed JWTs (SMART Backend Services).
     #[command(subcommand)]
     Client(users::ClientCommand),
+    /// Incident tools over the audit trail: breach scoping, timelines, a patient's access report.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Review break-glass accesses.
     #[command(subcommand)]
     BreakGlass(users::BreakGlassCommand),
@@ -134,6 +138,13 @@ struct ServeArgs {
     /// Fixed public base URL (e.g. behind a proxy), used in Location and paging links.
     #[arg(long)]
     public_base_url: Option<String>,
+    /// Also send audit alerts to this syslog receiver (RFC 5424 over UDP), e.g. siem.example:514.
+    #[arg(long, value_name = "HOST:PORT")]
+    alert_syslog: Option<String>,
+    /// Refuse all writes (read-only lockdown) when an account changes over 100 records a
+    /// minute, until an administrator lifts it (POST /admin/lockdown/lift).
+    #[arg(long)]
+    lockdown_on_mass_modification: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +216,7 @@ fn main() -> ExitCode {
         Command::User(command) => users::user(command),
         Command::BreakGlass(command) => users::break_glass(command),
         Command::Client(command) => users::client(command),
+        Command::Audit(command) => audit::audit(command),
         Command::TotpCode { secret_env } => users::totp_code(&secret_env),
         Command::Status(args) => status(args),
         Command::Verify(args) => ledger::verify(args),
@@ -398,7 +410,23 @@ fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
         fallback_authority: args.listen.to_string(),
         public_base: args.public_base_url.clone().map(|b| b.trim_end_matches('/').to_string()),
     };
-    let app = medvault_server::http::router(medvault_server::http::AppState::new(service, config.clone()));
+    let alert_syslog = match &args.alert_syslog {
+        Some(target) => Some(
+            std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
+                .with_context(|| format!("--alert-syslog '{target}' is not HOST:PORT"))?
+                .next()
+                .with_context(|| format!("--alert-syslog '{target}' resolves to no address"))?,
+        ),
+        None => None,
+    };
+    let state = medvault_server::http::AppState::with_alerts(
+        service,
+        config.clone(),
+        alert_syslog,
+        args.lockdown_on_mass_modification,
+    )
+    .context("cannot open a socket for --alert-syslog")?;
+    let app = medvault_server::http::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -452,6 +480,15 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let store = store.open()?;
             let expires_ms = expires_in_days.map(|days| store.clock().now_ms() + i64::from(days) * 86_400_000);
             let token = store.create_service_token(&client, &scopes, expires_ms)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                medvault_audit::EventKind::TokenCreate,
+                &client,
+                &format!("scopes={scopes}"),
+            )
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
             println!("{}", token.as_str());
             eprintln!("service client '{client}', scopes '{scopes}' (the token is shown once)");
             store.close();
@@ -479,6 +516,15 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Revoke { store, client } => {
             let store = store.open()?;
             let revoked = store.revoke_tokens(&client)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                medvault_audit::EventKind::TokenRevoke,
+                &client,
+                &format!("revoked={revoked}"),
+            )
+            .map_err(|e| anyhow::anyhow!(e.issues[0].diagnostics.clone()))?;
             println!("revoked {revoked} token(s) of '{client}'");
             store.close();
             if revoked == 0 {
@@ -513,6 +559,8 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "by_type": by_type,
             "data_keys": status.data_keys,
             "tokens_active": status.tokens_active,
+            "audit_blocks": status.audit_blocks,
+            "audit_records": status.audit_records,
             "database_bytes": status.database_bytes,
             "ledger_leaves": status.ledger_leaves,
             "checkpoint_size": status.checkpoint_size,
@@ -533,6 +581,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             status.checkpoint_size.map_or("none".to_string(), |s| s.to_string())
         );
         println!("tokens       {} active", status.tokens_active);
+        println!("audit trail  {} records in {} blocks", status.audit_records, status.audit_blocks);
         println!("database     {} bytes", status.database_bytes);
         for (name, current, versions) in &status.by_type {
             println!("  {name:<28} {current:>8} {versions:>8}");

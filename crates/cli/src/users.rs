@@ -154,6 +154,15 @@ pub fn user(command: UserCommand) -> anyhow::Result<ExitCode> {
                 mfa: !no_mfa,
             };
             let (_, enrolment) = accounts::create_account(&store, params, &account).map_err(api)?;
+            medvault_server::audit::account_change(
+                &store,
+                "console",
+                "operator",
+                medvault_audit::EventKind::MfaEnrolment,
+                &username,
+                "user-created",
+            )
+            .map_err(api)?;
             let user = accounts::user(&store, &username).map_err(api)?;
             println!("Created {} '{}' with scopes '{}'", user.role, user.username, user.scopes);
             if let Some(enrolment) = enrolment {
@@ -243,6 +252,14 @@ fn on_user(
     let store = target.store.open()?;
     let user = accounts::user(&store, &target.username).map_err(api)?;
     action(&store, &user)?;
+    let kind = if done.starts_with("unlocked") {
+        medvault_audit::EventKind::Unlock
+    } else if done.contains("second factor") {
+        medvault_audit::EventKind::MfaReset
+    } else {
+        medvault_audit::EventKind::AccountChange
+    };
+    medvault_server::audit::account_change(&store, "console", "operator", kind, &user.username, done).map_err(api)?;
     tracing::warn!(target: "medvault::security", user = %user.username, "account changed at the console: {done}");
     println!("{} {done}", user.username);
     store.close();
@@ -280,6 +297,15 @@ pub fn break_glass(command: BreakGlassCommand) -> anyhow::Result<ExitCode> {
             if !store.review_break_glass(grant, &auditor, &decision)? {
                 anyhow::bail!("break-glass grant {grant} does not exist or was already reviewed");
             }
+            medvault_server::audit::account_change(
+                &store,
+                &auditor,
+                "auditor",
+                medvault_audit::EventKind::BreakGlass,
+                &format!("grant-{grant}"),
+                &format!("review-{decision}"),
+            )
+            .map_err(api)?;
             println!("grant {grant}: {decision} (by {auditor})");
             store.close();
         }

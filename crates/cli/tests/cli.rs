@@ -115,8 +115,11 @@ fn import_reports_counts_and_status_sees_them() {
     assert!(status.status.success(), "{}", text(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(status["resources"], 942);
-    assert_eq!(status["ledger_leaves"], 942, "every imported version is a ledger leaf: {status}");
-    assert_eq!(status["checkpoint_size"], 942, "and a signed checkpoint covers them all: {status}");
+    let audit_blocks = status["audit_blocks"].as_u64().expect("audit blocks");
+    assert!(audit_blocks >= 1 && status["audit_records"].as_u64() >= Some(942), "every write is audited: {status}");
+    let leaves = 942 + audit_blocks;
+    assert_eq!(status["ledger_leaves"], leaves, "every imported version and audit block is a ledger leaf: {status}");
+    assert_eq!(status["checkpoint_size"], leaves, "and a signed checkpoint covers them all: {status}");
     assert_eq!(status["by_type"]["Practitioner"]["resources"].as_u64().map(|n| n >= 1), Some(true));
     assert!(status["data_keys"].as_u64().expect("keys") >= 12, "one data key per patient: {status}");
 

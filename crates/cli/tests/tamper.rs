@@ -111,7 +111,13 @@ fn the_tamper_suite() {
     let original = pristine();
     let (code, kinds, report) = verify(original.path(), &[]);
     assert_eq!((code, kinds.len()), (0, 0), "a clean store verifies: {report}");
-    assert_eq!(report["leaves"], report["versions"]);
+    let (versions, blocks) = (report["versions"].as_u64(), report["audit_blocks"].as_u64());
+    assert_eq!(
+        report["leaves"].as_u64(),
+        versions.zip(blocks).map(|(v, b)| v + b),
+        "leaves are versions and audit blocks"
+    );
+    assert!(blocks > Some(0), "the import was audited: {report}");
 
     // Witness the pristine log on "removable media".
     let witness = TempDir::new("witness");
@@ -298,9 +304,35 @@ fn rewrite_author_consistently(dir: &Path, leaf_index: u64, author: &str) {
                 author: &author,
             })
             .expect("leaf");
-            leaves.push(leaf.leaf_hash());
+            leaves.push((seq, leaf.leaf_hash()));
         }
+        // Audit blocks are leaves too: the forger keeps them.
+        let mut statement =
+            connection.prepare("SELECT seq, first_ms, last_ms, count, sealed FROM audit_blocks").expect("prepare");
+        let blocks = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .expect("query");
+        for block in blocks {
+            let (seq, first_ms, last_ms, count, sealed) = block.expect("row");
+            let leaf = medvault_ledger::AuditBlockLeaf {
+                first_ms,
+                last_ms,
+                count,
+                sealed_sha256: medvault_crypto::sha256(&sealed),
+            };
+            leaves.push((seq, leaf.leaf_hash().expect("leaf")));
+        }
+        leaves.sort();
     }
+    let leaves: Vec<[u8; 32]> = leaves.into_iter().map(|(_, hash)| hash).collect();
     let mut memory = medvault_ledger::MemoryNodeStore::new();
     let mut nodes = Vec::new();
     for (index, hash) in leaves.iter().enumerate() {
@@ -350,10 +382,16 @@ fn offline_proofs_verify_and_tampered_ones_fail() {
 
     let consistency_path = dir.path().join("consistency.json");
     let consistency_file = consistency_path.to_str().expect("utf8");
-    let made = run(&["ledger", "consistency", "--data-dir", data, "--old", "43", "--out", consistency_file]);
+    // The first checkpoint: the import's (its versions and its audit block).
+    let first: i64 = rusqlite::Connection::open(dir.path().join("data/medvault.db"))
+        .expect("sqlite")
+        .query_row("SELECT MIN(tree_size) FROM checkpoints", [], |row| row.get(0))
+        .expect("a checkpoint");
+    let first = first.to_string();
+    let made = run(&["ledger", "consistency", "--data-dir", data, "--old", &first, "--out", consistency_file]);
     assert!(made.status.success(), "{}", text(&made));
     let ok = run(&["ledger", "verify-proof", "--log-key", &log_key, "--proof", consistency_file]);
-    assert!(ok.status.success() && text(&ok).contains("extends the log at size 43"), "{}", text(&ok));
+    assert!(ok.status.success() && text(&ok).contains(&format!("extends the log at size {first}")), "{}", text(&ok));
 }
 
 #[test]

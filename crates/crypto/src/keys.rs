@@ -24,6 +24,8 @@ pub enum KeyPurpose {
     LedgerSigning = 4,
     /// A user's second-factor secret (TOTP key), bound to the user and its MFA epoch.
     UserSecret = 5,
+    /// Seals blocks of audit records (`docs/format/audit.md`).
+    AuditData = 6,
 }
 
 impl KeyPurpose {
@@ -34,6 +36,7 @@ impl KeyPurpose {
             3 => Some(Self::PatientData),
             4 => Some(Self::LedgerSigning),
             5 => Some(Self::UserSecret),
+            6 => Some(Self::AuditData),
             _ => None,
         }
     }

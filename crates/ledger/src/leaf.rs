@@ -19,8 +19,12 @@ pub const LEAF_BYTES_MAX: usize =
     1 + 1 + 2 + RESOURCE_TYPE_BYTES_MAX + 2 + RESOURCE_ID_BYTES_MAX + 8 + 32 + 1 + 8 + 2 + AUTHOR_BYTES_MAX;
 
 const KIND_RESOURCE_VERSION: u8 = 0x01;
-/// Reserved for audit events; its layout is not defined in format version 1.
-const KIND_AUDIT_EVENT_RESERVED: u8 = 0x02;
+/// A block of audit records (`docs/format/audit.md`), [`AuditBlockLeaf`].
+const KIND_AUDIT_BLOCK: u8 = 0x02;
+/// Most audit records one block leaf may count.
+pub const AUDIT_BLOCK_COUNT_MAX: u32 = 65_536;
+/// The length of an audit block leaf.
+pub const AUDIT_BLOCK_LEAF_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 32;
 
 /// What a leaf records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +144,68 @@ impl LeafData {
     }
 }
 
+/// A ledger leaf for one block of audit records (kind `0x02`): the block's time span,
+/// how many records it holds, and the SHA-256 of its sealed bytes. Like a resource leaf,
+/// it binds the sealed bytes, so checking it needs no key.
+///
+/// ```text
+/// offset  size  field
+/// 0       1     format = 0x01
+/// 1       1     kind = 0x02 (audit block)
+/// 2       8     first recorded: i64, ms since 1970-01-01T00:00:00Z, big-endian
+/// 10      8     last recorded: i64, ≥ first
+/// 18      4     count: u32, 1..=65,536
+/// 22      32    SHA-256 of the sealed block bytes
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditBlockLeaf {
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub count: u32,
+    pub sealed_sha256: Hash,
+}
+
+impl AuditBlockLeaf {
+    pub fn encode(&self) -> Result<Vec<u8>, LedgerError> {
+        if self.count == 0 || self.count > AUDIT_BLOCK_COUNT_MAX {
+            return Err(LedgerError::InvalidLeaf("an audit block counts 1 to 65,536 records"));
+        }
+        if self.last_ms < self.first_ms {
+            return Err(LedgerError::InvalidLeaf("an audit block ends before it starts"));
+        }
+        let mut bytes = Vec::with_capacity(AUDIT_BLOCK_LEAF_BYTES);
+        bytes.push(LEAF_FORMAT_V1);
+        bytes.push(KIND_AUDIT_BLOCK);
+        bytes.extend_from_slice(&self.first_ms.to_be_bytes());
+        bytes.extend_from_slice(&self.last_ms.to_be_bytes());
+        bytes.extend_from_slice(&self.count.to_be_bytes());
+        bytes.extend_from_slice(&self.sealed_sha256);
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, LedgerError> {
+        let invalid = |why| LedgerError::InvalidLeaf(why);
+        if bytes.len() != AUDIT_BLOCK_LEAF_BYTES {
+            return Err(invalid("an audit block leaf is 54 bytes"));
+        }
+        if bytes[0] != LEAF_FORMAT_V1 || bytes[1] != KIND_AUDIT_BLOCK {
+            return Err(invalid("not an audit block leaf of format 1"));
+        }
+        let i64_at = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+        let (Some(first_ms), Some(last_ms)) = (i64_at(2), i64_at(10)) else { return Err(invalid("truncated")) };
+        let count = bytes.get(18..22).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+        let sealed_sha256: Hash = bytes.get(22..54).and_then(|b| b.try_into().ok()).ok_or(invalid("truncated"))?;
+        let leaf = Self { first_ms, last_ms, count, sealed_sha256 };
+        // Canonical: only what `encode` accepts decodes.
+        leaf.encode()?;
+        Ok(leaf)
+    }
+
+    pub fn leaf_hash(&self) -> Result<Hash, LedgerError> {
+        Ok(leaf_hash(&self.encode()?))
+    }
+}
+
 fn push_string(bytes: &mut Vec<u8>, value: &str) {
     let length = u16::try_from(value.len()).expect("leaf strings are checked at construction to be at most 128 bytes");
     bytes.extend_from_slice(&length.to_be_bytes());
@@ -211,7 +277,7 @@ fn decode_v1(bytes: &[u8]) -> Result<LeafData, &'static str> {
     }
     match reader.byte()? {
         KIND_RESOURCE_VERSION => {}
-        KIND_AUDIT_EVENT_RESERVED => return Err("leaf kind 2 (audit event) is reserved, not defined in version 1"),
+        KIND_AUDIT_BLOCK => return Err("leaf kind 2 is an audit block, not a resource version"),
         _ => return Err("unknown leaf kind"),
     }
     let resource_type = reader.string(RESOURCE_TYPE_BYTES_MAX)?;
@@ -326,5 +392,41 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod audit_block_tests {
+    use super::*;
+
+    fn leaf() -> AuditBlockLeaf {
+        AuditBlockLeaf { first_ms: 1_767_225_600_000, last_ms: 1_767_225_600_250, count: 3, sealed_sha256: [0xab; 32] }
+    }
+
+    #[test]
+    fn round_trips_and_is_canonical() {
+        let bytes = leaf().encode().expect("encodes");
+        assert_eq!(bytes.len(), AUDIT_BLOCK_LEAF_BYTES);
+        assert_eq!(&bytes[..2], &[0x01, 0x02]);
+        assert_eq!(AuditBlockLeaf::decode(&bytes).expect("decodes"), leaf());
+        // Neither kind of leaf decodes as the other.
+        assert!(LeafData::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn refuses_what_the_format_cannot_hold() {
+        assert!(AuditBlockLeaf { count: 0, ..leaf() }.encode().is_err());
+        assert!(AuditBlockLeaf { count: AUDIT_BLOCK_COUNT_MAX + 1, ..leaf() }.encode().is_err());
+        assert!(AuditBlockLeaf { last_ms: 0, ..leaf() }.encode().is_err());
+        let bytes = leaf().encode().expect("encodes");
+        for cut in 0..bytes.len() {
+            assert!(AuditBlockLeaf::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(AuditBlockLeaf::decode(&longer).is_err());
+        let mut other_kind = bytes;
+        other_kind[1] = 0x01;
+        assert!(AuditBlockLeaf::decode(&other_kind).is_err());
     }
 }

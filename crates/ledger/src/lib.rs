@@ -22,7 +22,7 @@ pub mod tree;
 
 pub use checkpoint::Checkpoint;
 pub use hash::{leaf_hash, node_hash, Hash, EMPTY_ROOT};
-pub use leaf::{LeafData, LeafKind, ResourceVersionFields};
+pub use leaf::{AuditBlockLeaf, LeafData, LeafKind, ResourceVersionFields};
 pub use note::{
     cosign, key_id, open_checkpoint, open_note, sign_note, Cosignature, OpenedCheckpoint, OpenedNote, SignatureType,
     SigningKey, UnknownSignature, VerifiedSignature, Verifier,

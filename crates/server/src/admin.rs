@@ -41,6 +41,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/admin/users", get(list_users).post(create_user))
         .route("/admin/users/{username}/{action}", post(user_action))
+        .route("/admin/alerts", get(list_alerts))
+        .route("/admin/lockdown/lift", post(lift_lockdown))
         .route("/admin/break-glass", get(list_break_glass))
         .route("/admin/break-glass/{grant}/review", post(review_break_glass))
 }
@@ -347,6 +349,14 @@ async fn create_user(State(state): State<Arc<AppState>>, request: Request) -> Re
         let store = state.service.store();
         let (_, enrolment) = accounts::create_account(store, state.auth.config().password, &account)?;
         tracing::info!(target: "medvault::security", by = %admin.client, user = account.username, "user created over HTTP");
+        crate::audit::account_change(
+            store,
+            &admin.client,
+            admin.role.name(),
+            medvault_audit::EventKind::MfaEnrolment,
+            account.username,
+            "user-created",
+        )?;
         let user = accounts::user(store, account.username)?;
         let mut answer = user_json(&user);
         if let Some(enrolment) = enrolment {
@@ -405,8 +415,62 @@ async fn user_action(
             other => return Err(ApiError::not_found(format!("no user action '{other}' (unlock, disable, enable, revoke-sessions, reset-mfa, password, assign, unassign)"))),
         };
         tracing::warn!(target: "medvault::security", by = %admin.client, user = %user.username, action = %action, "account changed");
+        let kind = match action.as_str() {
+            "unlock" => medvault_audit::EventKind::Unlock,
+            "reset-mfa" => medvault_audit::EventKind::MfaReset,
+            _ => medvault_audit::EventKind::AccountChange,
+        };
+        crate::audit::account_change(store, &admin.client, admin.role.name(), kind, &user.username, &action)?;
         Ok((StatusCode::OK, answer))
     }))
+    .await
+}
+
+/// Lifts a read-only lockdown (administrators); audited.
+async fn lift_lockdown(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    run(
+        state,
+        request,
+        true,
+        false,
+        Box::new(|state, call| {
+            let admin = require(&call, &[Role::Administrator])?;
+            let was = state.auditor.lift_lockdown();
+            crate::audit::account_change(
+                state.service.store(),
+                &admin.client,
+                admin.role.name(),
+                medvault_audit::EventKind::Lockdown,
+                "server",
+                if was { "lockdown-lifted" } else { "lockdown-not-in-force" },
+            )?;
+            Ok((StatusCode::OK, json!({"lockdown_lifted": was})))
+        }),
+    )
+    .await
+}
+
+/// The latest alerts of the audit rules (auditors).
+async fn list_alerts(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    run(
+        state,
+        request,
+        true,
+        false,
+        Box::new(|state, call| {
+            require(&call, &[Role::Auditor])?;
+            let alerts: Vec<Value> = state
+                .auditor
+                .recent_alerts()
+                .iter()
+                .map(|alert| {
+                    json!({"alert": alert.kind.name(), "agent": alert.agent,
+                       "at": medvault_base::time::format_instant(alert.at_ms), "detail": alert.detail})
+                })
+                .collect();
+            Ok((StatusCode::OK, json!({"alerts": alerts})))
+        }),
+    )
     .await
 }
 
@@ -459,6 +523,14 @@ async fn review_break_glass(
         if !state.service.store().review_break_glass(grant, &auditor.client, decision)? {
             return Err(ApiError::not_found(format!("break-glass grant {grant} does not exist or was already reviewed")));
         }
+        crate::audit::account_change(
+            state.service.store(),
+            &auditor.client,
+            auditor.role.name(),
+            medvault_audit::EventKind::BreakGlass,
+            &format!("grant-{grant}"),
+            &format!("review-{decision}"),
+        )?;
         if decision == "unjustified" {
             tracing::warn!(target: "medvault::alert", alert = "break-glass-unjustified", grant, by = %auditor.client, "break-glass access judged unjustified");
         }

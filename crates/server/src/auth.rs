@@ -157,6 +157,23 @@ pub struct ClinicalAccess {
     care_cache: Option<Arc<CareCache>>,
     /// Answers already looked up in this request, and patients it registers.
     seen: Mutex<HashMap<[u8; 32], bool>>,
+    /// What this request read, for its audit record: (record, its patient's id).
+    touched: Mutex<Vec<(String, Option<String>)>>,
+    /// A break-glass grant opened one of the records this request saw.
+    used_break_glass: std::sync::atomic::AtomicBool,
+    /// The request, for the audit records of its writes.
+    request: RequestInfo,
+    /// The interaction, when the handler learns it from the body (transaction or batch).
+    kind: Mutex<Option<medvault_audit::EventKind>>,
+    /// The audit records this request's writes carried, for the alert rules.
+    written: Mutex<Vec<medvault_audit::AuditRecord>>,
+}
+
+/// What the audit trail needs to know of the request an access belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub request_id: String,
+    pub address: Option<String>,
 }
 
 /// The answer to every denied record: the same whether the record exists or not.
@@ -187,7 +204,53 @@ impl ClinicalAccess {
             store: None,
             care_cache: None,
             seen: Mutex::new(HashMap::new()),
+            touched: Mutex::new(Vec::new()),
+            used_break_glass: std::sync::atomic::AtomicBool::new(false),
+            request: RequestInfo { request_id: format!("local:{name}"), address: None },
+            kind: Mutex::new(None),
+            written: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps the audit records of this request's writes for the alert rules.
+    pub fn note_written(&self, records: &[medvault_audit::AuditRecord]) {
+        if let Ok(mut written) = self.written.lock() {
+            written.extend_from_slice(records);
+        }
+    }
+
+    pub fn take_written(&self) -> Vec<medvault_audit::AuditRecord> {
+        self.written.lock().map(|mut written| std::mem::take(&mut *written)).unwrap_or_default()
+    }
+
+    /// Names the interaction for the audit record (a Bundle is a transaction or a batch).
+    pub fn set_kind(&self, kind: medvault_audit::EventKind) {
+        if let Ok(mut slot) = self.kind.lock() {
+            *slot = Some(kind);
+        }
+    }
+
+    pub fn kind_override(&self) -> Option<medvault_audit::EventKind> {
+        self.kind.lock().ok().and_then(|slot| *slot)
+    }
+
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// Notes that this request read `record` (`Type/id/_history/v`) of `patient`.
+    pub fn touch(&self, record: String, patient: Option<String>) {
+        if let Ok(mut touched) = self.touched.lock() {
+            if touched.len() < medvault_audit::record::AUDIT_ENTITIES_MAX {
+                touched.push((record, patient));
+            }
+        }
+    }
+
+    /// What this request read, and whether break-glass opened any of it.
+    pub fn touched(&self) -> (Vec<(String, Option<String>)>, bool) {
+        let touched = self.touched.lock().map(|t| t.clone()).unwrap_or_default();
+        (touched, self.used_break_glass.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Every patient is visible: a missing record may be reported as missing.
@@ -259,7 +322,13 @@ impl ClinicalAccess {
                 let answer = match relationship {
                     CareRelationship::None => false,
                     CareRelationship::Lasting => true,
-                    CareRelationship::Until(expires_ms) => now_ms < expires_ms,
+                    CareRelationship::Until(expires_ms) => {
+                        let open = now_ms < expires_ms;
+                        if open {
+                            self.used_break_glass.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        open
+                    }
                 };
                 self.seen.lock().map_err(|_| ApiError::internal("poisoned"))?.insert(*compartment, answer);
                 Ok(answer)
@@ -303,6 +372,7 @@ pub fn authorize_clinical(
     store: &Arc<Store>,
     care_cache: &Arc<CareCache>,
     principal: &Principal,
+    request: RequestInfo,
 ) -> Result<ClinicalAccess, ApiError> {
     if !principal.role.reads_clinical_data() {
         return Err(ApiError::forbidden(format!(
@@ -327,6 +397,11 @@ pub fn authorize_clinical(
         store: Some(store.clone()),
         care_cache: Some(care_cache.clone()),
         seen: Mutex::new(HashMap::new()),
+        touched: Mutex::new(Vec::new()),
+        used_break_glass: std::sync::atomic::AtomicBool::new(false),
+        request,
+        kind: Mutex::new(None),
+        written: Mutex::new(Vec::new()),
     })
 }
 

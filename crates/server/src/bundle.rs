@@ -169,8 +169,14 @@ impl Service {
             return Err(ApiError::bad_request("POST to the base URL takes a Bundle of type transaction or batch"));
         }
         match bundle.get("type").and_then(Value::as_str) {
-            Some("transaction") => self.transaction(access, bundle, base, prefer),
-            Some("batch") => self.batch(access, bundle, base, prefer),
+            Some("transaction") => {
+                access.set_kind(medvault_audit::EventKind::Transaction);
+                self.transaction(access, bundle, base, prefer)
+            }
+            Some("batch") => {
+                access.set_kind(medvault_audit::EventKind::Batch);
+                self.batch(access, bundle, base, prefer)
+            }
             Some(other) => Err(ApiError::bad_request(format!(
                 "a Bundle of type '{other}' cannot be processed; POST a transaction or batch (use `medvault import` for collections)"
             ))),
@@ -229,8 +235,10 @@ impl Service {
             }
         }
         let entry_of_write = |w: usize| write_of_entry.iter().find(|(_, x)| **x == w).map_or(0, |(entry, _)| *entry);
-        self.authorize_writes(access, &writes)
+        let kinds = self
+            .authorize_writes(access, &writes)
             .map_err(|(w, error)| error.located(&format!("Bundle.entry[{}]", entry_of_write(w))))?;
+        let audit = self.write_audit(access, &writes, &kinds)?;
         // Reads are answered after the writes, but a read the caller may not make fails
         // the whole transaction before anything is written.
         for entry in entries.iter().filter(|entry| entry.method == Method::Get) {
@@ -240,8 +248,10 @@ impl Service {
                 }
             }
         }
-        let written =
-            self.store().write_by(&writes, &access.principal().client, access.registrar()).map_err(|error| {
+        let written = self
+            .store()
+            .write_audited(&writes, &access.principal().client, access.registrar(), &audit)
+            .map_err(|error| {
                 let index = match &error {
                     WriteError::PreconditionFailed { index, .. }
                     | WriteError::AlreadyExists { index }
@@ -306,19 +316,28 @@ impl Service {
         // Each entry stands alone: authorized alone, and a patient registered by one entry
         // is not thereby open to the others.
         let mut allowed = Vec::with_capacity(writes.len());
+        let mut audit = Vec::with_capacity(writes.len());
         for (index, write) in writes {
             access.forget()?;
-            match self.authorize_writes(access, std::slice::from_ref(&write)) {
-                Ok(()) => allowed.push((index, write)),
-                Err((_, error)) => results[index] = Some(error_entry(&error)),
+            let authorized = self
+                .authorize_writes(access, std::slice::from_ref(&write))
+                .map_err(|(_, error)| error)
+                .and_then(|kinds| self.write_audit(access, std::slice::from_ref(&write), &kinds));
+            match authorized {
+                Ok(mut entries) => {
+                    allowed.push((index, write));
+                    audit.push(entries.pop());
+                }
+                Err(error) => results[index] = Some(error_entry(&error)),
             }
         }
         access.forget()?;
         let (indices, only_writes): (Vec<usize>, Vec<Write>) = allowed.into_iter().unzip();
-        for (index, outcome) in indices.into_iter().zip(self.store().write_each_by(
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each_audited(
             &only_writes,
             &access.principal().client,
             access.registrar(),
+            &audit,
         )) {
             results[index] = Some(match outcome {
                 Ok(written) => written_entry(&written, base, prefer)?,
@@ -372,21 +391,27 @@ impl Service {
         }
         // Authorized one by one, like a batch.
         let mut allowed = Vec::with_capacity(writes.len());
+        let mut audit = Vec::with_capacity(writes.len());
         for (index, write) in writes {
-            let authorized = access
-                .forget()
-                .and_then(|()| self.authorize_writes(access, std::slice::from_ref(&write)).map_err(|(_, e)| e));
+            let authorized = access.forget().and_then(|()| {
+                let kinds = self.authorize_writes(access, std::slice::from_ref(&write)).map_err(|(_, e)| e)?;
+                self.write_audit(access, std::slice::from_ref(&write), &kinds)
+            });
             match authorized {
-                Ok(()) => allowed.push((index, write)),
+                Ok(mut entries) => {
+                    allowed.push((index, write));
+                    audit.push(entries.pop());
+                }
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
         let _ = access.forget();
         let (indices, only_writes): (Vec<usize>, Vec<Write>) = allowed.into_iter().unzip();
-        for (index, outcome) in indices.into_iter().zip(self.store().write_each_by(
+        for (index, outcome) in indices.into_iter().zip(self.store().write_each_audited(
             &only_writes,
             &access.principal().client,
             access.registrar(),
+            &audit,
         )) {
             results[index] = Some(outcome.map_err(ApiError::from));
         }

@@ -18,7 +18,7 @@ use medvault_fhir::outcome::operation_outcome;
 use medvault_store::engine::HistoryPage;
 use medvault_store::{History, StoredVersion, Written};
 
-use crate::auth::{authorize_clinical, ClinicalAccess};
+use crate::auth::{authorize_clinical, ClinicalAccess, RequestInfo};
 use crate::bundle::{
     etag, parse_etag, raw_resource, BundleLink, EntryRequest, EntryResponse, ResponseBundle, ResponseEntry,
     ReturnPreference,
@@ -26,6 +26,7 @@ use crate::bundle::{
 use crate::error::ApiError;
 use crate::login::{AuthConfig, Authenticator};
 use crate::service::Service;
+use medvault_audit::EventKind;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -45,6 +46,7 @@ pub struct AppState {
     pub service: Service,
     pub config: HttpConfig,
     pub auth: Authenticator,
+    pub auditor: Arc<crate::audit::Auditor>,
     /// Argon2id checks allowed at once (`crate::admin::PASSWORD_CHECKS_CONCURRENT`).
     pub password_slots: Arc<tokio::sync::Semaphore>,
     /// Benchmark only: every request is served without session checks or authorization.
@@ -62,25 +64,73 @@ impl AppState {
         Arc::new(Self::build(service, config, auth, false))
     }
 
-    /// A server that skips session checks and authorization, so a benchmark can measure
-    /// what they cost. Never reachable from `medvault serve`.
+    /// A server whose alerts also go to a syslog target (RFC 5424 over UDP), and that
+    /// goes into read-only lockdown on mass modification if `lockdown` is set.
+    pub fn with_alerts(
+        service: Service,
+        config: HttpConfig,
+        target: Option<std::net::SocketAddr>,
+        lockdown: bool,
+    ) -> std::io::Result<Arc<Self>> {
+        let mut auditor = crate::audit::Auditor::new(service.store().clone());
+        if let Some(target) = target {
+            auditor = auditor.with_syslog(target)?;
+        }
+        if lockdown {
+            auditor = auditor.with_lockdown();
+        }
+        Ok(Arc::new(Self::build_with(service, config, AuthConfig::default(), false, Arc::new(auditor))))
+    }
+
+    /// A server that skips session checks and authorization, or auditing, or both, so a
+    /// benchmark can measure what they cost. Never reachable from `medvault serve`.
     #[cfg(feature = "danger-benchmark-unchecked")]
-    pub fn danger_without_authorization_for_benchmark(service: Service, config: HttpConfig) -> Arc<Self> {
-        tracing::warn!("serving WITHOUT authentication or authorization: benchmark only");
-        Arc::new(Self::build(service, config, AuthConfig::default(), true))
+    pub fn danger_for_benchmark(
+        service: Service,
+        config: HttpConfig,
+        skip_authorization: bool,
+        skip_audit: bool,
+    ) -> Arc<Self> {
+        tracing::warn!(skip_authorization, skip_audit, "serving with checks switched off: benchmark only");
+        let auditor = if skip_audit {
+            crate::audit::Auditor::danger_disabled_for_benchmark(service.store().clone())
+        } else {
+            crate::audit::Auditor::new(service.store().clone())
+        };
+        Arc::new(Self::build_with(service, config, AuthConfig::default(), skip_authorization, Arc::new(auditor)))
     }
 
     fn build(service: Service, config: HttpConfig, auth: AuthConfig, danger_skip_authorization: bool) -> Self {
+        let auditor = Arc::new(crate::audit::Auditor::new(service.store().clone()));
+        Self::build_with(service, config, auth, danger_skip_authorization, auditor)
+    }
+
+    fn build_with(
+        service: Service,
+        config: HttpConfig,
+        auth: AuthConfig,
+        danger_skip_authorization: bool,
+        auditor: Arc<crate::audit::Auditor>,
+    ) -> Self {
         let prefix = medvault_crypto::random::array::<4>().map(|b| medvault_base::hex::encode(&b)).unwrap_or_default();
-        let auth = Authenticator::new(service.store().clone(), auth);
+        let auth = Authenticator::new(service.store().clone(), auth, auditor.clone());
         Self {
             service,
             config,
             auth,
+            auditor,
             password_slots: Arc::new(tokio::sync::Semaphore::new(crate::admin::PASSWORD_CHECKS_CONCURRENT)),
             danger_skip_authorization,
             request_counter: AtomicU64::new(0),
             request_prefix: prefix,
+        }
+    }
+
+    /// How this server names itself in audit events.
+    pub fn identity(&self) -> medvault_audit::ServerIdentity {
+        medvault_audit::ServerIdentity {
+            name: format!("medvault@{}", self.config.public_base.as_deref().unwrap_or(&self.config.fallback_authority)),
+            site: None,
         }
     }
 
@@ -117,6 +167,8 @@ struct Context {
     base: String,
     query: Vec<(String, String)>,
     headers: HeaderMap,
+    /// The client's address, for audit records.
+    address: Option<String>,
 }
 
 async fn health() -> Response {
@@ -160,7 +212,10 @@ async fn search_type(
     Path(resource_type): Path<String>,
     request: Request,
 ) -> Response {
-    run(state, request, None, move |_service, _context, _access, _body| {
+    if resource_type == "AuditEvent" {
+        return audit_search(state, request).await;
+    }
+    run(state, request, None, EventKind::SearchType, move |_service, _context, _access, _body| {
         crate::service::check_type(&resource_type)?;
         Err(ApiError::new(
             501,
@@ -176,7 +231,10 @@ async fn read(
     Path((resource_type, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    run_read(state, request, move |service, context, access, _| {
+    if resource_type == "AuditEvent" {
+        return audit_read(state, request, id).await;
+    }
+    run_read(state, request, EventKind::Read, move |service, context, access, _| {
         let stored = service.read(access, &resource_type, &id)?;
         Ok(resource_response(
             StatusCode::OK,
@@ -195,7 +253,7 @@ async fn vread(
     Path((resource_type, id, version)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    run_read(state, request, move |service, context, access, _| {
+    run_read(state, request, EventKind::Vread, move |service, context, access, _| {
         let stored = service.vread(access, &resource_type, &id, &version)?;
         Ok(resource_response(
             StatusCode::OK,
@@ -210,7 +268,10 @@ async fn vread(
 }
 
 async fn create(State(state): State<Arc<AppState>>, Path(resource_type): Path<String>, request: Request) -> Response {
-    run(state, request, Some(RESOURCE_BYTES_MAX), move |service, context, access, body| {
+    if resource_type == "AuditEvent" {
+        return audit_is_read_only(&state);
+    }
+    run(state, request, Some(RESOURCE_BYTES_MAX), EventKind::Create, move |service, context, access, body| {
         let resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
         let written = service.create(access, &resource_type, resource)?;
         Ok(written_response(StatusCode::CREATED, &written, context))
@@ -223,7 +284,10 @@ async fn update(
     Path((resource_type, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    run(state, request, Some(RESOURCE_BYTES_MAX), move |service, context, access, body| {
+    if resource_type == "AuditEvent" {
+        return audit_is_read_only(&state);
+    }
+    run(state, request, Some(RESOURCE_BYTES_MAX), EventKind::Update, move |service, context, access, body| {
         let if_match = if_match(&context.headers)?;
         let resource = crate::json::parse_body(&body, RESOURCE_BYTES_MAX)?;
         let written = service.update(access, &resource_type, &id, resource, if_match)?;
@@ -238,7 +302,10 @@ async fn delete(
     Path((resource_type, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    run(state, request, None, move |service, context, access, _| {
+    if resource_type == "AuditEvent" {
+        return audit_is_read_only(&state);
+    }
+    run(state, request, None, EventKind::Delete, move |service, context, access, _| {
         let if_match = if_match(&context.headers)?;
         let written = service.delete(access, &resource_type, &id, if_match)?;
         let mut response = Response::new(Body::empty());
@@ -253,8 +320,78 @@ async fn delete(
     .await
 }
 
+/// AuditEvents are written by the server alone: a client cannot forge, change or remove one.
+fn audit_is_read_only(state: &AppState) -> Response {
+    error_response(
+        &state.next_request_id(),
+        ApiError::new(405, "not-supported", "AuditEvents are written by the server alone; they can only be read"),
+    )
+}
+
+async fn audit_search(state: Arc<AppState>, request: Request) -> Response {
+    let relative =
+        request.uri().path_and_query().map(|p| p.as_str().trim_start_matches("/fhir/").to_string()).unwrap_or_default();
+    let task_state = state.clone();
+    run_authenticated(state, request, move |service, context, principal| {
+        let query = crate::audit_search::AuditQuery::parse(&context.query, prefer_lenient(&context.headers))?;
+        crate::audit_search::authorize(principal, &query)?;
+        let now_ms = service.store().clock().now_ms();
+        let record = crate::audit_search::search_record(principal, &query, &relative, &context.request_id, now_ms);
+        task_state.auditor.commit_blocking(vec![record])?;
+        let (page, next) = crate::audit_search::search(service.store(), &query)?;
+        let kept: Vec<String> = context
+            .query
+            .iter()
+            .filter(|(name, _)| name != "_cursor")
+            .map(|(name, value)| form_urlencoded::Serializer::new(String::new()).append_pair(name, value).finish())
+            .collect();
+        let first = format!("{}/AuditEvent?{}", context.base, kept.join("&"));
+        let next = next.map(|c| format!("{first}&_cursor={}-{}-{}", c.recorded_ms, c.block, c.slot));
+        let bundle = crate::audit_search::bundle(&context.base, &first, &page, next, &task_state.identity(), now_ms);
+        Ok(fhir_response(StatusCode::OK, serde_json::to_vec(&bundle).unwrap_or_default(), &context.request_id))
+    })
+    .await
+}
+
+async fn audit_read(state: Arc<AppState>, request: Request, id: String) -> Response {
+    let task_state = state.clone();
+    run_authenticated(state, request, move |service, context, principal| {
+        let (block, slot) = id
+            .split_once('-')
+            .and_then(|(b, s)| Some((b.parse::<u64>().ok()?, s.parse::<u32>().ok()?)))
+            .ok_or_else(|| ApiError::not_found(format!("AuditEvent/{id} does not exist")))?;
+        let slot = medvault_store::engine::AuditSlot { recorded_ms: 0, block, slot };
+        let stored = service
+            .store()
+            .audit_records_at(&[slot])
+            .map_err(|_| ApiError::not_found(format!("AuditEvent/{id} does not exist")))?;
+        let record = medvault_audit::decode(&stored[0].record)
+            .map_err(|e| ApiError::internal(format!("an audit record does not decode: {e}")))?;
+        let query = crate::audit_search::AuditQuery { patient: record.patients.first().cloned(), ..Default::default() };
+        let allowed = principal.role == crate::auth::Role::Auditor
+            || (principal.role == crate::auth::Role::Patient
+                && crate::audit_search::authorize(principal, &query).is_ok());
+        if !allowed {
+            return Err(crate::auth::denied());
+        }
+        let now_ms = service.store().clock().now_ms();
+        let mut audit = crate::audit_search::search_record(
+            principal,
+            &query,
+            &format!("AuditEvent/{id}"),
+            &context.request_id,
+            now_ms,
+        );
+        audit.kind = EventKind::Read;
+        task_state.auditor.commit_blocking(vec![audit])?;
+        let event = medvault_audit::to_audit_event(&record, &id, &task_state.identity());
+        Ok(fhir_response(StatusCode::OK, serde_json::to_vec(&event).unwrap_or_default(), &context.request_id))
+    })
+    .await
+}
+
 async fn bundle(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    run(state, request, Some(REQUEST_BODY_BYTES_MAX), move |service, context, access, body| {
+    run(state, request, Some(REQUEST_BODY_BYTES_MAX), EventKind::Transaction, move |service, context, access, body| {
         let bundle = crate::json::parse_body(&body, REQUEST_BODY_BYTES_MAX)?;
         let json = service.process_bundle(access, bundle, &context.base, return_preference(&context.headers))?;
         Ok(fhir_response(StatusCode::OK, json, &context.request_id))
@@ -285,7 +422,12 @@ async fn history_instance(
 }
 
 async fn history(state: Arc<AppState>, request: Request, scope: History, path: String) -> Response {
-    run(state, request, None, move |service, context, access, _| {
+    let kind = match &scope {
+        History::System => EventKind::HistorySystem,
+        History::Type(_) => EventKind::HistoryType,
+        History::Instance { .. } => EventKind::HistoryInstance,
+    };
+    run(state, request, None, kind, move |service, context, access, _| {
         let page = history_page(context)?;
         let result = service.history(access, &scope, page)?;
         let json = history_bundle(service, context, &path, page, &result)?;
@@ -392,7 +534,7 @@ async fn ledger_key(State(state): State<Arc<AppState>>, request: Request) -> Res
 }
 
 async fn ledger_inclusion(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    run(state, request, None, |service, context, access, _| {
+    run(state, request, None, EventKind::Read, |service, context, access, _| {
         let resource = query_text(context, "resource")
             .ok_or_else(|| ApiError::bad_request("give resource=Type/id/_history/version"))?;
         let proof = crate::ledger::inclusion(service.store(), access, &resource, query_u64(context, "tree_size")?)?;
@@ -458,19 +600,25 @@ where
 }
 
 /// Runs an authenticated clinical interaction on a blocking thread.
-async fn run<F>(state: Arc<AppState>, request: Request, body_bytes_max: Option<usize>, operation: F) -> Response
+async fn run<F>(
+    state: Arc<AppState>,
+    request: Request,
+    body_bytes_max: Option<usize>,
+    kind: EventKind,
+    operation: F,
+) -> Response
 where
     F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
 {
-    run_with(state, request, body_bytes_max, false, operation).await
+    run_with(state, request, body_bytes_max, false, kind, operation).await
 }
 
 /// Runs a single-resource read (read, vread) on the async worker itself.
-async fn run_read<F>(state: Arc<AppState>, request: Request, operation: F) -> Response
+async fn run_read<F>(state: Arc<AppState>, request: Request, kind: EventKind, operation: F) -> Response
 where
     F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
 {
-    run_with(state, request, None, true, operation).await
+    run_with(state, request, None, true, kind, operation).await
 }
 
 async fn run_with<F>(
@@ -478,23 +626,38 @@ async fn run_with<F>(
     request: Request,
     body_bytes_max: Option<usize>,
     inline_read: bool,
+    kind: EventKind,
     operation: F,
 ) -> Response
 where
     F: FnOnce(&Service, &Context, &ClinicalAccess, Vec<u8>) -> Result<Response, ApiError> + Send + 'static,
 {
     let (parts, body) = request.into_parts();
-    let context = match context(&state, &parts.headers, parts.uri.query()) {
+    let mut context = match context(&state, &parts.headers, parts.uri.query()) {
         Ok(context) => context,
         Err((id, error)) => return error_response(&id, error),
     };
+    context.address = parts.extensions.get::<crate::admin::PeerAddr>().map(|peer| peer.0.ip().to_string());
+    // Searches and history keep their query in the audit record.
+    let query = match kind {
+        EventKind::SearchType
+        | EventKind::SearchSystem
+        | EventKind::HistoryInstance
+        | EventKind::HistoryType
+        | EventKind::HistorySystem => {
+            Some(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("").trim_start_matches("/fhir/").to_string())
+        }
+        _ => None,
+    };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
     // Requests with a body are authenticated before the body is read, so an anonymous
     // client cannot make the server buffer it; the others do it all in one blocking hop.
     let (context, early_access) = match body_bytes_max {
         None => (context, None),
         Some(_) => {
             let task_state = state.clone();
-            let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+            let (method, path) = (method.clone(), path.clone());
             let checked = tokio::task::spawn_blocking(move || {
                 let result = authorize(&task_state, &context, &method, &path);
                 (context, result)
@@ -502,7 +665,7 @@ where
             .await;
             match checked {
                 Ok((context, Ok(access))) => (context, Some(access)),
-                Ok((context, Err(error))) => return error_response(&context.request_id, error),
+                Ok((context, Err(refusal))) => return refused(&state, &context, kind, refusal).await,
                 Err(join_error) => {
                     return error_response(
                         &state.next_request_id(),
@@ -529,30 +692,110 @@ where
             }
         }
     };
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
+    let writes = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete | EventKind::Transaction);
+    if writes && state.auditor.locked_down() {
+        return error_response(
+            &context.request_id,
+            ApiError::new(
+                503,
+                "lock-error",
+                "the server is in read-only lockdown after a burst of changes; an administrator must lift it",
+            ),
+        );
+    }
     if body_bytes_max.is_none() && inline_read {
         // Reads run on the async worker: a token check and a read are a few tens of
         // microseconds against SQLite's page cache, and the hop to a blocking thread cost
         // about a third of a read's CPU. Writes wait for an fsync, so they keep the hop.
-        let result = authorize(&state, &context, &method, &path)
-            .and_then(|access| operation(&state.service, &context, &access, body));
-        return match result {
-            Ok(response) => response,
-            Err(error) => error_response(&context.request_id, error),
+        let access = match authorize(&state, &context, &method, &path) {
+            Ok(access) => access,
+            Err(refusal) => return refused(&state, &context, kind, refusal).await,
         };
+        let result = operation(&state.service, &context, &access, body);
+        return audited(&state, &context, &access, kind, query, result).await;
     }
     let task_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let result = match early_access {
+        let access = match early_access {
             Some(access) => Ok(access),
             None => authorize(&task_state, &context, &method, &path),
+        };
+        match access {
+            Ok(access) => {
+                let result = operation(&task_state.service, &context, &access, body);
+                (context, Ok((access, result)))
+            }
+            Err(refusal) => (context, Err(refusal)),
         }
-        .and_then(|access| operation(&task_state.service, &context, &access, body));
-        (context.request_id, result)
     })
     .await;
-    finish(&state, outcome)
+    match outcome {
+        Ok((context, Ok((access, result)))) => audited(&state, &context, &access, kind, query, result).await,
+        Ok((context, Err(refusal))) => refused(&state, &context, kind, refusal).await,
+        Err(join_error) => {
+            error_response(&state.next_request_id(), ApiError::internal(format!("request task failed: {join_error}")))
+        }
+    }
+}
+
+/// Commits the audit record of a request that reached the data, then answers. A write's
+/// own record was committed with it; reads and failures get one here. If it cannot be
+/// committed, the client gets 503 instead of the data.
+async fn audited(
+    state: &AppState,
+    context: &Context,
+    access: &ClinicalAccess,
+    kind: EventKind,
+    query: Option<String>,
+    result: Result<Response, ApiError>,
+) -> Response {
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => error.status,
+    };
+    let kind = access.kind_override().unwrap_or(kind);
+    let write = matches!(kind, EventKind::Create | EventKind::Update | EventKind::Delete);
+    if status < 400 {
+        // The records written with the request's writes feed the alert rules too.
+        state.auditor.observe_committed(&access.take_written());
+    }
+    if !(write && status < 400) {
+        let now_ms = state.service.store().clock().now_ms();
+        let record = crate::audit::read_record(access, kind, status, query, now_ms);
+        if let Err(audit_error) = state.auditor.commit(vec![record]).await {
+            if status < 400 {
+                return error_response(&context.request_id, audit_error);
+            }
+        }
+    }
+    match result {
+        Ok(response) => response,
+        Err(error) => error_response(&context.request_id, error),
+    }
+}
+
+/// Answers a request refused before it reached any data. An authenticated caller's
+/// refusal is audited (an insider probing); an anonymous one only logged.
+async fn refused(state: &AppState, context: &Context, kind: EventKind, refusal: Refusal) -> Response {
+    if let Some(principal) = &refusal.principal {
+        let now_ms = state.service.store().clock().now_ms();
+        let mut record = medvault_audit::AuditRecord::new(
+            now_ms,
+            kind,
+            crate::audit::agent(principal, context.address.as_deref(), false),
+            &context.request_id,
+        );
+        record.outcome = crate::audit::outcome_of(refusal.error.status);
+        record.detail = Some("refused".into());
+        let _ = state.auditor.commit(vec![record]).await;
+    }
+    error_response(&context.request_id, *refusal.error)
+}
+
+/// Why a request got no `ClinicalAccess`, and who asked (if anyone could be identified).
+struct Refusal {
+    principal: Option<Box<crate::auth::Principal>>,
+    error: Box<ApiError>,
 }
 
 /// The response of a blocking task: its own, its error as an OperationOutcome, or a 500
@@ -572,14 +815,17 @@ fn authorize(
     context: &Context,
     method: &axum::http::Method,
     path: &str,
-) -> Result<ClinicalAccess, ApiError> {
+) -> Result<ClinicalAccess, Refusal> {
     if state.danger_skip_authorization {
         return Ok(crate::auth::danger_unchecked_access());
     }
     let authorization = context.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let principal = state.auth.authenticate(authorization)?;
+    let principal =
+        state.auth.authenticate(authorization).map_err(|error| Refusal { principal: None, error: Box::new(error) })?;
     tracing::debug!(request_id = %context.request_id, client = %principal.client, %method, path, "request");
-    authorize_clinical(state.service.store(), state.auth.care_cache(), &principal)
+    let request = RequestInfo { request_id: context.request_id.clone(), address: context.address.clone() };
+    authorize_clinical(state.service.store(), state.auth.care_cache(), &principal, request)
+        .map_err(|error| Refusal { principal: Some(Box::new(principal)), error: Box::new(error) })
 }
 
 fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Context, (String, ApiError)> {
@@ -602,7 +848,7 @@ fn context(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result
         return fail(error);
     }
     let base = base_url(state, headers);
-    Ok(Context { request_id, base, query, headers: headers.clone() })
+    Ok(Context { request_id, base, query, headers: headers.clone(), address: None })
 }
 
 fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {

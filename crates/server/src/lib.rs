@@ -8,6 +8,8 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
+pub mod audit_search;
 pub mod auth;
 pub mod bundle;
 pub mod capability;

@@ -112,6 +112,7 @@ pub struct Authenticator {
     /// nothing has been committed since, so a revocation is seen by the next request.
     sessions: RwLock<HashMap<[u8; 32], Arc<CachedSession>>>,
     care_cache: Arc<CareCache>,
+    auditor: Arc<crate::audit::Auditor>,
     password_checks: AtomicU64,
 }
 
@@ -137,7 +138,7 @@ impl std::fmt::Debug for Authenticator {
 const WRONG_CREDENTIALS: &str = "the user name or password is wrong";
 
 impl Authenticator {
-    pub fn new(store: Arc<Store>, config: AuthConfig) -> Self {
+    pub fn new(store: Arc<Store>, config: AuthConfig, auditor: Arc<crate::audit::Auditor>) -> Self {
         let addresses = AddressThrottle::new(config.address);
         Self {
             store,
@@ -148,6 +149,7 @@ impl Authenticator {
             activity: Mutex::new(HashMap::new()),
             sessions: RwLock::new(HashMap::new()),
             care_cache: Arc::new(CareCache::default()),
+            auditor,
             password_checks: AtomicU64::new(0),
         }
     }
@@ -168,6 +170,31 @@ impl Authenticator {
 
     fn now_ms(&self) -> i64 {
         self.store.clock().now_ms()
+    }
+
+    /// Audits a security event of an account (or of a name that is none).
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        kind: medvault_audit::EventKind,
+        name: &str,
+        role: &str,
+        user_id: Option<i64>,
+        address: Option<IpAddr>,
+        outcome: medvault_audit::Outcome,
+        detail: &str,
+    ) {
+        let agent = medvault_audit::Agent {
+            name: name.to_string(),
+            role: role.to_string(),
+            user_id,
+            purpose_of_use: None,
+            address: address.map(|a| a.to_string()),
+        };
+        let mut record = medvault_audit::AuditRecord::new(self.now_ms(), kind, agent, "login");
+        record.outcome = outcome;
+        record.detail = Some(detail.to_string());
+        self.auditor.security_event(record);
     }
 
     /// Step one: the password. Unknown names, wrong passwords and disabled accounts get
@@ -252,6 +279,15 @@ impl Authenticator {
         }
         self.addresses.record_failure(address, now_ms);
         tracing::info!(target: "medvault::security", %address, "login failed: unknown user name");
+        self.audit(
+            medvault_audit::EventKind::LoginFailure,
+            username,
+            "",
+            None,
+            Some(address),
+            medvault_audit::Outcome::MinorFailure,
+            "unknown-user",
+        );
         Err(ApiError::new(401, "login", WRONG_CREDENTIALS))
     }
 
@@ -268,8 +304,27 @@ impl Authenticator {
         self.addresses.record_failure(address, now_ms);
         self.store.record_login_failure(user.user_id, attempts.consecutive_failures, now_ms, attempts.locked)?;
         tracing::warn!(target: "medvault::security", user = %user.username, %address, failures = attempts.consecutive_failures, "login failed: {what}");
+        let detail = what.replace(' ', "-");
+        self.audit(
+            medvault_audit::EventKind::LoginFailure,
+            &user.username,
+            &user.role,
+            Some(user.user_id),
+            Some(address),
+            medvault_audit::Outcome::MinorFailure,
+            &detail,
+        );
         if attempts.locked && !was_locked {
             tracing::warn!(target: "medvault::security", user = %user.username, "account locked after {} consecutive failures; an administrator must unlock it", attempts.consecutive_failures);
+            self.audit(
+                medvault_audit::EventKind::Lockout,
+                &user.username,
+                &user.role,
+                Some(user.user_id),
+                Some(address),
+                medvault_audit::Outcome::SeriousFailure,
+                "locked-after-consecutive-failures",
+            );
         }
         Ok(())
     }
@@ -378,6 +433,15 @@ impl Authenticator {
             revoked_ms: None,
         })?;
         tracing::info!(target: "medvault::security", user = %user.username, role = role.name(), "login succeeded");
+        self.audit(
+            medvault_audit::EventKind::Login,
+            &user.username,
+            role.name(),
+            Some(user.user_id),
+            None,
+            medvault_audit::Outcome::Success,
+            "password-and-second-factor",
+        );
         Ok(NewSession {
             token: minted.token,
             scopes,
@@ -576,6 +640,15 @@ impl Authenticator {
     pub fn logout(&self, principal: &Principal) -> Result<(), ApiError> {
         let digest = principal.session.ok_or_else(|| ApiError::bad_request("only a login session can log out"))?;
         self.store.end_session(digest)?;
+        self.audit(
+            medvault_audit::EventKind::Logout,
+            &principal.client,
+            principal.role.name(),
+            principal.user_id,
+            None,
+            medvault_audit::Outcome::Success,
+            "logout",
+        );
         if let Ok(mut activity) = self.activity.lock() {
             activity.remove(&digest);
         }
@@ -600,6 +673,23 @@ impl Authenticator {
             _ => return Err(ApiError::not_found(format!("Patient/{patient_id} does not exist"))),
         }
         let expires_ms = self.now_ms() + self.config.break_glass_ms;
+        // The grant and its audit record: if the record cannot be written, no grant.
+        let agent = medvault_audit::Agent {
+            name: principal.client.clone(),
+            role: principal.role.name().to_string(),
+            user_id: Some(user_id),
+            purpose_of_use: Some("BTG".into()),
+            address: None,
+        };
+        let mut record = medvault_audit::AuditRecord::new(
+            self.now_ms(),
+            medvault_audit::EventKind::BreakGlass,
+            agent,
+            "break-glass",
+        );
+        record.patients = vec![patient_id.to_string()];
+        record.entities = vec![format!("Patient/{patient_id}")];
+        self.auditor.commit_blocking(vec![record])?;
         let grant = self.store.create_break_glass(user_id, patient_id, reason, expires_ms)?;
         tracing::warn!(
             target: "medvault::alert",

@@ -10,17 +10,45 @@ use medvault_store::engine::HistoryPage;
 use medvault_store::{History, Store, StoredVersion, Write, WriteAction, Written};
 use serde_json::Value;
 
+use medvault_audit::EventKind;
+use medvault_store::AuditEntry;
+
+use crate::audit::{patient_of, write_record};
 use crate::auth::{denied, ClinicalAccess};
 use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Arc<Store>,
+    /// Patient ids by compartment token, so that a read's audit record can name its
+    /// patient without parsing the record (bounded; refilled from the records).
+    patient_ids: Arc<std::sync::RwLock<std::collections::HashMap<[u8; 32], String>>>,
 }
+
+/// Patient ids remembered for audit records.
+const PATIENT_IDS_CACHED: usize = 200_000;
 
 impl Service {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, patient_ids: Arc::default() }
+    }
+
+    /// Notes a version the request read, for its audit record.
+    fn touch(&self, access: &ClinicalAccess, version: &StoredVersion) {
+        let patient = version.compartment.as_ref().and_then(|token| {
+            if let Some(id) = self.patient_ids.read().ok().and_then(|ids| ids.get(token).cloned()) {
+                return Some(id);
+            }
+            let id = patient_of(&version.resource_type, &version.id, &version.json, Some(token))?;
+            if let Ok(mut ids) = self.patient_ids.write() {
+                if ids.len() >= PATIENT_IDS_CACHED {
+                    ids.clear();
+                }
+                ids.insert(*token, id.clone());
+            }
+            Some(id)
+        });
+        access.touch(format!("{}/{}/_history/{}", version.resource_type, version.id, version.version), patient);
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -35,12 +63,18 @@ impl Service {
         match self.store.read(resource_type, id)? {
             None => Err(missing(access, format!("{resource_type}/{id} does not exist"))),
             Some(version) if !access.sees(version.compartment.as_ref())? => Err(denied()),
-            Some(version) if version.deleted => Err(ApiError::new(
-                410,
-                "deleted",
-                format!("{resource_type}/{id} was deleted (version {})", version.version),
-            )),
-            Some(version) => Ok(version),
+            Some(version) if version.deleted => {
+                self.touch(access, &version);
+                Err(ApiError::new(
+                    410,
+                    "deleted",
+                    format!("{resource_type}/{id} was deleted (version {})", version.version),
+                ))
+            }
+            Some(version) => {
+                self.touch(access, &version);
+                Ok(version)
+            }
         }
     }
 
@@ -61,9 +95,13 @@ impl Service {
             None => Err(missing(access, format!("{resource_type}/{id} has no version {number}"))),
             Some(stored) if !access.sees(stored.compartment.as_ref())? => Err(denied()),
             Some(stored) if stored.deleted => {
+                self.touch(access, &stored);
                 Err(ApiError::new(410, "deleted", format!("version {number} of {resource_type}/{id} is a deletion")))
             }
-            Some(stored) => Ok(stored),
+            Some(stored) => {
+                self.touch(access, &stored);
+                Ok(stored)
+            }
         }
     }
 
@@ -85,8 +123,44 @@ impl Service {
     /// Authorizes and commits one write.
     fn write_one(&self, access: &ClinicalAccess, write: Write) -> Result<Written, ApiError> {
         let writes = std::slice::from_ref(&write);
-        self.authorize_writes(access, writes).map_err(|(_, error)| error)?;
-        Ok(self.store.write_by(writes, &access.principal().client, access.registrar())?.remove(0))
+        let kinds = self.authorize_writes(access, writes).map_err(|(_, error)| error)?;
+        let audit = self.write_audit(access, writes, &kinds)?;
+        Ok(self.store.write_audited(writes, &access.principal().client, access.registrar(), &audit)?.remove(0))
+    }
+
+    /// The audit records of writes (one each), to commit with them.
+    pub fn write_audit(
+        &self,
+        access: &ClinicalAccess,
+        writes: &[Write],
+        kinds: &[EventKind],
+    ) -> Result<Vec<AuditEntry>, ApiError> {
+        let now_ms = self.store.clock().now_ms();
+        let mut records = Vec::with_capacity(writes.len());
+        for (write, kind) in writes.iter().zip(kinds) {
+            let patients = match &write.action {
+                WriteAction::Put(body) => {
+                    let owner = if write.resource_type == "Patient" {
+                        Some(write.id.clone())
+                    } else {
+                        medvault_fhir::patient_compartment_owner(body)
+                    };
+                    owner.into_iter().collect()
+                }
+                WriteAction::Delete => match self.store.read(&write.resource_type, &write.id)? {
+                    Some(current) => {
+                        patient_of(&current.resource_type, &current.id, &current.json, current.compartment.as_ref())
+                            .into_iter()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                },
+            };
+            let entity = format!("{}/{}", write.resource_type, write.id);
+            records.push(write_record(access, *kind, entity, patients, now_ms));
+        }
+        access.note_written(&records);
+        crate::audit::entries(records)
     }
 
     /// Checks every write of a request before any is made: the scopes allow it, the
@@ -94,7 +168,11 @@ impl Service {
     /// caller may see. A clinician may register a new patient (a Patient id never used)
     /// and write into that patient's record in the same request; the store then assigns
     /// them to the patient. Errors name the write's index.
-    pub fn authorize_writes(&self, access: &ClinicalAccess, writes: &[Write]) -> Result<(), (usize, ApiError)> {
+    pub fn authorize_writes(
+        &self,
+        access: &ClinicalAccess,
+        writes: &[Write],
+    ) -> Result<Vec<EventKind>, (usize, ApiError)> {
         let at = |index: usize| move |error: ApiError| (index, error);
         let mut current = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
@@ -112,12 +190,18 @@ impl Service {
             }
             current.push(stored);
         }
+        let mut kinds = Vec::with_capacity(writes.len());
         for (index, (write, stored)) in writes.iter().zip(current).enumerate() {
             let interaction = match (&write.action, stored) {
                 (WriteAction::Delete, _) => Interaction::Delete,
                 (WriteAction::Put(_), None) => Interaction::Create,
                 (WriteAction::Put(_), Some(_)) => Interaction::Update,
             };
+            kinds.push(match interaction {
+                Interaction::Delete => EventKind::Delete,
+                Interaction::Create => EventKind::Create,
+                _ => EventKind::Update,
+            });
             access.check_scope(&write.resource_type, interaction).map_err(at(index))?;
             match stored {
                 Some(compartment) if !access.sees(compartment.as_ref()).map_err(at(index))? => {
@@ -135,7 +219,7 @@ impl Service {
                 }
             }
         }
-        Ok(())
+        Ok(kinds)
     }
 
     /// Update, or create with the client's id.
@@ -229,6 +313,7 @@ impl Service {
                 scanned += 1;
                 cursor.before_seq = Some(version.seq);
                 if access.allows(&version.resource_type, interaction) && access.sees(version.compartment.as_ref())? {
+                    self.touch(access, &version);
                     versions.push(version);
                     if versions.len() == wanted {
                         return Ok(HistoryResult { versions, next_before: cursor.before_seq });

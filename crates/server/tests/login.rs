@@ -363,7 +363,8 @@ fn a_login_rehashes_a_password_made_with_weaker_parameters() {
     // The same store served with stronger parameters.
     let stronger = medvault_auth::password::PasswordParams { memory_kib: 32_768, iterations: 3, parallelism: 1 };
     let config = medvault_server::login::AuthConfig { password: stronger, ..Default::default() };
-    let auth = medvault_server::login::Authenticator::new(server.store.clone(), config);
+    let auditor = Arc::new(medvault_server::audit::Auditor::new(server.store.clone()));
+    let auth = medvault_server::login::Authenticator::new(server.store.clone(), config, auditor);
     let secret = {
         let user = server.store.user_by_name("veteran").expect("db").expect("user");
         let totp_secret = server.store.totp_secret(&user).expect("db").expect("secret");

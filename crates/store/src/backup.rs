@@ -132,10 +132,13 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
-        let (count, next): (i64, i64) =
-            connection.query_row("SELECT COUNT(*), COALESCE(MAX(seq) + 1, 0) FROM versions", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
+        // Every ledger leaf is a version or a block of audit records (`audit.md`).
+        let (count, next): (i64, i64) = connection.query_row(
+            "SELECT (SELECT COUNT(*) FROM versions) + (SELECT COUNT(*) FROM audit_blocks),
+                    MAX((SELECT COALESCE(MAX(seq) + 1, 0) FROM versions), (SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_blocks))",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let leaves: i64 = connection.query_row(
             "SELECT COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0",
             [],
@@ -144,13 +147,17 @@ impl Store {
         let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
         if count != size || next != size || leaves != size {
             return Err(StoreError::Corrupt(format!(
-                "the latest signed checkpoint covers {size} leaves but the store holds {count} versions and {leaves} leaves; run `medvault verify`"
+                "the latest signed checkpoint covers {size} leaves but the store holds {count} versions and audit blocks and {leaves} leaves; run `medvault verify`"
             )));
         }
         let last_leaf_ms: i64 = if size == 0 {
             0
         } else {
-            connection.query_row("SELECT recorded_ms FROM versions WHERE seq = ?1", [size - 1], |row| row.get(0))?
+            connection.query_row(
+                "SELECT recorded_ms FROM versions WHERE seq = ?1 UNION ALL SELECT last_ms FROM audit_blocks WHERE seq = ?1",
+                [size - 1],
+                |row| row.get(0),
+            )?
         };
         let (tables, schema) = read_schema(&connection)?;
         let destroyed_keys = connection

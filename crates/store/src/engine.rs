@@ -50,7 +50,46 @@ pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
     fn danger_skips_ledger(&self) -> bool {
         false
     }
+
+    /// Seals a block of audit records that will be ledger leaf `leaf_index`
+    /// (`docs/format/audit.md`). The writer holds no key: the store's signer does it.
+    fn seal_audit_block(&self, leaf_index: u64, block: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (leaf_index, block);
+        Err("this signer seals no audit blocks".into())
+    }
 }
+
+/// One audit record on its way to the writer: its encoded bytes (sealed there, in a block
+/// with the rest of its group commit), when it happened, and the compartment tokens of the
+/// patients it names (the index auditors and patients query by).
+#[derive(Debug, Clone)]
+pub struct PendingAudit {
+    pub recorded_ms: i64,
+    pub patients: Vec<[u8; 32]>,
+    pub record: Vec<u8>,
+}
+
+/// A stored block of audit records.
+#[derive(Debug, Clone)]
+pub struct AuditBlockRow {
+    /// The block's ledger leaf index.
+    pub seq: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub count: u32,
+    pub sealed: Vec<u8>,
+}
+
+/// Where an indexed audit record is: its block and position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSlot {
+    pub recorded_ms: i64,
+    pub block: u64,
+    pub slot: u32,
+}
+
+/// Called once with the audit block's leaf index when the group commits, or the error.
+pub type AuditReply = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CurrentState {
@@ -140,6 +179,8 @@ pub struct VersionJob {
     /// (user id, patient compartment token): a clinician who registers a new patient is
     /// assigned to them in the same commit.
     pub assignments: Vec<(i64, [u8; 32])>,
+    /// The audit records of this write: committed with it or not at all.
+    pub audit: Vec<PendingAudit>,
 }
 
 /// What a committed version job produced.
@@ -187,6 +228,9 @@ pub struct EngineCounts {
     pub by_type: Vec<(String, u64, u64)>,
     pub data_keys: u64,
     pub tokens_active: u64,
+    /// Audit blocks (ledger leaves) and the records in them.
+    pub audit_blocks: u64,
+    pub audit_records: u64,
 }
 
 pub trait Engine: Send + Sync + std::fmt::Debug {

@@ -98,6 +98,22 @@ impl Keyring {
         &self.store_id
     }
 
+    /// A store-wide key (no compartment) of `purpose`, wrapped by the KEK.
+    pub fn wrap_store_key(&self, key: &medvault_crypto::Secret32, purpose: KeyPurpose) -> Result<Vec<u8>, StoreError> {
+        Ok(self.kek.wrap(key, &WrapContext { store_id: &self.store_id, purpose, compartment: &[] })?)
+    }
+
+    /// The sealer of a store-wide key row of `purpose` (the audit key).
+    pub fn store_key_sealer(&self, row: &KeyRow, purpose: KeyPurpose) -> Result<Arc<Sealer>, StoreError> {
+        let wrapped = row.wrapped.as_deref().ok_or(StoreError::Corrupt("a store key was destroyed".into()))?;
+        let key = self
+            .kek
+            .unwrap(wrapped, &WrapContext { store_id: &self.store_id, purpose, compartment: &[] })
+            .map_err(|_| StoreError::Integrity(format!("store key {} does not unwrap", row.key_id)))?;
+        // Audit blocks are always sealed, also in a benchmark store that writes records unsealed.
+        Ok(Arc::new(Sealer::new(&key)))
+    }
+
     /// The checkpoint signing key (expanded from its seed on each use).
     pub fn ledger_signing_key(&self) -> Result<medvault_ledger::SigningKey, StoreError> {
         medvault_ledger::SigningKey::from_seed(self.ledger_seed.expose_secret())

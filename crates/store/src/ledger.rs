@@ -13,6 +13,8 @@ use crate::{Store, StoreError};
 pub struct LedgerSigner {
     origin: String,
     key: SigningKey,
+    store_id: [u8; 16],
+    audit: std::sync::Arc<medvault_crypto::Sealer>,
 }
 
 impl std::fmt::Debug for LedgerSigner {
@@ -22,8 +24,13 @@ impl std::fmt::Debug for LedgerSigner {
 }
 
 impl LedgerSigner {
-    pub fn new(origin: String, key: SigningKey) -> Self {
-        Self { origin, key }
+    pub fn new(
+        origin: String,
+        key: SigningKey,
+        store_id: [u8; 16],
+        audit: std::sync::Arc<medvault_crypto::Sealer>,
+    ) -> Self {
+        Self { origin, key, store_id, audit }
     }
 }
 
@@ -31,6 +38,12 @@ impl CheckpointSigner for LedgerSigner {
     fn sign(&self, tree_size: u64, root: &[u8; 32]) -> Result<String, String> {
         let body = Checkpoint::new(&self.origin, tree_size, *root).map_err(|e| e.to_string())?.to_body();
         medvault_ledger::sign_note(&body, &self.origin, &self.key).map_err(|e| e.to_string())
+    }
+
+    fn seal_audit_block(&self, leaf_index: u64, block: &[u8]) -> Result<Vec<u8>, String> {
+        let key = crate::audit::block_key(leaf_index);
+        let identity = crate::audit::block_identity(&self.store_id, &key);
+        self.audit.seal(&identity, block).map_err(|e| e.to_string())
     }
 }
 

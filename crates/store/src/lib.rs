@@ -10,6 +10,7 @@
 //! - A write either commits every version of its job or none ([`Store::write`]).
 
 pub mod accounts;
+pub mod audit;
 pub mod backup;
 pub mod engine;
 pub mod keyring;
@@ -26,6 +27,7 @@ use medvault_base::limits::WRITE_RETRIES_MAX;
 use medvault_base::Clock;
 use medvault_crypto::{KeyEncryptionKey, KeyPurpose, MasterKeySource, RecordIdentity, Secret32, WrapContext};
 
+pub use audit::{AuditEntry, StoredAudit};
 use engine::{
     CareLink, Engine, Expected, HistoryPage, HistoryScope, JobConflict, KeyRef, NewKey, NewVersion, TokenRow,
     VersionJob, VersionRow,
@@ -187,6 +189,8 @@ pub struct StoreStatus {
     pub by_type: Vec<(String, u64, u64)>,
     pub data_keys: u64,
     pub tokens_active: u64,
+    pub audit_blocks: u64,
+    pub audit_records: u64,
     pub database_bytes: u64,
     /// Leaves in the ledger, and the size of the latest signed checkpoint.
     pub ledger_leaves: u64,
@@ -197,6 +201,8 @@ pub struct StoreStatus {
 pub struct Store {
     engine: Arc<SqliteEngine>,
     keyring: Keyring,
+    /// Opens and seals blocks of audit records (`docs/format/audit.md`).
+    audit_sealer: Arc<medvault_crypto::Sealer>,
     clock: Arc<dyn Clock>,
     data_dir: PathBuf,
     /// Serializes, within this process, writes to the same existing resource, so that
@@ -240,7 +246,12 @@ impl Store {
             let wrapped = kek.wrap(&key, &WrapContext { store_id: &store_id, purpose, compartment: &[] })?;
             Ok(NewKey { purpose: purpose as u8, compartment: None, wrapped, created_ms: now_ms })
         };
-        let keys = [wrap(KeyPurpose::Index)?, wrap(KeyPurpose::SharedData)?, wrap(KeyPurpose::LedgerSigning)?];
+        let keys = [
+            wrap(KeyPurpose::Index)?,
+            wrap(KeyPurpose::SharedData)?,
+            wrap(KeyPurpose::LedgerSigning)?,
+            wrap(KeyPurpose::AuditData)?,
+        ];
         let mut meta = vec![
             ("store_id", store_id.to_vec()),
             ("created_ms", now_ms.to_string().into_bytes()),
@@ -318,10 +329,11 @@ impl Store {
             .meta("ledger_origin")?
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .ok_or(StoreError::Corrupt("the store has no ledger origin".into()))?;
-        let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?);
+        let audit_sealer = audit::load_or_create_audit_key(engine.as_ref(), &keyring, clock.now_ms())?;
+        let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?, store_id, audit_sealer.clone());
         engine.set_checkpoint_signer(Arc::new(signer))?;
         let write_stripes = (0..WRITE_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
-        Ok(Self { engine, keyring, clock, data_dir: data_dir.to_path_buf(), write_stripes })
+        Ok(Self { engine, keyring, audit_sealer, clock, data_dir: data_dir.to_path_buf(), write_stripes })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -407,6 +419,18 @@ impl Store {
     /// [`Store::write`], assigning `registrar` (a user id) to every patient the writes
     /// create, in the same commit: a clinician who registers a patient cares for them.
     pub fn write_by(&self, writes: &[Write], author: &str, registrar: Option<i64>) -> Result<Vec<Written>, WriteError> {
+        self.write_audited(writes, author, registrar, &[])
+    }
+
+    /// [`Store::write_by`] with the audit records of the write, committed in the same
+    /// transaction: the write and its records are stored together or not at all.
+    pub fn write_audited(
+        &self,
+        writes: &[Write],
+        author: &str,
+        registrar: Option<i64>,
+        audit: &[AuditEntry],
+    ) -> Result<Vec<Written>, WriteError> {
         let mut seen = HashMap::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             if seen.insert((write.resource_type.as_str(), write.id.as_str()), index).is_some() {
@@ -416,6 +440,7 @@ impl Store {
         let _guards = self.lock_stripes(writes)?;
         for _attempt in 0..WRITE_RETRIES_MAX {
             let mut prepared = self.prepare(writes, author, registrar)?;
+            prepared.job.audit = audit.iter().cloned().map(|entry| self.pending_audit(entry)).collect();
             match self.engine.commit_versions(std::mem::take(&mut prepared.job))? {
                 Ok(receipt) => return self.finish(prepared, &receipt),
                 Err(conflict) => self.check_conflict(writes, &prepared, &conflict)?,
@@ -451,12 +476,29 @@ impl Store {
         author: &str,
         registrar: Option<i64>,
     ) -> Vec<Result<Written, WriteError>> {
+        self.write_each_audited(writes, author, registrar, &[])
+    }
+
+    /// [`Store::write_each_by`] where `audit[i]` (if given) is the audit record of
+    /// `writes[i]`, committed with it.
+    pub fn write_each_audited(
+        &self,
+        writes: &[Write],
+        author: &str,
+        registrar: Option<i64>,
+        audit: &[Option<AuditEntry>],
+    ) -> Vec<Result<Written, WriteError>> {
         let guards = match self.lock_stripes(writes) {
             Ok(guards) => guards,
             Err(error) => return writes.iter().map(|_| Err(error.clone().into())).collect(),
         };
         let mut prepared: Vec<_> =
             writes.iter().map(|write| self.prepare(std::slice::from_ref(write), author, registrar)).collect();
+        for (index, prepared) in prepared.iter_mut().enumerate() {
+            if let (Ok(prepared), Some(Some(entry))) = (prepared, audit.get(index)) {
+                prepared.job.audit = vec![self.pending_audit(entry.clone())];
+            }
+        }
         let jobs: Vec<VersionJob> =
             prepared.iter_mut().filter_map(|p| p.as_mut().ok()).map(|p| std::mem::take(&mut p.job)).collect();
         let mut committed = self.engine.commit_versions_each(jobs).into_iter();
@@ -464,14 +506,17 @@ impl Store {
         prepared
             .into_iter()
             .zip(writes)
-            .map(|(prepared, write)| {
+            .enumerate()
+            .map(|(index, (prepared, write))| {
                 let prepared = prepared?;
                 match committed.next().unwrap_or(Err(StoreError::Closed))? {
                     Ok(receipt) => self.finish(prepared, &receipt).map(|mut written| written.remove(0)),
-                    // Lost a race: retry this one alone.
-                    Err(_) => self
-                        .write_by(std::slice::from_ref(write), author, registrar)
-                        .map(|mut written| written.remove(0)),
+                    // Lost a race: retry this one alone, with its audit record.
+                    Err(_) => {
+                        let entry: Vec<AuditEntry> = audit.get(index).cloned().flatten().into_iter().collect();
+                        self.write_audited(std::slice::from_ref(write), author, registrar, &entry)
+                            .map(|mut written| written.remove(0))
+                    }
                 }
             })
             .collect()
@@ -760,6 +805,8 @@ impl Store {
             by_type: counts.by_type,
             data_keys: counts.data_keys,
             tokens_active: counts.tokens_active,
+            audit_blocks: counts.audit_blocks,
+            audit_records: counts.audit_records,
             database_bytes,
             ledger_leaves: self.engine.ledger_size()?,
             checkpoint_size: self.engine.latest_checkpoint()?.map(|c| c.tree_size),

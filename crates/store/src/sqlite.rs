@@ -1,4 +1,5 @@
-//! The embedded engine: SQLite in WAL mode with `synchronous=FULL`, one writer thread that
+//! The embedded engine: SQLite in WAL mode, every write synced before its reply (the
+//! writer syncs the WAL itself, see `sync_wal`), one writer thread that
 //! group-commits queued jobs (many writes share one sync), and a pool of readers.
 //!
 //! Architecture invariant: only the writer thread writes. Each job runs inside its own
@@ -18,7 +19,7 @@ use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -26,6 +27,9 @@ const WRITER_CACHE_KIB: u32 = 256 * 1024;
 /// WAL pages before an automatic checkpoint (SQLite's default is 1,000).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Longest time a committed audit record of a read waits for a sync (power-loss safety).
+pub const AUDIT_SYNC_MS: u64 = 100;
+
 /// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
 pub const CHANGE_POLL_MS: u64 = 50;
 
@@ -172,6 +176,30 @@ CREATE TABLE assertion_ids (
 ) WITHOUT ROWID;
 ";
 
+/// Format version 3: the audit trail (`docs/format/audit.md`): sealed blocks of audit
+/// records, each a ledger leaf, and the index by patient.
+const SCHEMA_V3: &str = "
+CREATE TABLE audit_blocks (
+    seq      INTEGER PRIMARY KEY,
+    first_ms INTEGER NOT NULL,
+    last_ms  INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    sealed   BLOB NOT NULL
+);
+CREATE INDEX audit_blocks_by_time ON audit_blocks (last_ms);
+CREATE TABLE IF NOT EXISTS audit_canaries (
+    patient    BLOB PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE audit_by_patient (
+    patient     BLOB NOT NULL,
+    recorded_ms INTEGER NOT NULL,
+    block       INTEGER NOT NULL,
+    slot        INTEGER NOT NULL,
+    PRIMARY KEY (patient, recorded_ms, block, slot)
+) WITHOUT ROWID;
+";
+
 /// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
 const MIGRATE_V1_TO_V2: &str = "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';";
 
@@ -181,6 +209,9 @@ pub(crate) type Statement = Box<dyn FnOnce(&Connection) -> Result<i64, StoreErro
 enum WriterJob {
     Versions(VersionJob, Sender<Result<Result<VersionReceipt, JobConflict>, StoreError>>),
     Exec(Option<Statement>, Sender<Result<i64, StoreError>>),
+    /// Audit records of reads and refusals: committed in the group's audit block, without
+    /// waiting for a sync of their own (`docs/format/audit.md`, durability).
+    Audit(Vec<PendingAudit>, Option<AuditReply>),
     InsertToken(TokenRow, Sender<Result<(), StoreError>>),
     RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
 }
@@ -189,6 +220,7 @@ impl WriterJob {
     fn version_count(&self) -> usize {
         match self {
             WriterJob::Versions(job, _) => job.versions.len(),
+            WriterJob::Audit(records, _) => records.len(),
             _ => 1,
         }
     }
@@ -221,6 +253,7 @@ impl SqliteEngine {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         transaction.execute_batch(SCHEMA)?;
         transaction.execute_batch(SCHEMA_V2)?;
+        transaction.execute_batch(SCHEMA_V3)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -252,9 +285,15 @@ impl SqliteEngine {
         let writer_connection = open_connection(path, false)?;
         // The writer's inserts land at random places in the keyed indexes, so it keeps a
         // larger page cache than readers; fewer, larger WAL checkpoints keep imports steady.
+        // The writer commits with `synchronous = NORMAL` and syncs the WAL itself after every
+        // commit that must be durable before its reply (`sync_wal`): a group of read audit
+        // records alone needs no sync of its own, and switching the pragma per group would
+        // empty the writer's page cache each time.
         writer_connection.execute_batch(&format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
+             PRAGMA synchronous = NORMAL;"
         ))?;
+        let wal_path = wal_path_of(path);
         let (sender, receiver) = mpsc::sync_channel(WRITE_QUEUE_JOBS_MAX);
         let signer: SharedSigner = std::sync::Arc::new(Mutex::new(None));
         let writer_signer = signer.clone();
@@ -262,7 +301,7 @@ impl SqliteEngine {
         let writer_commits = commits.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
-            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits))
+            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits, wal_path))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -322,6 +361,13 @@ impl SqliteEngine {
         Ok(ChangeMarker { commits, data_version: watch.1 })
     }
 
+    /// Queues audit records for the next group commit; `reply` gets the block's leaf index
+    /// once they are committed, or the error (then the access must not be answered).
+    pub(crate) fn submit_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
+        let sender = self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed)?;
+        sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+    }
+
     /// Runs a read on a pooled reader connection.
     pub(crate) fn query<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_reader(read)
@@ -354,13 +400,27 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
         .query_row("SELECT value FROM meta WHERE name = 'format_version'", [], |row| row.get(0))
         .optional()
         .map_err(|_| StoreError::NotAStore(path.display().to_string()))?;
-    if version.as_deref() == Some(b"1".as_slice()) {
+    let from = match version.as_deref() {
+        Some(b"1") => 1,
+        Some(b"2") => 2,
+        Some(b"3") => {
+            // Added to version 3 during its development; created if missing.
+            transaction.execute_batch(
+                "CREATE TABLE IF NOT EXISTS audit_canaries (patient BLOB PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
+            )?;
+            transaction.commit()?;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    if from == 1 {
         transaction.execute_batch(MIGRATE_V1_TO_V2)?;
         transaction.execute_batch(SCHEMA_V2)?;
-        transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
-        transaction.commit()?;
-        tracing::info!(path = %path.display(), "upgraded the store from format version 1 to 2");
     }
+    transaction.execute_batch(SCHEMA_V3)?;
+    transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
+    transaction.commit()?;
+    tracing::info!(path = %path.display(), "upgraded the store from format version {from} to {SCHEMA_VERSION}");
     Ok(())
 }
 
@@ -391,9 +451,36 @@ fn writer_loop(
     receiver: Receiver<WriterJob>,
     signer: SharedSigner,
     commits: std::sync::Arc<AtomicU64>,
+    wal_path: PathBuf,
 ) {
     let mut frontier = Frontier::default();
-    while let Ok(first) = receiver.recv() {
+    // Commits made without a sync of their own (audit-only groups) are synced by the next
+    // synced commit, or here, after AUDIT_SYNC_MS without one. A crash may have left such
+    // leaves without a checkpoint: they are signed before anything else.
+    let mut unsynced = true;
+    let mut unsynced_since = std::time::Instant::now();
+    let sync_every = std::time::Duration::from_millis(AUDIT_SYNC_MS);
+    loop {
+        let first = if unsynced {
+            let wait = sync_every.saturating_sub(unsynced_since.elapsed());
+            match receiver.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let signer = signer.lock().ok().and_then(|s| s.clone());
+                    match sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
+                        Ok(()) => unsynced = false,
+                        Err(error) => tracing::error!(%error, "syncing and signing the audit trail failed"),
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut versions = first.version_count();
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_JOBS_MAX && versions < GROUP_COMMIT_VERSIONS_MAX {
@@ -406,8 +493,89 @@ fn writer_loop(
             }
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits);
+        // Under a steady stream of reads there is no idle moment: a group that comes due
+        // is synced and signed itself.
+        let force_sync = unsynced && unsynced_since.elapsed() >= sync_every;
+        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits, force_sync, &wal_path) {
+            SyncState::Synced => unsynced = false,
+            SyncState::Unsynced => {
+                if !unsynced {
+                    unsynced_since = std::time::Instant::now();
+                }
+                unsynced = true;
+            }
+            SyncState::Unchanged => {}
+        }
     }
+    if unsynced {
+        let signer = signer.lock().ok().and_then(|s| s.clone());
+        if let Err(error) = sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
+            tracing::error!(%error, "syncing and signing the audit trail at close failed");
+        }
+    }
+}
+
+/// Signs a checkpoint over leaves no checkpoint covers yet (audit blocks of audit-only
+/// groups, which sign none of their own), in a synced transaction: it makes those
+/// commits durable too. Also run when the writer starts (a crash may have left some).
+fn sign_pending(
+    connection: &mut Connection,
+    signer: Option<&dyn CheckpointSigner>,
+    frontier: &mut Frontier,
+    wal_path: &Path,
+) -> Result<(), StoreError> {
+    let Some(signer) = signer.filter(|s| !s.danger_skips_ledger()) else { return Ok(()) };
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let size = ledger_size_of(&transaction)?;
+    let covered: Option<i64> = transaction.query_row("SELECT MAX(tree_size) FROM checkpoints", [], |row| row.get(0))?;
+    if size > 0 && covered.and_then(|c| u64::try_from(c).ok()) != Some(size) {
+        if frontier.size != size {
+            *frontier = Frontier { size, last: Vec::new() };
+        }
+        insert_checkpoint(&transaction, signer, size, frontier)?;
+    }
+    transaction.commit()?;
+    sync_wal(wal_path)
+}
+
+fn wal_path_of(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_os_string();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Makes every commit so far durable: SQLite wrote the WAL frames (with `synchronous =
+/// NORMAL` it does not sync them); syncing the WAL file's data makes them survive a power
+/// failure, as `synchronous = FULL` would.
+fn sync_wal(wal_path: &Path) -> Result<(), StoreError> {
+    match std::fs::File::open(wal_path) {
+        Ok(file) => file.sync_data().map_err(|e| StoreError::Io(format!("cannot sync the write-ahead log: {e}"))),
+        // No WAL file: nothing is waiting in one.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::Io(format!("cannot open the write-ahead log to sync it: {error}"))),
+    }
+}
+
+/// Computes the root at `size`, has it signed, and stores the checkpoint.
+fn insert_checkpoint(
+    connection: &Connection,
+    signer: &dyn CheckpointSigner,
+    size: u64,
+    frontier: &Frontier,
+) -> Result<(), StoreError> {
+    let root = medvault_ledger::root(size, &CachedNodes { connection, frontier })
+        .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
+    let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
+    let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    connection.execute(
+        "INSERT INTO checkpoints (tree_size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![tree_size, &root[..], note, created_ms],
+    )?;
+    Ok(())
 }
 
 /// The last complete subtree at each level, which is what the next append needs: it
@@ -501,6 +669,7 @@ fn append_leaf(
 enum Applied {
     Versions(Result<Result<VersionReceipt, JobConflict>, StoreError>),
     Exec(Result<i64, StoreError>),
+    Audit,
     Token(Result<(), StoreError>),
     Revoked(Result<u64, StoreError>),
 }
@@ -511,8 +680,15 @@ fn commit_group(
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
     commits: &AtomicU64,
-) {
+    force_sync: bool,
+    wal_path: &Path,
+) -> SyncState {
     let mut outcomes = Vec::with_capacity(jobs.len());
+    // A group of audit records alone commits without its own sync: a read's audit record is
+    // committed (it survives a crash of the process) before the read is answered, and is
+    // synced with the next write or within AUDIT_SYNC_MS. Anything else syncs (FULL).
+    let audit_only = !force_sync && jobs.iter().all(|job| matches!(job, WriterJob::Audit(..)));
+    let mut audit_leaf = None;
     let commit = (|| -> Result<(), StoreError> {
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: another process may have grown the ledger.
@@ -524,6 +700,12 @@ fn commit_group(
         }
         let mut size = size_before;
         for job in jobs.iter_mut() {
+            // Audit records are written after the jobs, in the group's block: nothing to
+            // roll back, so no savepoint (each costs two statements).
+            if matches!(job, WriterJob::Audit(..)) {
+                outcomes.push(Applied::Audit);
+                continue;
+            }
             let mut savepoint = transaction.savepoint()?;
             let size_at_job = size;
             let frontier_at_job = frontier.clone();
@@ -537,10 +719,12 @@ fn commit_group(
                 }
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
+                WriterJob::Audit(..) => Applied::Audit,
             };
             let keep = match &applied {
                 Applied::Versions(result) => matches!(result, Ok(Ok(_))),
                 Applied::Exec(result) => result.is_ok(),
+                Applied::Audit => true,
                 Applied::Token(result) => result.is_ok(),
                 Applied::Revoked(result) => result.is_ok(),
             };
@@ -554,21 +738,38 @@ fn commit_group(
             }
             outcomes.push(applied);
         }
-        if size > size_before && !skip_ledger {
-            // No write is acknowledged before a signed checkpoint covers it.
+        // The audit records of every job that stays, in one sealed block and one leaf. If
+        // it cannot be written, the whole group fails: no access without its audit record.
+        let mut records: Vec<&PendingAudit> = Vec::new();
+        for (job, applied) in jobs.iter().zip(&outcomes) {
+            match (job, applied) {
+                (WriterJob::Versions(job, _), Applied::Versions(Ok(Ok(_)))) => records.extend(job.audit.iter()),
+                (WriterJob::Audit(pending, _), _) => records.extend(pending.iter()),
+                _ => {}
+            }
+        }
+        if !records.is_empty() && !skip_ledger {
+            let signer = signer.ok_or_else(|| StoreError::Corrupt("no key holder is installed".into()))?;
+            #[cfg(feature = "fault-injection")]
+            if FAIL_AUDIT.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("audit storage failure (injected)".into()));
+            }
+            audit_leaf = Some(apply_audit_block(&transaction, &records, size, frontier, signer)?);
+            size += 1;
+        }
+        // No write is acknowledged before a signed checkpoint covers it. A group of audit
+        // records alone signs none: the next write's checkpoint, or `sign_pending` within
+        // AUDIT_SYNC_MS, covers its block.
+        let uncovered = !skip_ledger
+            && !audit_only
+            && (size > size_before || {
+                let covered: Option<i64> =
+                    transaction.query_row("SELECT MAX(tree_size) FROM checkpoints", [], |row| row.get(0))?;
+                size > 0 && covered.and_then(|c| u64::try_from(c).ok()) != Some(size)
+            });
+        if uncovered {
             let signer = signer.ok_or_else(|| StoreError::Corrupt("no checkpoint signer is installed".into()))?;
-            let root = medvault_ledger::root(size, &CachedNodes { connection: &transaction, frontier })
-                .map_err(|e| StoreError::Corrupt(format!("ledger root: {e}")))?;
-            let note = signer.sign(size, &root).map_err(|e| StoreError::Corrupt(format!("checkpoint signing: {e}")))?;
-            let tree_size = i64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size overflow".into()))?;
-            let created_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
-            transaction.execute(
-                "INSERT INTO checkpoints (tree_size, root, note, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![tree_size, &root[..], note, created_ms],
-            )?;
+            insert_checkpoint(&transaction, signer, size, frontier)?;
             for outcome in &mut outcomes {
                 if let Applied::Versions(Ok(Ok(receipt))) = outcome {
                     receipt.checkpoint_size = size;
@@ -578,9 +779,17 @@ fn commit_group(
         transaction.commit()?;
         Ok(())
     })();
+    let mut commit = commit;
     if commit.is_ok() {
         // Before any reply: a client that hears of this commit and asks again sees it.
         commits.fetch_add(1, Ordering::SeqCst);
+        // A write (and anything not only audit records) is durable before its reply.
+        if !audit_only {
+            if let Err(error) = sync_wal(wal_path) {
+                tracing::error!(%error, "a commit could not be synced to disk; its clients are told it failed");
+                commit = Err(error);
+            }
+        }
     }
     for (job, applied) in jobs.into_iter().zip(outcomes.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
         // If the group failed to commit, nothing of it is durable: every job gets the error.
@@ -597,6 +806,14 @@ fn commit_group(
             }
             (WriterJob::Exec(_, reply), _) => {
                 let _ = reply.send(Err(failure()));
+            }
+            (WriterJob::Audit(_, reply), _) => {
+                if let Some(reply) = reply {
+                    reply(match (&commit, audit_leaf) {
+                        (Ok(()), Some(leaf)) => Ok(leaf),
+                        _ => Err(failure()),
+                    });
+                }
             }
             (WriterJob::InsertToken(_, reply), Some(Applied::Token(result))) if commit.is_ok() => {
                 let _ = reply.send(result);
@@ -615,6 +832,68 @@ fn commit_group(
             }
         }
     }
+    match (&commit, audit_only) {
+        (Err(_), _) => SyncState::Unchanged,
+        (Ok(()), true) => SyncState::Unsynced,
+        (Ok(()), false) => SyncState::Synced,
+    }
+}
+
+/// What a group commit did to the WAL's durability.
+enum SyncState {
+    /// Synced (FULL): every earlier commit is durable too.
+    Synced,
+    /// Committed without a sync (an audit-only group).
+    Unsynced,
+    /// Nothing committed.
+    Unchanged,
+}
+
+/// Test builds only: makes every commit that carries audit records fail, to show that an
+/// access whose audit record cannot be written does not happen.
+#[cfg(feature = "fault-injection")]
+pub static FAIL_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes one sealed block of audit records as ledger leaf `leaf_index`, with its index
+/// rows; returns the leaf index.
+fn apply_audit_block(
+    connection: &Connection,
+    records: &[&PendingAudit],
+    leaf_index: u64,
+    frontier: &mut Frontier,
+    signer: &dyn CheckpointSigner,
+) -> Result<u64, StoreError> {
+    let mut block = Vec::with_capacity(4 + records.iter().map(|r| r.record.len() + 4).sum::<usize>());
+    let count = u32::try_from(records.len()).map_err(|_| StoreError::Corrupt("too many audit records".into()))?;
+    block.extend_from_slice(&count.to_be_bytes());
+    for record in records {
+        let length = u32::try_from(record.record.len())
+            .map_err(|_| StoreError::Corrupt("an audit record is too long".into()))?;
+        block.extend_from_slice(&length.to_be_bytes());
+        block.extend_from_slice(&record.record);
+    }
+    let sealed = signer
+        .seal_audit_block(leaf_index, &block)
+        .map_err(|e| StoreError::Crypto(format!("sealing an audit block: {e}")))?;
+    let first_ms = records.iter().map(|r| r.recorded_ms).min().unwrap_or(0);
+    let last_ms = records.iter().map(|r| r.recorded_ms).max().unwrap_or(0);
+    let leaf =
+        medvault_ledger::AuditBlockLeaf { first_ms, last_ms, count, sealed_sha256: medvault_crypto::sha256(&sealed) };
+    let leaf_hash = leaf.leaf_hash().map_err(|e| StoreError::Corrupt(format!("audit leaf: {e}")))?;
+    append_leaf(connection, leaf_index, leaf_hash, frontier)?;
+    let seq = i64::try_from(leaf_index).map_err(|_| StoreError::Corrupt("leaf index overflow".into()))?;
+    connection
+        .prepare_cached("INSERT INTO audit_blocks (seq, first_ms, last_ms, count, sealed) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![seq, first_ms, last_ms, count, sealed])?;
+    let mut index = connection.prepare_cached(
+        "INSERT INTO audit_by_patient (patient, recorded_ms, block, slot) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    )?;
+    for (slot, record) in records.iter().enumerate() {
+        for patient in &record.patients {
+            index.execute(params![&patient[..], record.recorded_ms, seq, slot])?;
+        }
+    }
+    Ok(leaf_index)
 }
 
 fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> {
@@ -1094,12 +1373,18 @@ impl Engine for SqliteEngine {
             by_type.sort();
             let data_keys: i64 =
                 c.query_row("SELECT COUNT(*) FROM keys WHERE purpose IN (2, 3)", [], |row| row.get(0))?;
+            let audit: (i64, i64) =
+                c.query_row("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM audit_blocks", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
             let tokens_active: i64 =
                 c.query_row("SELECT COUNT(*) FROM tokens WHERE revoked_ms IS NULL", [], |row| row.get(0))?;
             Ok(EngineCounts {
                 by_type,
                 data_keys: u64::try_from(data_keys).unwrap_or(0),
                 tokens_active: u64::try_from(tokens_active).unwrap_or(0),
+                audit_blocks: u64::try_from(audit.0).unwrap_or(0),
+                audit_records: u64::try_from(audit.1).unwrap_or(0),
             })
         })
     }

@@ -41,6 +41,9 @@ pub enum FindingKind {
     Fork,
     /// A witness checkpoint is not signed by this log's key (or by its witness).
     WitnessInvalid,
+    /// An audit block fails authentication, does not match its leaf, or claims a leaf it
+    /// cannot have: audit records were edited, moved or inserted.
+    AuditAltered,
 }
 
 impl FindingKind {
@@ -58,6 +61,7 @@ impl FindingKind {
             FindingKind::Rollback => "rollback",
             FindingKind::Fork => "fork",
             FindingKind::WitnessInvalid => "witness-invalid",
+            FindingKind::AuditAltered => "audit-altered",
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct WitnessCheckpoint {
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
     pub versions: u64,
+    /// Audit blocks and the records in them.
+    pub audit_blocks: u64,
+    pub audit_records: u64,
     pub leaves: u64,
     /// Versions whose data key was destroyed: their leaves are taken from the ledger unchecked.
     pub erased: u64,
@@ -99,7 +106,95 @@ impl VerifyReport {
     }
 }
 
+/// Audit blocks read per page.
+const VERIFY_PAGE_AUDIT_BLOCKS: u32 = 256;
+
+/// Reads audit blocks in ledger order alongside the versions.
+#[derive(Default)]
+struct AuditCursor {
+    page: std::collections::VecDeque<crate::engine::AuditBlockRow>,
+    /// The next block seq to read from the table.
+    next_seq: u64,
+    exhausted: bool,
+    blocks: u64,
+    records: u64,
+}
+
 impl Store {
+    /// A ledger position with no version: it must be an audit block whose bytes match
+    /// the leaf and open under the audit key; otherwise something was deleted or edited.
+    fn verify_gap_leaf(
+        &self,
+        audit: &mut AuditCursor,
+        leaf: u64,
+        builder: &mut RootBuilder,
+        report: &mut VerifyReport,
+    ) -> Result<(), StoreError> {
+        // Blocks before this position sit on a version's leaf: not theirs.
+        loop {
+            if audit.page.is_empty() && !audit.exhausted {
+                let page = self.audit_blocks_from(audit.next_seq, VERIFY_PAGE_AUDIT_BLOCKS)?;
+                audit.exhausted = page.len() < VERIFY_PAGE_AUDIT_BLOCKS as usize;
+                if let Some(last) = page.last() {
+                    audit.next_seq = last.seq.saturating_add(1);
+                }
+                audit.page.extend(page);
+            }
+            match audit.page.front() {
+                Some(block) if block.seq < leaf => {
+                    report.find(
+                        FindingKind::AuditAltered,
+                        Some(block.seq),
+                        format!("audit block {} claims a ledger leaf that holds a version", block.seq),
+                    );
+                    audit.page.pop_front();
+                }
+                _ => break,
+            }
+        }
+        let stored = self.engine.ledger_node(0, leaf)?;
+        let Some(block) = audit.page.front().filter(|block| block.seq == leaf).cloned() else {
+            report.find(
+                FindingKind::VersionMissing,
+                Some(leaf),
+                format!("ledger leaf {leaf} has no version and no audit block: one was deleted"),
+            );
+            builder.push(stored.unwrap_or([0; 32]));
+            return Ok(());
+        };
+        audit.page.pop_front();
+        audit.blocks += 1;
+        audit.records += u64::from(block.count);
+        let recomputed = medvault_ledger::AuditBlockLeaf {
+            first_ms: block.first_ms,
+            last_ms: block.last_ms,
+            count: block.count,
+            sealed_sha256: medvault_crypto::sha256(&block.sealed),
+        }
+        .leaf_hash();
+        let opens = self.open_audit_block(&block).is_ok();
+        match recomputed {
+            Ok(hash) if opens && stored == Some(hash) => builder.push(hash),
+            Ok(hash) => {
+                report.find(
+                    FindingKind::AuditAltered,
+                    Some(leaf),
+                    format!(
+                        "audit block {leaf} was altered: {}",
+                        if opens { "it does not match its ledger leaf" } else { "it fails authentication" }
+                    ),
+                );
+                // Recompute from the altered bytes: the tree must not absorb the change.
+                builder.push(hash);
+            }
+            Err(error) => {
+                report.find(FindingKind::AuditAltered, Some(leaf), format!("audit block {leaf} is malformed: {error}"));
+                builder.push(medvault_ledger::leaf_hash(&block.sealed));
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies the whole store. `log_key` pins the expected log key (from a witness or
     /// an auditor); by default the store's own key is used. `witness_keys` verify
     /// cosignatures on witness checkpoints. `progress` is called with (done, total) leaves.
@@ -188,6 +283,9 @@ impl Store {
             }
         };
         check_roots(&builder, &mut report);
+        // Audit blocks are leaves too: they fill the ledger positions between versions.
+        let mut audit = AuditCursor::default();
+        let mut last_version_leaf: Option<u64> = None;
         // Where the next page of rows starts; separate from `next_leaf` (the tree position),
         // since rows past the ledger's end do not advance the tree.
         let mut cursor = 0u64;
@@ -197,13 +295,7 @@ impl Store {
             cursor = last.leaf_index.saturating_add(1);
             for row in &page {
                 while next_leaf < row.leaf_index && next_leaf < ledger_size {
-                    report.find(
-                        FindingKind::VersionMissing,
-                        Some(next_leaf),
-                        format!("ledger leaf {next_leaf} has no version: a version was deleted"),
-                    );
-                    let stored = self.engine.ledger_node(0, next_leaf)?.unwrap_or([0; 32]);
-                    builder.push(stored);
+                    self.verify_gap_leaf(&mut audit, next_leaf, &mut builder, &mut report)?;
                     next_leaf += 1;
                     check_roots(&builder, &mut report);
                 }
@@ -277,6 +369,7 @@ impl Store {
                     }
                 };
                 builder.push(leaf_hash);
+                last_version_leaf = Some(row.leaf_index);
                 next_leaf = row.leaf_index + 1;
                 check_roots(&builder, &mut report);
             }
@@ -286,23 +379,42 @@ impl Store {
             }
         }
         while next_leaf < ledger_size {
-            report.find(
-                FindingKind::VersionMissing,
-                Some(next_leaf),
-                format!("ledger leaf {next_leaf} has no version: a version was deleted"),
-            );
-            builder.push(self.engine.ledger_node(0, next_leaf)?.unwrap_or([0; 32]));
+            self.verify_gap_leaf(&mut audit, next_leaf, &mut builder, &mut report)?;
             next_leaf += 1;
             check_roots(&builder, &mut report);
         }
+        // Blocks that no leaf position was left for: inserted outside a commit, or placed
+        // on a version's leaf.
+        loop {
+            let rest = self.audit_blocks_from(audit.next_seq, VERIFY_PAGE_AUDIT_BLOCKS)?;
+            let Some(last) = rest.last() else { break };
+            audit.next_seq = last.seq.saturating_add(1);
+            for block in &rest {
+                report.find(
+                    FindingKind::AuditAltered,
+                    Some(block.seq),
+                    format!(
+                        "audit block {} claims a ledger leaf that is not its own: inserted outside a commit",
+                        block.seq
+                    ),
+                );
+            }
+            if rest.len() < VERIFY_PAGE_AUDIT_BLOCKS as usize {
+                break;
+            }
+        }
+        report.audit_blocks = audit.blocks;
+        report.audit_records = audit.records;
         report.leaves = builder.size();
         progress(total, total);
 
         match report.latest_checkpoint_size {
-            None if report.leaves > 0 => {
+            None if last_version_leaf.is_some() => {
                 report.find(FindingKind::NotCovered, None, "no signed checkpoint covers any leaf".into())
             }
-            Some(size) if size < report.leaves => report.find(
+            // Audit blocks of reads are signed within AUDIT_SYNC_MS, and at the next open
+            // after a crash; only a version outside every checkpoint is a finding.
+            Some(size) if size < report.leaves && last_version_leaf.is_some_and(|leaf| leaf >= size) => report.find(
                 FindingKind::NotCovered,
                 Some(size),
                 format!("leaves {size} to {} are not covered by any signed checkpoint", report.leaves - 1),

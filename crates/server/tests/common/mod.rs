@@ -65,6 +65,15 @@ impl TestServer {
     }
 
     pub fn with_clock(clock: Arc<dyn medvault_base::Clock>) -> Self {
+        Self::build(clock, false)
+    }
+
+    /// A server that locks down on mass modification (`serve --lockdown-on-mass-modification`).
+    pub fn with_lockdown(clock: Arc<dyn medvault_base::Clock>) -> Self {
+        Self::build(clock, true)
+    }
+
+    fn build(clock: Arc<dyn medvault_base::Clock>, lockdown: bool) -> Self {
         let dir = TempDir::new("http");
         let key = dir.path().join("master.key");
         MasterKey::generate().expect("random").create_key_file(&key).expect("key file");
@@ -72,7 +81,11 @@ impl TestServer {
         let clinician =
             store.create_service_token("test-clinician", "system/*.cruds", None).expect("token").to_string();
         let config = HttpConfig { scheme: "http", fallback_authority: "127.0.0.1:8080".into(), public_base: None };
-        let state = AppState::with_auth(Service::new(store.clone()), config, AuthConfig::default());
+        let state = if lockdown {
+            AppState::with_alerts(Service::new(store.clone()), config, None, true).expect("state")
+        } else {
+            AppState::with_auth(Service::new(store.clone()), config, AuthConfig::default())
+        };
         let app = router(state.clone());
         let mut server = Self { dir, store, state, app, clinician, admin: String::new() };
         server.admin = server.session("test-admin", Role::Administrator, None, None);
