@@ -4,8 +4,10 @@
 //! dump and rebuilds the tables derived from `versions`.
 //!
 //! Architecture invariants:
-//! - a dump sees exactly the versions its checkpoint covers (checked inside the read
-//!   transaction), so a snapshot is a signed state, never a torn one;
+//! - a dump holds exactly the ledger leaves its checkpoint covers (versions and audit blocks,
+//!   checked inside the read transaction), so a snapshot is a signed state, never a torn one:
+//!   audit blocks committed after that checkpoint (reads' audit-only groups are signed up to
+//!   `AUDIT_SYNC_MS` later) are left to the next snapshot, with their index rows;
 //! - ephemeral tables ([`EPHEMERAL_TABLES`]) are never dumped, so restoring never revives a
 //!   session or login ticket;
 //! - the store signs only backup texts that start with a backup domain line, so a backup
@@ -28,6 +30,10 @@ use crate::{Store, StoreError};
 pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets"];
 /// Tables rebuilt from `versions` on restore; their rows are not backed up.
 pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
+/// Tables whose rows are ledger leaves or name one, and the column holding the leaf index:
+/// a dump keeps the rows of the leaves its checkpoint covers.
+pub const LEAF_BOUND_TABLES: &[(&str, &str)] =
+    &[("versions", "seq"), ("audit_blocks", "seq"), ("audit_by_patient", "block")];
 /// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
 pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
 /// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
@@ -82,6 +88,8 @@ pub struct DumpTable {
     pub columns: Vec<String>,
     pub content: TableContent,
     order_by: String,
+    /// For a [`LEAF_BOUND_TABLES`] table, its leaf-index column.
+    leaf_column: Option<&'static str>,
 }
 
 /// A patient key destroyed by crypto-shredding.
@@ -97,7 +105,7 @@ pub struct DestroyedKey {
 #[derive(Debug)]
 pub struct BackupDump {
     connection: Connection,
-    /// The latest signed checkpoint; it covers exactly the versions this dump sees.
+    /// The latest signed checkpoint; the dump holds exactly the leaves it covers.
     pub checkpoint: CheckpointRow,
     /// The recorded time of the last leaf the checkpoint covers (0 for an empty ledger).
     pub last_leaf_ms: i64,
@@ -132,22 +140,24 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
-        // Every ledger leaf is a version or a block of audit records (`audit.md`).
-        let (count, next): (i64, i64) = connection.query_row(
-            "SELECT (SELECT COUNT(*) FROM versions) + (SELECT COUNT(*) FROM audit_blocks),
-                    MAX((SELECT COALESCE(MAX(seq) + 1, 0) FROM versions), (SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_blocks))",
-            [],
+        let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
+        // Every ledger leaf is a version or a block of audit records (`audit.md`). The leaves
+        // below `size` must all be there; beyond it there may be audit blocks of reads, not
+        // yet signed (a write is signed before it commits, so never a version).
+        let (covered, next_version): (i64, i64) = connection.query_row(
+            "SELECT (SELECT COUNT(*) FROM versions WHERE seq < ?1) + (SELECT COUNT(*) FROM audit_blocks WHERE seq < ?1),
+                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM versions)",
+            [size],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let leaves: i64 = connection.query_row(
-            "SELECT COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0",
-            [],
-            |row| row.get(0),
+        let (leaves, next_leaf): (i64, i64) = connection.query_row(
+            "SELECT COUNT(*), COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0 AND node_index < ?1",
+            [size],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
-        if count != size || next != size || leaves != size {
+        if covered != size || next_version > size || leaves != size || next_leaf != size {
             return Err(StoreError::Corrupt(format!(
-                "the latest signed checkpoint covers {size} leaves but the store holds {count} versions and audit blocks and {leaves} leaves; run `medvault verify`"
+                "the latest signed checkpoint covers {size} leaves but the store holds {covered} versions and audit blocks and {leaves} leaf hashes below it, and versions up to {next_version}; run `medvault verify`"
             )));
         }
         let last_leaf_ms: i64 = if size == 0 {
@@ -239,7 +249,11 @@ fn read_schema(connection: &Connection) -> Result<(Vec<DumpTable>, Vec<String>),
         } else {
             TableContent::Rows
         };
-        tables.push(DumpTable { name, create_sql: sql, columns, content, order_by });
+        let leaf_column = LEAF_BOUND_TABLES.iter().find(|(table, _)| *table == name).map(|(_, column)| *column);
+        if leaf_column.is_some_and(|column| !columns.iter().any(|c| c == column)) {
+            return Err(StoreError::Corrupt(format!("the table {name} lacks its leaf-index column")));
+        }
+        tables.push(DumpTable { name, create_sql: sql, columns, content, order_by, leaf_column });
     }
     Ok((tables, schema))
 }
@@ -249,7 +263,8 @@ fn quote(identifier: &str) -> String {
 }
 
 impl BackupDump {
-    /// Streams a table's rows in primary-key order (format: "The logical dump"); returns the
+    /// Streams a table's rows in primary-key order (format: "The logical dump"), those of a
+    /// [`LEAF_BOUND_TABLES`] table only for the leaves the checkpoint covers; returns the
     /// number of rows. Tables that are not [`TableContent::Rows`] stream nothing.
     pub fn stream_rows(
         &self,
@@ -260,8 +275,12 @@ impl BackupDump {
             return Ok(0);
         }
         let columns = table.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let covered = match table.leaf_column {
+            Some(column) => format!("WHERE {} < {}", quote(column), self.checkpoint.tree_size),
+            None => String::new(),
+        };
         let mut statement = self.connection.prepare(&format!(
-            "SELECT {columns} FROM {} ORDER BY {}",
+            "SELECT {columns} FROM {} {covered} ORDER BY {}",
             quote(&table.name),
             table.order_by
         ))?;
@@ -285,11 +304,15 @@ impl BackupDump {
         Ok(count)
     }
 
-    /// Streams the ledger's leaf hashes (32 bytes each, leaf order); returns their number.
+    /// Streams the leaf hashes of the leaves the checkpoint covers (32 bytes each, leaf
+    /// order); returns their number.
     pub fn stream_leaf_hashes(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, StoreError> {
-        let mut statement =
-            self.connection.prepare("SELECT node_index, hash FROM ledger_nodes WHERE level = 0 ORDER BY node_index")?;
-        let mut rows = statement.query([])?;
+        let mut statement = self.connection.prepare(
+            "SELECT node_index, hash FROM ledger_nodes WHERE level = 0 AND node_index < ?1 ORDER BY node_index",
+        )?;
+        let size =
+            i64::try_from(self.checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
+        let mut rows = statement.query([size])?;
         let mut buffer = Vec::with_capacity(DUMP_BUFFER_BYTES + 64);
         let mut count = 0u64;
         while let Some(row) = rows.next()? {

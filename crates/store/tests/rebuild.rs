@@ -11,7 +11,7 @@ use medvault_crypto::master::KeyFile;
 use medvault_crypto::MasterKey;
 use medvault_store::accounts::{NewUser, SessionRecord};
 use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, TableContent, EPHEMERAL_TABLES};
-use medvault_store::{Store, StoreError, Write, WriteAction};
+use medvault_store::{AuditEntry, Store, StoreError, Write, WriteAction};
 use medvault_testkit::TempDir;
 use rusqlite::types::Value;
 use serde_json::json;
@@ -48,9 +48,14 @@ fn key_file(dir: &Path) -> KeyFile {
     KeyFile { path: dir.join("master.key") }
 }
 
-/// A store with versions (updates, deletions, one too large for a page), accounts, a
-/// session, recovery codes, an assignment, a break-glass grant, a client, an assertion id
-/// and a service token.
+/// An audit record of `patients`, recorded at `at_ms` (the store keeps records opaque).
+fn audit_entry(at_ms: i64, patients: &[String]) -> AuditEntry {
+    AuditEntry { recorded_ms: at_ms, patients: patients.to_vec(), record: format!("record at {at_ms}").into_bytes() }
+}
+
+/// A store with versions (updates, deletions, one too large for a page), audit blocks of
+/// reads and of writes with their index by patient, a canary, accounts, a session, recovery
+/// codes, an assignment, a break-glass grant, a client, an assertion id and a service token.
 fn source() -> Source {
     let dir = TempDir::new("rebuild");
     MasterKey::generate().expect("key").create_key_file(&dir.path().join("master.key")).expect("key file");
@@ -63,8 +68,22 @@ fn source() -> Source {
         }
         store.write(&writes, "loader").expect("write");
     }
+    // Audit blocks of reads (one per group commit, several records naming several patients
+    // each: enough index rows for interior pages), then a write's own.
+    for block in 0..100i64 {
+        let entries = (0..10i64)
+            .map(|record| {
+                let patients: Vec<String> =
+                    (0..3).map(|n| format!("p{}", (block * 10 + record) * 3 % 1500 + n)).collect();
+                audit_entry(1_000_000 + block * 100 + record, &patients)
+            })
+            .collect();
+        store.audit(entries).expect("audit");
+    }
     let updates: Vec<Write> = (0..200).map(|i| patient(&format!("p{}", i * 7), "Renamed")).collect();
-    store.write(&updates, "loader").expect("update");
+    let records: Vec<AuditEntry> = (0..200).map(|i| audit_entry(2_000_000 + i, &[format!("p{}", i * 7)])).collect();
+    store.write_audited(&updates, "loader", None, &records).expect("update");
+    store.set_canary("p9", true).expect("canary");
     let large = "y".repeat(20_000);
     store.write(&[observation("large", "p1", &large)], "loader").expect("large");
     let deletion = Write { action: WriteAction::Delete, ..patient("p3", "") };
@@ -280,14 +299,25 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
         assert_eq!(rows.len(), expected_rows.len(), "rows of {name}");
         assert!(rows == expected_rows, "the rows of {name} differ");
     }
-    let versions = expected.iter().find(|(name, _)| name == "versions").expect("versions").1.len();
+    let rows_of = |table: &str| expected.iter().find(|(name, _)| name == table).expect(table).1.len();
+    let versions = rows_of("versions");
     assert!(versions > 3000, "enough versions for interior pages in every b-tree: {versions}");
+    assert_eq!(
+        (rows_of("audit_blocks"), rows_of("audit_canaries")),
+        (101, 1),
+        "audit blocks and a canary are restored"
+    );
+    assert!(rows_of("audit_by_patient") > 3000, "enough audit index rows for interior pages");
 
     // The store opens, verifies, and writes on top of the rebuilt b-trees.
     let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("open store");
     let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
     assert!(report.ok(), "{:?}", report.findings);
     assert!(report.erased > 0);
+    assert_eq!((report.audit_blocks, report.audit_records), (101, 1200), "every audit block opens and checks");
+    let slots = store.audit_slots_of_patient("p7", 0, i64::MAX, None, 100).expect("audit by patient");
+    let records = store.audit_records_at(&slots).expect("audit records");
+    assert!(records.iter().any(|r| r.record == b"record at 2000001"), "the write's record of p7 is found again");
     assert!(matches!(store.read("Patient", "p0"), Err(StoreError::KeyDestroyed)), "the first patient's key was erased");
     assert!(store.read("Patient", "p1").expect("read").is_some());
     // New resources (inserts all over the packed `resources` and index b-trees), new versions
@@ -298,6 +328,14 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
     store.write(&updates, "after-restore").expect("update after restore");
     let deletion = Write { action: WriteAction::Delete, ..patient("p2", "") };
     store.write(&[deletion], "after-restore").expect("delete after restore");
+    // Audit blocks and index rows appended to the restored ones, a read's and a write's.
+    let read_leaf = store.audit(vec![audit_entry(3_000_000, &["p7".into(), "p1000".into()])]).expect("audit");
+    store
+        .write_audited(&[patient("p7", "Audited")], "after-restore", None, &[audit_entry(3_000_001, &["p7".into()])])
+        .expect("audited write after restore");
+    let slots = store.audit_slots_of_patient("p7", 3_000_000, i64::MAX, None, 10).expect("audit by patient");
+    assert_eq!(slots.len(), 2);
+    assert!(slots.iter().any(|slot| slot.block == read_leaf));
     assert!(store.read("Patient", "p1006").expect("read").is_some());
     let updated = store.read("Patient", "p6").expect("read").expect("p6");
     assert!(String::from_utf8_lossy(&updated.json).contains("Updated"), "the new version is current");
@@ -305,7 +343,9 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
     store.close();
     assert_eq!(integrity(&restored), vec!["ok".to_string()], "still sound after the store wrote to it");
     let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("reopen");
-    assert!(store.verify(None, &[], &[], &mut |_, _| {}).expect("verify").ok());
+    let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.audit_blocks, 103);
     store.close();
 }
 
@@ -495,4 +535,40 @@ fn an_interrupted_rebuild_is_never_taken_for_a_store() {
         Store::open(&source.dir.path().join(&incomplete[0]), &key_file(source.dir.path()), Arc::new(SystemClock))
             .expect_err("not a store");
     assert!(!error.to_string().is_empty());
+}
+
+/// Reads' audit blocks are signed up to `AUDIT_SYNC_MS` after they commit, so a live store
+/// almost always has leaves beyond its latest checkpoint: a dump takes exactly the leaves
+/// the checkpoint covers (the later blocks go to the next snapshot), and restores to a store
+/// that verifies.
+#[test]
+fn a_dump_holds_the_leaves_its_checkpoint_covers_not_later_audit_blocks() {
+    let source = source();
+    // The writer's timer may sign the block before the dump starts; try until it has not.
+    let (dump, uncovered) = (0..20)
+        .find_map(|attempt| {
+            let leaf = source.store.audit(vec![audit_entry(4_000_000 + attempt, &["p11".into()])]).expect("audit");
+            let dump = dump(&source.store);
+            (dump.tree_size <= leaf).then_some((dump, leaf))
+        })
+        .expect("a dump taken right after a read's audit block is not signed yet");
+    let audit_rows = |name: &str| dump.tables.iter().find(|t| t.name == name).expect(name).rows;
+    assert_eq!(audit_rows("audit_blocks"), 101, "the blocks the checkpoint covers, not the later ones");
+    assert_eq!(dump.leaves.len() as u64, dump.tree_size * 32);
+    source.store.close();
+
+    let target = source.dir.path().join("restored");
+    rebuild(&dump, &target, &[]).expect("rebuild");
+    assert_eq!(integrity(&target.join("medvault.db")), vec!["ok".to_string()]);
+    let store = Store::open(&target, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("open store");
+    let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!((report.leaves, report.audit_blocks), (dump.tree_size, 101));
+    assert!(store.audit_block(uncovered).expect("block").is_none(), "the later block is not restored");
+    let slots = store.audit_slots_of_patient("p11", 4_000_000, i64::MAX, None, 10).expect("audit by patient");
+    assert!(slots.is_empty(), "nor its index rows");
+    // The restored store goes on from the checkpoint's size.
+    let leaf = store.audit(vec![audit_entry(5_000_000, &["p11".into()])]).expect("audit after restore");
+    assert_eq!(leaf, dump.tree_size);
+    store.close();
 }
