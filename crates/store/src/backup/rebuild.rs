@@ -1619,6 +1619,21 @@ mod tests {
     }
 
     #[test]
+    fn restore_takes_any_value_sqlite_can_hold() {
+        // Nothing a store holds is larger than SQLite's limit on a value; restore's limit is
+        // that one (a value this size restores; SQLite refuses one byte more).
+        let connection = Connection::open_in_memory().expect("memory");
+        let larger = connection
+            .query_row("SELECT length(zeroblob(?1))", [BACKUP_VALUE_BYTES_MAX as i64 + 1], |r| r.get::<_, i64>(0));
+        assert!(larger.is_err_and(|e| e.to_string().contains("too big")), "SQLite's limit is above restore's");
+        let mut stream = vec![TAG_BLOB];
+        stream.extend_from_slice(&(BACKUP_VALUE_BYTES_MAX as u32 + 1).to_be_bytes());
+        let mut reader = &stream[..];
+        let error = RowReader::new(&mut reader, 1).next_row().expect_err("a larger value is refused");
+        assert!(error.to_string().contains("bytes"), "{error}");
+    }
+
+    #[test]
     fn rows_are_read_across_buffer_refills_and_cut_rows_are_refused() {
         let mut stream = Vec::new();
         for index in 0..2000u32 {
