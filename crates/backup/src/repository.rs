@@ -210,8 +210,12 @@ impl Repository {
                 Err(error) => refused.push((name, error.to_string())),
             }
         }
-        valid.sort_by(|a, b| (a.manifest.tree_size, &a.name).cmp(&(b.manifest.tree_size, &b.name)));
-        Ok((valid, refused))
+        let generations = same_size_generations(&valid);
+        let mut ordered: Vec<(u64, Snapshot)> = generations.into_iter().zip(valid).collect();
+        ordered.sort_by(|(a_generation, a), (b_generation, b)| {
+            (a.manifest.tree_size, a_generation, &a.name).cmp(&(b.manifest.tree_size, b_generation, &b.name))
+        });
+        Ok((ordered.into_iter().map(|(_, snapshot)| snapshot).collect(), refused))
     }
 
     fn open_manifest(&self, name: &str) -> Result<Manifest, BackupError> {
@@ -690,6 +694,29 @@ fn store_id(store: &Store) -> Result<[u8; 16], BackupError> {
         .and_then(hex::decode)
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| BackupError::State("the store's ledger origin does not name its id".into()))
+}
+
+/// For each snapshot, how many of its ancestors in a row share its tree size. Snapshots of
+/// one tree size (tables outside the ledger changed, the ledger did not) are ordered by their
+/// signed parent links, not by name: the child is the newer. A walk stops after as many
+/// steps as there are snapshots (signed links cannot loop, but a bound costs nothing).
+fn same_size_generations(snapshots: &[Snapshot]) -> Vec<u64> {
+    let by_name: HashMap<&str, &Snapshot> = snapshots.iter().map(|s| (s.name.as_str(), s)).collect();
+    snapshots
+        .iter()
+        .map(|snapshot| {
+            let mut generation = 0u64;
+            let mut current = snapshot;
+            while let Some(parent) = current.manifest.parent.as_deref().and_then(|name| by_name.get(name)) {
+                if parent.manifest.tree_size != snapshot.manifest.tree_size || generation as usize >= snapshots.len() {
+                    break;
+                }
+                generation += 1;
+                current = parent;
+            }
+            generation
+        })
+        .collect()
 }
 
 fn malformed_root(name: &str) -> BackupError {

@@ -208,3 +208,33 @@ fn the_writer_cannot_overwrite_and_prune_needs_the_prune_key() {
     assert!(error.to_string().contains("prune key"), "{error}");
     assert!(objects.get(&first.name).is_ok(), "nothing was removed");
 }
+
+/// Revoking a token changes no ledger leaf: snapshots of one tree size must still be ordered
+/// newest last, so that `latest` restores the revocation.
+#[test]
+fn snapshots_of_one_tree_size_are_ordered_by_their_parents_and_latest_is_the_newest() {
+    let f = fixture();
+    load(&f.store, 0, 50);
+    let mut tokens = Vec::new();
+    let mut names = Vec::new();
+    for step in 0..5 {
+        if step % 2 == 0 {
+            tokens.push(f.store.create_service_token(&format!("client-{step}"), "system/*.rs", None).expect("token"));
+        } else {
+            assert_eq!(f.store.revoke_tokens(&format!("client-{}", step - 1)).expect("revoke"), 1);
+        }
+        let report = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot");
+        assert_eq!(report.tree_size, 100);
+        names.push(report.name);
+    }
+    let (listed, _) = f.repository.snapshots().expect("list");
+    assert_eq!(listed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), names, "creation order, not name order");
+    let latest = f.repository.find_snapshot("latest").expect("latest");
+    assert_eq!(&latest.name, names.last().expect("names"));
+    let target = f.dir.path().join("restored");
+    f.repository.restore(&latest, &f.recovery, &target, None, &mut |_, _, _| {}).expect("restore");
+    let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+    let live: Vec<bool> = tokens.iter().map(|t| store.authenticate_token(t).expect("token").is_some()).collect();
+    assert_eq!(live, [false, false, true], "the revocations are restored");
+    store.close();
+}
