@@ -1,7 +1,7 @@
 //! A backup repository: init, create a snapshot from a live store, list, restore into a new
 //! data directory, verify, prune (`docs/format/backup-repository.md`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -598,8 +598,9 @@ impl Repository {
         Ok(report)
     }
 
-    /// Removes all but the newest `keep_last` snapshots, after a full verify, and only with
-    /// the prune key; writes the signed prune record before deleting anything.
+    /// Removes all but the newest `keep_last` snapshots and the packs only they use, after a
+    /// full verify, and only with the prune key; writes the signed prune record before
+    /// deleting anything.
     pub fn prune(
         &self,
         objects: &dyn PruneStore,
@@ -623,10 +624,19 @@ impl Repository {
         let (snapshots, _) = self.snapshots()?;
         let split = snapshots.len().saturating_sub(keep_last);
         let (remove, keep) = snapshots.split_at(split);
-        let kept_packs: HashSet<String> =
-            keep.iter().flat_map(|s| s.manifest.packs.iter().map(|(id, _)| pack::pack_name(id))).collect();
-        let packs: Vec<String> =
-            self.objects.list("packs/")?.into_iter().filter(|name| !kept_packs.contains(name)).collect();
+        // The packs only removed snapshots name. A pack no manifest names is left alone: it
+        // may belong to a backup being written now (its packs are stored before its
+        // manifest, which will name them; `verify` counts such packs as unreferenced).
+        let kept_packs: HashSet<&[u8; 32]> =
+            keep.iter().flat_map(|s| s.manifest.packs.iter().map(|(id, _)| id)).collect();
+        let existing: HashSet<String> = self.objects.list("packs/")?.into_iter().collect();
+        let packs: BTreeSet<String> = remove
+            .iter()
+            .flat_map(|s| s.manifest.packs.iter().map(|(id, _)| id))
+            .filter(|id| !kept_packs.contains(id))
+            .map(pack::pack_name)
+            .filter(|name| existing.contains(name))
+            .collect();
         let mut body = format!("{}\nrepository {}\n", manifest::PRUNE_DOMAIN, hex::encode(&self.config.repository_id));
         for snapshot in remove {
             body.push_str(&format!("snapshot {}\n", snapshot.name));

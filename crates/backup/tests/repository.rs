@@ -61,6 +61,7 @@ struct Fixture {
     dir: TempDir,
     store: Store,
     recovery: RecoverySecret,
+    prune: PruneKey,
     repository: Repository,
 }
 
@@ -71,7 +72,7 @@ fn fixture() -> Fixture {
     let prune = PruneKey::generate().expect("prune");
     let objects = Arc::new(DirectoryStore::new(&dir.path().join("repo")).expect("repo"));
     let repository = Repository::init(objects, &store, recovery.public_key(), prune.public_key()).expect("init");
-    Fixture { dir, store, recovery, repository }
+    Fixture { dir, store, recovery, prune, repository }
 }
 
 fn family(store: &Store, id: &str) -> String {
@@ -237,4 +238,100 @@ fn snapshots_of_one_tree_size_are_ordered_by_their_parents_and_latest_is_the_new
     let live: Vec<bool> = tokens.iter().map(|t| store.authenticate_token(t).expect("token").is_some()).collect();
     assert_eq!(live, [false, false, true], "the revocations are restored");
     store.close();
+}
+
+#[test]
+fn prune_removes_old_snapshots_and_only_their_packs_and_the_rest_still_restore() {
+    let f = fixture();
+    let mut snapshots = Vec::new();
+    // The second snapshot changes only a one-blob table (a service token): its pack holds
+    // only blobs no later snapshot uses, so the prune below must remove it.
+    for (from, to, token) in [(0, 300, None), (300, 300, Some("first")), (300, 340, Some("second")), (340, 360, None)] {
+        load(&f.store, from, to);
+        if let Some(client) = token {
+            f.store.create_service_token(client, "system/*.rs", None).expect("token");
+        }
+        snapshots.push(f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot"));
+    }
+    assert!(snapshots.iter().all(|s| !s.unchanged));
+    // The first two have one tree size: their parent link, not their names, orders them.
+    let (listed, _) = f.repository.snapshots().expect("list");
+    let listed: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(listed, snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+    let packs_of = |range: std::ops::Range<usize>| -> std::collections::BTreeSet<String> {
+        snapshots[range]
+            .iter()
+            .flat_map(|s| f.repository.find_snapshot(&s.name).expect("find").manifest.packs)
+            .map(|(id, _)| medvault_backup::pack::pack_name(&id))
+            .collect()
+    };
+    let only_removed: Vec<String> = packs_of(0..2).difference(&packs_of(2..4)).cloned().collect();
+    assert!(!only_removed.is_empty(), "the second snapshot's pack is its own");
+    let repo = f.dir.path().join("repo");
+    let objects = DirectoryStore::new(&repo).expect("repo");
+    use medvault_backup::ObjectStore as _;
+    // A backup being written when the prune runs: its pack is stored, its manifest not yet.
+    let in_progress = format!("packs/{}", "ab".repeat(32));
+    objects.put_new(&in_progress, b"a pack whose manifest is not written yet").expect("pack");
+    let packs_before = objects.list("packs/").expect("packs");
+
+    // The server's credentials cannot prune: a prune key of its own is refused, and so is a
+    // prune record it forges (then deleting files behind the repository's back is found).
+    let servers = PruneKey::generate().expect("key");
+    let error = f.repository.prune(&objects, &servers, &f.recovery, 2).expect_err("the server's own prune key");
+    assert!(error.to_string().contains("prune key"), "{error}");
+    assert_eq!(objects.list("snapshots/").expect("list").len(), 4, "nothing was removed");
+    assert!(objects.list("prunes/").expect("list").is_empty());
+
+    let report = f.repository.prune(&objects, &f.prune, &f.recovery, 2).expect("prune");
+    let removed: Vec<&str> = snapshots[..2].iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(report.snapshots_removed, removed);
+    let names = |prefix: &str| objects.list(prefix).expect("list");
+    assert_eq!(names("snapshots/"), snapshots[2..].iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+    // Exactly the packs only removed snapshots named.
+    let packs_after = names("packs/");
+    assert_eq!(report.packs_removed, only_removed.len() as u64);
+    assert!(only_removed.iter().all(|pack| !packs_after.contains(pack)));
+    assert_eq!(packs_after.len(), packs_before.len() - only_removed.len());
+    assert!(names("packs/").contains(&in_progress), "a pack no manifest names yet is left alone");
+    assert_eq!(names("prunes/"), std::slice::from_ref(&report.record), "the signed record was written");
+
+    // What remains verifies (the parent of the oldest kept snapshot is gone by a signed
+    // prune record) and every kept snapshot restores to a store that verifies.
+    let verified = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    assert!(verified.ok(), "{:?}", verified.findings);
+    assert_eq!((verified.snapshots, verified.unreferenced_packs), (2, 1));
+    for (snapshot, patients) in [(&snapshots[2], 340u64), (&snapshots[3], 360)] {
+        let target = f.dir.path().join(format!("restored-{patients}"));
+        let found = f.repository.find_snapshot(&snapshot.name).expect("find");
+        f.repository.restore(&found, &f.recovery, &target, None, &mut |_, _, _| {}).expect("restore");
+        let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+        let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+        assert!(report.ok(), "{:?}", report.findings);
+        assert_eq!(report.versions, patients * 2);
+        assert_eq!(family(&store, &format!("p{}", patients - 1)), format!("Family{}", patients - 1));
+        store.close();
+    }
+    assert!(f.repository.find_snapshot(&snapshots[0].name).is_err(), "a removed snapshot is gone");
+
+    // A prune record forged with a key of the server's own does not count: a snapshot
+    // deleted behind the repository's back is still reported missing.
+    let body = format!(
+        "medvault/v1/backup-prune\nrepository {}\nsnapshot {}\n",
+        medvault_base::hex::encode(&f.repository.config().repository_id),
+        snapshots[2].name
+    );
+    let forged = format!(
+        "{body}signature {}\n",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            servers.sign(body.as_bytes()).expect("sign")
+        )
+    );
+    objects.put_new("prunes/forged", forged.as_bytes()).expect("plant");
+    std::fs::remove_file(repo.join(&snapshots[2].name)).expect("delete behind its back");
+    let verified = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    let missing: Vec<&str> =
+        verified.findings.iter().filter(|f| f.kind == "snapshot-missing").map(|f| f.object.as_str()).collect();
+    assert_eq!(missing, [snapshots[2].name.as_str()]);
 }
