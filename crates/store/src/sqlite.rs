@@ -601,7 +601,7 @@ fn writer_loop(
             unsynced_since = std::time::Instant::now();
         }
     }
-    if unsynced {
+    if unsynced || journal.is_some_and(AuditJournal::has_staged) {
         if let SyncState::Unchanged = settle(&mut connection, &mut frontier, &mut writer) {
             tracing::error!("syncing and signing the audit trail at close failed");
         }
