@@ -79,6 +79,8 @@ fn source() -> Source {
             })
             .collect();
         store.audit(entries).expect("audit");
+        // A query of the trail moves the journal's records into a block of their own.
+        store.audit_slots_of_patient("p0", 0, 1, None, 1).expect("audit query");
     }
     let updates: Vec<Write> = (0..200).map(|i| patient(&format!("p{}", i * 7), "Renamed")).collect();
     let records: Vec<AuditEntry> = (0..200).map(|i| audit_entry(2_000_000 + i, &[format!("p{}", i * 7)])).collect();
@@ -329,13 +331,13 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
     let deletion = Write { action: WriteAction::Delete, ..patient("p2", "") };
     store.write(&[deletion], "after-restore").expect("delete after restore");
     // Audit blocks and index rows appended to the restored ones, a read's and a write's.
-    let read_leaf = store.audit(vec![audit_entry(3_000_000, &["p7".into(), "p1000".into()])]).expect("audit");
+    store.audit(vec![audit_entry(3_000_000, &["p7".into(), "p1000".into()])]).expect("audit");
     store
         .write_audited(&[patient("p7", "Audited")], "after-restore", None, &[audit_entry(3_000_001, &["p7".into()])])
         .expect("audited write after restore");
     let slots = store.audit_slots_of_patient("p7", 3_000_000, i64::MAX, None, 10).expect("audit by patient");
     assert_eq!(slots.len(), 2);
-    assert!(slots.iter().any(|slot| slot.block == read_leaf));
+    assert!(slots.iter().all(|slot| slot.block >= dump.tree_size), "in blocks after the restored ones");
     assert!(store.read("Patient", "p1006").expect("read").is_some());
     let updated = store.read("Patient", "p6").expect("read").expect("p6");
     assert!(String::from_utf8_lossy(&updated.json).contains("Updated"), "the new version is current");
@@ -537,24 +539,32 @@ fn an_interrupted_rebuild_is_never_taken_for_a_store() {
     assert!(!error.to_string().is_empty());
 }
 
-/// Reads' audit blocks are signed up to `AUDIT_SYNC_MS` after they commit, so a live store
-/// almost always has leaves beyond its latest checkpoint: a dump takes exactly the leaves
-/// the checkpoint covers (the later blocks go to the next snapshot), and restores to a store
-/// that verifies.
+/// A second process on a running store (a command-line tool beside the server, which holds
+/// the audit journal) commits its audit records as blocks that a checkpoint covers only up
+/// to `AUDIT_SYNC_MS` later, so a live store often has leaves beyond its latest checkpoint:
+/// a dump takes exactly the leaves the checkpoint covers (the later blocks go to the next
+/// snapshot), and restores to a store that verifies.
 #[test]
 fn a_dump_holds_the_leaves_its_checkpoint_covers_not_later_audit_blocks() {
     let source = source();
-    // The writer's timer may sign the block before the dump starts; try until it has not.
+    let data = source.dir.path().join("data");
+    let tool = Store::open(&data, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("a second store");
+    let database = rusqlite::Connection::open(data.join("medvault.db")).expect("open");
+    // The tool's writer signs its block on a timer, maybe before the dump starts: try until
+    // a dump is taken before that.
     let (dump, uncovered) = (0..20)
         .find_map(|attempt| {
-            let leaf = source.store.audit(vec![audit_entry(4_000_000 + attempt, &["p11".into()])]).expect("audit");
+            tool.audit(vec![audit_entry(4_000_000 + attempt, &["p11".into()])]).expect("audit");
+            let newest: i64 = database.query_row("SELECT MAX(seq) FROM audit_blocks", [], |r| r.get(0)).expect("seq");
             let dump = dump(&source.store);
-            (dump.tree_size <= leaf).then_some((dump, leaf))
+            (dump.tree_size <= newest as u64).then_some((dump, newest as u64))
         })
-        .expect("a dump taken right after a read's audit block is not signed yet");
+        .expect("a dump taken right after the tool's audit block is not signed yet");
     let audit_rows = |name: &str| dump.tables.iter().find(|t| t.name == name).expect(name).rows;
     assert_eq!(audit_rows("audit_blocks"), 101, "the blocks the checkpoint covers, not the later ones");
     assert_eq!(dump.leaves.len() as u64, dump.tree_size * 32);
+    drop(database);
+    tool.close();
     source.store.close();
 
     let target = source.dir.path().join("restored");
@@ -568,7 +578,8 @@ fn a_dump_holds_the_leaves_its_checkpoint_covers_not_later_audit_blocks() {
     let slots = store.audit_slots_of_patient("p11", 4_000_000, i64::MAX, None, 10).expect("audit by patient");
     assert!(slots.is_empty(), "nor its index rows");
     // The restored store goes on from the checkpoint's size.
-    let leaf = store.audit(vec![audit_entry(5_000_000, &["p11".into()])]).expect("audit after restore");
-    assert_eq!(leaf, dump.tree_size);
+    store.audit(vec![audit_entry(5_000_000, &["p11".into()])]).expect("audit after restore");
+    let slots = store.audit_slots_of_patient("p11", 5_000_000, i64::MAX, None, 10).expect("audit by patient");
+    assert_eq!(slots.iter().map(|slot| slot.block).collect::<Vec<_>>(), [dump.tree_size]);
     store.close();
 }
