@@ -68,6 +68,19 @@ struct JournalFile {
     last_sequence: u64,
 }
 
+/// What an append did.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// Committed, the first record since the writer last took them: the writer must be told.
+    First,
+    /// Committed.
+    More,
+    /// Not committed: the journal holds `AUDIT_JOURNAL_RECORDS_MAX` records the database has
+    /// not taken yet. The records come back, to go through the writer (which makes the
+    /// caller wait for it).
+    Full(Vec<PendingAudit>),
+}
+
 /// Records the writer took from the journal, to put into the database.
 #[derive(Debug)]
 pub(crate) struct Taken {
@@ -129,15 +142,11 @@ impl AuditJournal {
     }
 
     /// Commits one request's (or group's) records: one sealed frame, one `write`, no sync.
-    /// Returns whether the journal was empty before (the writer must be told).
-    pub fn append(&self, records: Vec<PendingAudit>, signer: &dyn CheckpointSigner) -> Result<bool, StoreError> {
+    pub fn append(&self, records: Vec<PendingAudit>, signer: &dyn CheckpointSigner) -> Result<Appended, StoreError> {
         let plain = encode_frame(&records)?;
         let mut state = self.lock()?;
         if state.staged.len() + records.len() > AUDIT_JOURNAL_RECORDS_MAX {
-            return Err(StoreError::Io(format!(
-                "the audit journal holds {} records the database has not taken yet; refusing more",
-                state.staged.len()
-            )));
+            return Ok(Appended::Full(records));
         }
         let sequence = state.last_sequence + 1;
         let sealed = signer
@@ -163,7 +172,7 @@ impl AuditJournal {
         state.last_sequence = sequence;
         let was_empty = state.staged.is_empty() && !state.unrecovered;
         state.staged.extend(records);
-        Ok(was_empty)
+        Ok(if was_empty { Appended::First } else { Appended::More })
     }
 
     /// Takes every record the journal holds that the database may not, oldest first. Frames

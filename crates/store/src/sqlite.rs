@@ -15,7 +15,7 @@ use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WR
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::engine::*;
-use crate::journal::{AuditJournal, Taken};
+use crate::journal::{Appended, AuditJournal, Taken};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
@@ -33,9 +33,9 @@ pub const AUDIT_SYNC_MS: u64 = 100;
 /// Records in one audit block made from the audit journal: a report that needs one record
 /// opens a small block.
 pub const AUDIT_JOURNAL_BLOCK_RECORDS: usize = 256;
-/// Records the audit journal holds before the database takes them; beyond, reads fail
-/// closed (503) until the database takes them again.
-pub const AUDIT_JOURNAL_RECORDS_MAX: usize = 200_000;
+/// Records the audit journal holds before the database takes them; beyond, records go
+/// through the writer, which takes the journal's first and makes their callers wait.
+pub const AUDIT_JOURNAL_RECORDS_MAX: usize = 50_000;
 
 /// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
 pub const CHANGE_POLL_MS: u64 = 50;
@@ -401,15 +401,24 @@ impl SqliteEngine {
                     }
                     journal.append(records, &*signer)
                 })();
-                if let Ok(true) = result {
-                    // The writer takes the records within AUDIT_SYNC_MS; when its queue is
-                    // full it is busy, and every commit of its takes them anyway.
-                    let _ = sender.try_send(WriterJob::Nudge);
+                match result {
+                    Ok(Appended::First) => {
+                        // The writer takes the records within AUDIT_SYNC_MS; when its queue
+                        // is full it is busy, and every commit of its takes them anyway.
+                        let _ = sender.try_send(WriterJob::Nudge);
+                        reply(Ok(()));
+                    }
+                    Ok(Appended::More) => reply(Ok(())),
+                    // The database is behind: these records go through the writer, which
+                    // takes the journal's first and makes this caller wait its turn.
+                    Ok(Appended::Full(records)) => {
+                        return sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
+                        reply(Err(error));
+                    }
                 }
-                if let Err(error) = &result {
-                    tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
-                }
-                reply(result.map(|_| ()));
                 Ok(())
             }
             _ => sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
@@ -787,6 +796,9 @@ fn commit_group(
     // Whether caches derived from stored rows must be dropped (`change_marker`).
     let changes_data =
         jobs.iter().any(|job| !matches!(job, WriterJob::Audit(..) | WriterJob::Flush(..) | WriterJob::Nudge));
+    // With a journal, records reach the writer as jobs only when the journal is full: they
+    // are committed with a sync, after the journal's.
+    let audit_only = audit_only && journal.is_none();
     // Records the journal holds go into this commit, before the group's own.
     let mut journaled: Option<Taken> = None;
     let commit = (|| -> Result<(), StoreError> {
