@@ -394,13 +394,15 @@ impl SqliteEngine {
             // Committed here, on the caller's thread: one sealed `write` to the journal, no
             // hand-over to the writer thread and back.
             (Some(journal), Some(signer)) if !signer.danger_skips_ledger() => {
-                let result = (|| {
-                    #[cfg(feature = "fault-injection")]
-                    if FAIL_AUDIT.load(Ordering::SeqCst) {
-                        return Err(StoreError::Io("audit storage failure (injected)".into()));
-                    }
+                #[cfg(feature = "fault-injection")]
+                let injected = FAIL_AUDIT.load(Ordering::SeqCst);
+                #[cfg(not(feature = "fault-injection"))]
+                let injected = false;
+                let result = if injected {
+                    Err(StoreError::Io("audit storage failure (injected)".into()))
+                } else {
                     journal.append(records, &*signer)
-                })();
+                };
                 match result {
                     Ok(Appended::First) => {
                         // The writer takes the records within AUDIT_SYNC_MS; when its queue
