@@ -145,4 +145,11 @@ fn an_altered_audit_journal_is_set_aside_not_trusted() {
     let kept = aside.iter().find(|aside| aside.starts_with(&format!("{name}.damaged-"))).expect("kept");
     let kept = std::fs::read(data.join(kept)).expect("kept");
     assert!(kept.starts_with(&bytes), "the altered journal is kept as found");
+    // The new journal is sound: the next tool finds nothing to set aside.
+    assert_eq!(reads_of(&data, "lab-gateway"), before);
+    let damaged = std::fs::read_dir(&data)
+        .expect("dir")
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().contains(".damaged-")))
+        .count();
+    assert_eq!(damaged, 2, "only the altered journal was set aside");
 }

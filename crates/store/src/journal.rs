@@ -66,6 +66,21 @@ struct JournalFile {
     path: PathBuf,
     /// The highest sequence in the file (0: only the header).
     last_sequence: u64,
+    /// Where the next frame goes (the file is opened for appending: writes go to its end).
+    len: u64,
+}
+
+/// What an append did.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// Committed, the first record since the writer last took them: the writer must be told.
+    First,
+    /// Committed.
+    More,
+    /// Not committed: the journal holds `AUDIT_JOURNAL_RECORDS_MAX` records the database has
+    /// not taken yet. The records come back, to go through the writer (which makes the
+    /// caller wait for it).
+    Full(Vec<PendingAudit>),
 }
 
 /// Records the writer took from the journal, to put into the database.
@@ -91,8 +106,8 @@ impl AuditJournal {
         }
         let second = open_file(&paths[1])?;
         let mut files = [
-            JournalFile { file: first, path: paths[0].clone(), last_sequence: 0 },
-            JournalFile { file: second, path: paths[1].clone(), last_sequence: 0 },
+            JournalFile { file: first, path: paths[0].clone(), last_sequence: 0, len: 0 },
+            JournalFile { file: second, path: paths[1].clone(), last_sequence: 0, len: 0 },
         ];
         let mut damage = None;
         for file in &mut files {
@@ -129,15 +144,11 @@ impl AuditJournal {
     }
 
     /// Commits one request's (or group's) records: one sealed frame, one `write`, no sync.
-    /// Returns whether the journal was empty before (the writer must be told).
-    pub fn append(&self, records: Vec<PendingAudit>, signer: &dyn CheckpointSigner) -> Result<bool, StoreError> {
+    pub fn append(&self, records: Vec<PendingAudit>, signer: &dyn CheckpointSigner) -> Result<Appended, StoreError> {
         let plain = encode_frame(&records)?;
         let mut state = self.lock()?;
         if state.staged.len() + records.len() > AUDIT_JOURNAL_RECORDS_MAX {
-            return Err(StoreError::Io(format!(
-                "the audit journal holds {} records the database has not taken yet; refusing more",
-                state.staged.len()
-            )));
+            return Ok(Appended::Full(records));
         }
         let sequence = state.last_sequence + 1;
         let sealed = signer
@@ -153,17 +164,17 @@ impl AuditJournal {
         frame.extend_from_slice(&sealed);
         let active = state.active;
         let file = &mut state.files[active];
-        let end = file.file.seek(SeekFrom::End(0)).map_err(|e| journal_io("seek", &e))?;
         if let Err(error) = file.file.write_all(&frame) {
             // Leave no partial frame behind a later one.
-            let _ = file.file.set_len(end);
+            let _ = file.file.set_len(file.len);
             return Err(journal_io("write", &error));
         }
+        file.len += frame.len() as u64;
         file.last_sequence = sequence;
         state.last_sequence = sequence;
         let was_empty = state.staged.is_empty() && !state.unrecovered;
         state.staged.extend(records);
-        Ok(was_empty)
+        Ok(if was_empty { Appended::First } else { Appended::More })
     }
 
     /// Takes every record the journal holds that the database may not, oldest first. Frames
@@ -221,6 +232,7 @@ impl AuditJournal {
         if file.last_sequence != 0 && file.last_sequence <= moved {
             file.file.set_len(HEADER.len() as u64).map_err(|e| journal_io("cut", &e))?;
             file.last_sequence = 0;
+            file.len = HEADER.len() as u64;
         }
         Ok(())
     }
@@ -267,6 +279,7 @@ impl JournalState {
             std::fs::copy(&file.path, &aside).map_err(|e| journal_io("set aside", &e))?;
             file.file.set_len(0).and_then(|()| file.file.write_all(&HEADER)).map_err(|e| journal_io("create", &e))?;
             file.last_sequence = 0;
+            file.len = HEADER.len() as u64;
         }
         self.staged.clear();
         self.unrecovered = false;
@@ -283,9 +296,9 @@ impl JournalFile {
             // New, or cut during its creation: nothing was ever committed to it.
             self.file
                 .set_len(0)
-                .and_then(|()| self.file.seek(SeekFrom::Start(0)))
-                .and_then(|_| self.file.write_all(&HEADER))
+                .and_then(|()| self.file.write_all(&HEADER))
                 .map_err(|e| format!("it cannot be written: {e}"))?;
+            self.len = HEADER.len() as u64;
             return Ok(());
         }
         let mut header = [0u8; 8];
@@ -321,6 +334,7 @@ impl JournalFile {
             );
             self.file.set_len(at).map_err(|e| format!("it cannot be cut: {e}"))?;
         }
+        self.len = at;
         Ok(())
     }
 
@@ -342,11 +356,11 @@ impl JournalFile {
 }
 
 fn open_file(path: &Path) -> Result<File, StoreError> {
+    // Appending: every write goes to the end, whatever a read moved the cursor to.
     OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(false)
         .open(path)
         .map_err(|e| StoreError::Io(format!("cannot open the audit journal {}: {e}", path.display())))
 }

@@ -15,7 +15,7 @@ use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WR
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::engine::*;
-use crate::journal::{AuditJournal, Taken};
+use crate::journal::{Appended, AuditJournal, Taken};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
@@ -33,9 +33,9 @@ pub const AUDIT_SYNC_MS: u64 = 100;
 /// Records in one audit block made from the audit journal: a report that needs one record
 /// opens a small block.
 pub const AUDIT_JOURNAL_BLOCK_RECORDS: usize = 256;
-/// Records the audit journal holds before the database takes them; beyond, reads fail
-/// closed (503) until the database takes them again.
-pub const AUDIT_JOURNAL_RECORDS_MAX: usize = 200_000;
+/// Records the audit journal holds before the database takes them; beyond, records go
+/// through the writer, which takes the journal's first and makes their callers wait.
+pub const AUDIT_JOURNAL_RECORDS_MAX: usize = 50_000;
 
 /// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
 pub const CHANGE_POLL_MS: u64 = 50;
@@ -394,22 +394,33 @@ impl SqliteEngine {
             // Committed here, on the caller's thread: one sealed `write` to the journal, no
             // hand-over to the writer thread and back.
             (Some(journal), Some(signer)) if !signer.danger_skips_ledger() => {
-                let result = (|| {
-                    #[cfg(feature = "fault-injection")]
-                    if FAIL_AUDIT.load(Ordering::SeqCst) {
-                        return Err(StoreError::Io("audit storage failure (injected)".into()));
-                    }
+                #[cfg(feature = "fault-injection")]
+                let injected = FAIL_AUDIT.load(Ordering::SeqCst);
+                #[cfg(not(feature = "fault-injection"))]
+                let injected = false;
+                let result = if injected {
+                    Err(StoreError::Io("audit storage failure (injected)".into()))
+                } else {
                     journal.append(records, &*signer)
-                })();
-                if let Ok(true) = result {
-                    // The writer takes the records within AUDIT_SYNC_MS; when its queue is
-                    // full it is busy, and every commit of its takes them anyway.
-                    let _ = sender.try_send(WriterJob::Nudge);
+                };
+                match result {
+                    Ok(Appended::First) => {
+                        // The writer takes the records within AUDIT_SYNC_MS; when its queue
+                        // is full it is busy, and every commit of its takes them anyway.
+                        let _ = sender.try_send(WriterJob::Nudge);
+                        reply(Ok(()));
+                    }
+                    Ok(Appended::More) => reply(Ok(())),
+                    // The database is behind: these records go through the writer, which
+                    // takes the journal's first and makes this caller wait its turn.
+                    Ok(Appended::Full(records)) => {
+                        return sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
+                        reply(Err(error));
+                    }
                 }
-                if let Err(error) = &result {
-                    tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
-                }
-                reply(result.map(|_| ()));
                 Ok(())
             }
             _ => sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
@@ -787,6 +798,9 @@ fn commit_group(
     // Whether caches derived from stored rows must be dropped (`change_marker`).
     let changes_data =
         jobs.iter().any(|job| !matches!(job, WriterJob::Audit(..) | WriterJob::Flush(..) | WriterJob::Nudge));
+    // With a journal, records reach the writer as jobs only when the journal is full: they
+    // are committed with a sync, after the journal's.
+    let audit_only = audit_only && journal.is_none();
     // Records the journal holds go into this commit, before the group's own.
     let mut journaled: Option<Taken> = None;
     let commit = (|| -> Result<(), StoreError> {
@@ -810,10 +824,12 @@ fn commit_group(
                 return Err(StoreError::Io("audit storage failure (injected)".into()));
             }
             let staged: Vec<&PendingAudit> = staged.iter().collect();
+            let mut index = Vec::with_capacity(staged.len());
             for block in staged.chunks(AUDIT_JOURNAL_BLOCK_RECORDS) {
-                apply_audit_block(&transaction, block, size, frontier, signer)?;
+                apply_audit_block(&transaction, block, size, frontier, signer, &mut index)?;
                 size += 1;
             }
+            insert_audit_index(&transaction, index)?;
             transaction.execute(
                 "INSERT INTO meta (name, value) VALUES ('audit_journal_seq', ?1)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -875,7 +891,9 @@ fn commit_group(
             if FAIL_AUDIT.load(Ordering::SeqCst) {
                 return Err(StoreError::Io("audit storage failure (injected)".into()));
             }
-            apply_audit_block(&transaction, &records, size, frontier, signer)?;
+            let mut index = Vec::with_capacity(records.len());
+            apply_audit_block(&transaction, &records, size, frontier, signer, &mut index)?;
+            insert_audit_index(&transaction, index)?;
             size += 1;
         }
         // No write is acknowledged before a signed checkpoint covers it. A group of audit
@@ -1003,15 +1021,19 @@ enum SyncState {
 #[cfg(feature = "fault-injection")]
 pub static FAIL_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Writes one sealed block of audit records as ledger leaf `leaf_index`, with its index
-/// rows; returns the leaf index.
+/// A row of `audit_by_patient`: patient token, recorded_ms, block, slot.
+type AuditIndexRow = ([u8; 32], i64, i64, usize);
+
+/// Writes one sealed block of audit records as ledger leaf `leaf_index`; adds its index
+/// rows to `index` (see [`insert_audit_index`]).
 fn apply_audit_block(
     connection: &Connection,
     records: &[&PendingAudit],
     leaf_index: u64,
     frontier: &mut Frontier,
     signer: &dyn CheckpointSigner,
-) -> Result<u64, StoreError> {
+    index: &mut Vec<AuditIndexRow>,
+) -> Result<(), StoreError> {
     let mut block = Vec::with_capacity(4 + records.iter().map(|r| r.record.len() + 4).sum::<usize>());
     let count = u32::try_from(records.len()).map_err(|_| StoreError::Corrupt("too many audit records".into()))?;
     block.extend_from_slice(&count.to_be_bytes());
@@ -1034,15 +1056,23 @@ fn apply_audit_block(
     connection
         .prepare_cached("INSERT INTO audit_blocks (seq, first_ms, last_ms, count, sealed) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![seq, first_ms, last_ms, count, sealed])?;
-    let mut index = connection.prepare_cached(
+    for (slot, record) in records.iter().enumerate() {
+        index.extend(record.patients.iter().map(|patient| (*patient, record.recorded_ms, seq, slot)));
+    }
+    Ok(())
+}
+
+/// Inserts index rows in key order: a batch then touches each page of the index once, in
+/// order, instead of at random.
+fn insert_audit_index(connection: &Connection, mut rows: Vec<AuditIndexRow>) -> Result<(), StoreError> {
+    rows.sort_unstable();
+    let mut insert = connection.prepare_cached(
         "INSERT INTO audit_by_patient (patient, recorded_ms, block, slot) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?;
-    for (slot, record) in records.iter().enumerate() {
-        for patient in &record.patients {
-            index.execute(params![&patient[..], record.recorded_ms, seq, slot])?;
-        }
+    for (patient, recorded_ms, block, slot) in rows {
+        insert.execute(params![&patient[..], recorded_ms, block, slot])?;
     }
-    Ok(leaf_index)
+    Ok(())
 }
 
 fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> {
