@@ -2,11 +2,10 @@
 //! in one file, with a header sealed under the metadata key that holds the pack key wrapped
 //! to the offline recovery key.
 
-use chacha20poly1305::XChaCha20Poly1305;
 use medvault_base::limits::{BACKUP_CHUNK_BYTES_MAX, BACKUP_PACK_BLOBS_MAX, BACKUP_PACK_BYTES_MAX};
 use medvault_crypto::Secret32;
 
-use crate::keys::{self, BlobIdentity, BlobType, NONCE_BYTES, TAG_BYTES, WRAP_OVERHEAD_BYTES};
+use crate::keys::{self, BlobCipher, BlobIdentity, BlobType, NONCE_BYTES, TAG_BYTES, WRAP_OVERHEAD_BYTES};
 use crate::BackupError;
 
 pub const PACK_MAGIC: &[u8; 4] = b"MVBP";
@@ -111,7 +110,7 @@ pub struct PackEntry {
 /// A pack being filled. Its data key is drawn at creation and dropped with it.
 pub struct PackWriter {
     pub id: [u8; 32],
-    cipher: XChaCha20Poly1305,
+    cipher: BlobCipher,
     wrapped_key: Vec<u8>,
     buffer: Vec<u8>,
     entries: Vec<PackEntry>,
@@ -154,7 +153,7 @@ impl PackWriter {
     pub fn add(
         &mut self,
         repository_id: &[u8; 16],
-        metadata: &XChaCha20Poly1305,
+        metadata: &BlobCipher,
         blob_type: BlobType,
         id: [u8; 32],
         plaintext: &[u8],
@@ -177,7 +176,7 @@ impl PackWriter {
     }
 
     /// The pack file's bytes: blobs, sealed header, trailer.
-    pub fn finish(mut self, repository_id: &[u8; 16], metadata: &XChaCha20Poly1305) -> Result<Vec<u8>, BackupError> {
+    pub fn finish(mut self, repository_id: &[u8; 16], metadata: &BlobCipher) -> Result<Vec<u8>, BackupError> {
         let mut header = Vec::with_capacity(1 + WRAPPED_PACK_KEY_BYTES + 4 + ENTRY_BYTES * self.entries.len());
         header.push(PACK_VERSION);
         header.extend_from_slice(&self.wrapped_key);
@@ -205,12 +204,11 @@ fn header_aad(repository_id: &[u8; 16]) -> Vec<u8> {
 }
 
 fn seal_header(
-    metadata: &XChaCha20Poly1305,
+    metadata: &BlobCipher,
     repository_id: &[u8; 16],
     header: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), BackupError> {
-    use chacha20poly1305::aead::AeadInPlace;
     let nonce = medvault_crypto::random::array::<NONCE_BYTES>().map_err(|e| BackupError::Key(e.to_string()))?;
     out.extend_from_slice(&nonce);
     let start = out.len();
@@ -254,12 +252,11 @@ pub const fn trailer_bytes() -> usize {
 /// Opens a sealed pack header with the metadata key and checks every entry's bounds
 /// against the header's start.
 pub fn open_header(
-    metadata: &XChaCha20Poly1305,
+    metadata: &BlobCipher,
     repository_id: &[u8; 16],
     sealed: &[u8],
     header_start: u64,
 ) -> Result<PackHeader, BackupError> {
-    use chacha20poly1305::aead::AeadInPlace;
     if sealed.len() < NONCE_BYTES + TAG_BYTES || header_start as usize > BACKUP_PACK_BYTES_MAX {
         return Err(BackupError::Integrity("pack header out of bounds".into()));
     }
@@ -308,7 +305,7 @@ pub fn open_header(
 
 /// Opens a stored blob, decompresses it and checks its id (the second check).
 pub fn open_blob(
-    cipher: &XChaCha20Poly1305,
+    cipher: &BlobCipher,
     keys: &crate::keys::RepositoryKeys,
     repository_id: &[u8; 16],
     blob_ref: &BlobRef,
@@ -335,6 +332,51 @@ pub fn open_blob(
         return Err(BackupError::Integrity(format!("{} does not match its id", name())));
     }
     Ok(plaintext)
+}
+
+/// [`open_blob`] without copying: `stored` (the sealed blob) is opened in place, and
+/// decompressed into `spare` if it was compressed. Returns the buffer that holds the
+/// plaintext and where; the other buffer is left in `spare` for reuse.
+pub fn open_blob_into(
+    cipher: &BlobCipher,
+    keys: &crate::keys::RepositoryKeys,
+    repository_id: &[u8; 16],
+    blob_ref: &BlobRef,
+    mut stored: Vec<u8>,
+    spare: &mut Vec<u8>,
+) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
+    let identity = BlobIdentity {
+        repository_id,
+        blob_type: blob_ref.blob_type,
+        id: &blob_ref.id,
+        raw_length: blob_ref.raw_length,
+        compression: blob_ref.compression,
+    };
+    let name =
+        || format!("blob {} in pack {}", medvault_base::hex::encode(&blob_ref.id[..8]), pack_name(&blob_ref.pack));
+    let sealed = keys::open_blob_in_place(cipher, &identity, &mut stored)
+        .map_err(|_| BackupError::Integrity(format!("{} fails authentication", name())))?;
+    let (plaintext, range) = match blob_ref.compression {
+        COMPRESSION_NONE => (stored, sealed),
+        COMPRESSION_LZ4 => {
+            let raw_length = blob_ref.raw_length as usize;
+            if raw_length > medvault_base::limits::BACKUP_CHUNK_BYTES_MAX {
+                return Err(BackupError::Integrity(format!("{} is larger than a blob can be", name())));
+            }
+            spare.clear();
+            spare.resize(raw_length, 0);
+            let written = lz4_flex::block::decompress_into(&stored[sealed], spare)
+                .map_err(|_| BackupError::Integrity(format!("{} does not decompress", name())))?;
+            let plaintext = std::mem::replace(spare, stored);
+            (plaintext, 0..written)
+        }
+        _ => return Err(BackupError::Integrity(format!("{} has an unknown compression", name()))),
+    };
+    let bytes = &plaintext[range.clone()];
+    if bytes.len() != blob_ref.raw_length as usize || keys.blob_id(blob_ref.blob_type, bytes) != blob_ref.id {
+        return Err(BackupError::Integrity(format!("{} does not match its id", name())));
+    }
+    Ok((plaintext, range))
 }
 
 /// `packs/<2 hex>/<64 hex>`.

@@ -1,7 +1,7 @@
 //! A backup repository: init, create a snapshot from a live store, list, restore into a new
 //! data directory, verify, prune (`docs/format/backup-repository.md`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -9,16 +9,15 @@ use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chacha20poly1305::XChaCha20Poly1305;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
-use medvault_store::backup::{DestroyedKey, Rebuild, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE};
 use medvault_store::Store;
 use serde_json::{json, Value};
 
 use crate::chunker::Chunker;
-use crate::keys::{self, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
+use crate::keys::{self, BlobCipher, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
 use crate::manifest::{self, Config, Erasure, Manifest};
 use crate::pack::{self, BlobRef, PackWriter};
 use crate::storage::{ObjectStore, PruneStore, StorageError};
@@ -33,6 +32,11 @@ const TREE_REFS_MIN: usize = 16;
 const TREE_CUT_MODULUS: u32 = 64;
 /// …and at most this many (256 × 78 bytes = 19,968 bytes).
 const TREE_REFS_MAX: usize = 256;
+/// Blobs (about 8 KiB each) the restore's reading thread hands the writer at once: fewer
+/// hand-overs, fewer thread wake-ups.
+const PIPE_BATCH_BLOBS: usize = 16;
+/// Batches the reading thread may run ahead of the writer.
+const PIPE_BATCHES: usize = 16;
 
 /// A snapshot whose manifest verified.
 #[derive(Debug, Clone)]
@@ -206,8 +210,12 @@ impl Repository {
                 Err(error) => refused.push((name, error.to_string())),
             }
         }
-        valid.sort_by(|a, b| (a.manifest.tree_size, &a.name).cmp(&(b.manifest.tree_size, &b.name)));
-        Ok((valid, refused))
+        let generations = same_size_generations(&valid);
+        let mut ordered: Vec<(u64, Snapshot)> = generations.into_iter().zip(valid).collect();
+        ordered.sort_by(|(a_generation, a), (b_generation, b)| {
+            (a.manifest.tree_size, a_generation, &a.name).cmp(&(b.manifest.tree_size, b_generation, &b.name))
+        });
+        Ok((ordered.into_iter().map(|(_, snapshot)| snapshot).collect(), refused))
     }
 
     fn open_manifest(&self, name: &str) -> Result<Manifest, BackupError> {
@@ -405,100 +413,100 @@ impl Repository {
         if root["tree_size"].as_u64() != Some(manifest.tree_size) {
             return Err(BackupError::Integrity(format!("{}: its root names another tree size", snapshot.name)));
         }
-        let existed = data_dir.exists();
-        let rebuild = Rebuild::create(data_dir)?;
-        let result = (|| -> Result<RestoreReport, BackupError> {
-            let mut report = RestoreReport {
-                snapshot: snapshot.name.clone(),
-                tree_size: manifest.tree_size,
-                last_leaf_ms: manifest.last_leaf_ms,
-                ..RestoreReport::default()
-            };
-            let tables = root["tables"].as_array().ok_or_else(|| malformed_root(&snapshot.name))?;
-            let total_bytes: u64 = tables.iter().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
+        let tables = root_tables(&root).ok_or_else(|| malformed_root(&snapshot.name))?;
+        let schema: Vec<String> = root["schema"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let erasures: Vec<DestroyedKey> = self
+            .erasures()?
+            .into_iter()
+            .map(|e| DestroyedKey { key_id: e.key_id, compartment: e.compartment, destroyed_ms: e.destroyed_ms })
+            .collect();
+        let total_bytes: u64 =
+            root["tables"].as_array().into_iter().flatten().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
                 + root["leaves"]["bytes"].as_u64().unwrap_or(0);
-            for table in tables {
-                rebuild.create_table(table["create"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?)?;
+        // Streams in the order the rebuild takes them: each dumped table, then the leaves.
+        let mut streams = Vec::new();
+        for (table, json) in tables.iter().zip(root["tables"].as_array().into_iter().flatten()) {
+            if table.content == TableContent::Rows {
+                streams.push(table_tree(json)?);
             }
-            for table in tables {
-                let name = table["name"].as_str().ok_or_else(|| malformed_root(&snapshot.name))?;
-                let content = table["content"].as_str().and_then(TableContent::parse);
-                if content != Some(TableContent::Rows) {
-                    continue;
+        }
+        streams.push(table_tree(&root["leaves"])?);
+        let mut rebuild = Rebuild::create(data_dir, &tables, &schema, &erasures)?;
+        let mut report = RestoreReport {
+            snapshot: snapshot.name.clone(),
+            tree_size: manifest.tree_size,
+            last_leaf_ms: manifest.last_leaf_ms,
+            ..RestoreReport::default()
+        };
+        let mut sizes = vec![manifest.tree_size];
+        sizes.extend(witness.map(|(size, _)| size));
+        // Blobs are read, opened and checked on a second thread while this one writes the
+        // database; a bounded channel keeps the reader at most `PIPE_BATCHES` batches ahead.
+        let (ledger, bytes_read) = std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(PIPE_BATCHES);
+            let (recycle, recycled) = std::sync::mpsc::sync_channel((PIPE_BATCHES + 2) * PIPE_BATCH_BLOBS);
+            let producer = std::thread::Builder::new()
+                .name("restore-read".into())
+                .spawn_scoped(scope, move || read_streams(reader, streams, sender, recycled))
+                .map_err(|e| BackupError::Io(format!("cannot start the restore's reading thread: {e}")))?;
+            let written = (|| -> Result<RebuiltLedger, BackupError> {
+                let mut pipe = PipeReader {
+                    receiver,
+                    recycle,
+                    batch: Vec::new(),
+                    current: Vec::new(),
+                    position: 0,
+                    end: 0,
+                    ended: false,
+                    total: total_bytes,
+                    progress,
+                };
+                for table in tables.iter().filter(|t| t.content == TableContent::Rows) {
+                    pipe.ended = false;
+                    let rows = rebuild.insert_rows(&table.name, &table.columns, &mut pipe)?;
+                    report.tables.push((table.name.clone(), rows));
                 }
-                let columns: Vec<String> = table["columns"]
-                    .as_array()
-                    .ok_or_else(|| malformed_root(&snapshot.name))?
-                    .iter()
-                    .map(|c| c.as_str().map(str::to_string).ok_or_else(|| malformed_root(&snapshot.name)))
-                    .collect::<Result<_, _>>()?;
-                let mut stream = TreeStream::new(&mut reader, table_tree(table)?, total_bytes, progress);
-                let rows = rebuild.insert_rows(name, &columns, &mut stream)?;
-                stream.finish()?;
-                if Some(rows) != table["rows"].as_u64() {
-                    return Err(BackupError::Integrity(format!(
-                        "{}: table {name} restored {rows} rows, not the {} dumped",
-                        snapshot.name, table["rows"]
-                    )));
-                }
-                report.tables.push((name.to_string(), rows));
+                pipe.ended = false;
+                Ok(rebuild.insert_leaf_hashes(&mut pipe, &sizes)?)
+            })();
+            // The pipe (and its receiver) is gone: a reader still sending stops.
+            match producer.join() {
+                Ok(Ok(bytes_read)) => written.map(|ledger| (ledger, bytes_read)),
+                // The reader's failure (a damaged blob) is the cause of the writer's.
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(BackupError::State("the restore's reading thread panicked".into())),
             }
-            let mut sizes = vec![manifest.tree_size];
-            sizes.extend(witness.map(|(size, _)| size));
-            let mut stream = TreeStream::new(&mut reader, table_tree(&root["leaves"])?, total_bytes, progress);
-            let ledger = rebuild.insert_leaf_hashes(&mut stream, &sizes)?;
-            stream.finish()?;
-            if ledger.leaves != manifest.tree_size {
-                return Err(BackupError::Integrity(format!(
-                    "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
-                    snapshot.name, ledger.leaves, manifest.tree_size
-                )));
-            }
-            let root_at = |size: u64| ledger.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r);
-            if root_at(manifest.tree_size) != Some(manifest.root) {
-                return Err(BackupError::Integrity(format!(
-                    "{}: the restored ledger does not reproduce the signed checkpoint root",
+        })?;
+        if ledger.leaves != manifest.tree_size {
+            return Err(BackupError::Integrity(format!(
+                "{}: the snapshot holds {} leaves, not the {} its checkpoint signs",
+                snapshot.name, ledger.leaves, manifest.tree_size
+            )));
+        }
+        let root_at = |size: u64| ledger.roots.iter().find(|(s, _)| *s == size).map(|(_, r)| *r);
+        if root_at(manifest.tree_size) != Some(manifest.root) {
+            return Err(BackupError::Integrity(format!(
+                "{}: the restored ledger does not reproduce the signed checkpoint root",
+                snapshot.name
+            )));
+        }
+        if let Some((witness_size, witness_root)) = witness {
+            if root_at(witness_size) != Some(witness_root) {
+                return Err(BackupError::Forged(format!(
+                    "{}: its ledger at the witness's size {witness_size} differs from the witness checkpoint (a fork)",
                     snapshot.name
                 )));
             }
-            if let Some((witness_size, witness_root)) = witness {
-                if root_at(witness_size) != Some(witness_root) {
-                    return Err(BackupError::Forged(format!(
-                        "{}: its ledger at the witness's size {witness_size} differs from the witness checkpoint (a fork)",
-                        snapshot.name
-                    )));
-                }
-            }
-            report.tables.push((LEAF_HASHES_TABLE.to_string(), ledger.leaves));
-            for erasure in self.erasures()? {
-                let key = DestroyedKey {
-                    key_id: erasure.key_id,
-                    compartment: erasure.compartment,
-                    destroyed_ms: erasure.destroyed_ms,
-                };
-                if rebuild.erase_key(&key)? {
-                    report.erasures_applied += 1;
-                }
-            }
-            report.bytes_read = reader.bytes_read;
-            Ok(report)
-        })();
-        match result {
-            Ok(mut report) => {
-                let schema: Vec<String> = root["schema"]
-                    .as_array()
-                    .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                rebuild.finish(&schema)?;
-                report.elapsed_s = started.elapsed().as_secs_f64();
-                Ok(report)
-            }
-            Err(error) => {
-                drop(rebuild);
-                remove_partial_restore(data_dir, existed);
-                Err(error)
-            }
         }
+        report.tables.push((LEAF_HASHES_TABLE.to_string(), ledger.leaves));
+        report.erasures_applied = rebuild.erasures_applied();
+        report.bytes_read = bytes_read;
+        rebuild.finish()?;
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        Ok(report)
     }
 
     /// Checks the repository; with the recovery key, also every blob and every snapshot's
@@ -590,8 +598,9 @@ impl Repository {
         Ok(report)
     }
 
-    /// Removes all but the newest `keep_last` snapshots, after a full verify, and only with
-    /// the prune key; writes the signed prune record before deleting anything.
+    /// Removes all but the newest `keep_last` snapshots and the packs only they use, after a
+    /// full verify, and only with the prune key; writes the signed prune record before
+    /// deleting anything.
     pub fn prune(
         &self,
         objects: &dyn PruneStore,
@@ -615,10 +624,19 @@ impl Repository {
         let (snapshots, _) = self.snapshots()?;
         let split = snapshots.len().saturating_sub(keep_last);
         let (remove, keep) = snapshots.split_at(split);
-        let kept_packs: HashSet<String> =
-            keep.iter().flat_map(|s| s.manifest.packs.iter().map(|(id, _)| pack::pack_name(id))).collect();
-        let packs: Vec<String> =
-            self.objects.list("packs/")?.into_iter().filter(|name| !kept_packs.contains(name)).collect();
+        // The packs only removed snapshots name. A pack no manifest names is left alone: it
+        // may belong to a backup being written now (its packs are stored before its
+        // manifest, which will name them; `verify` counts such packs as unreferenced).
+        let kept_packs: HashSet<&[u8; 32]> =
+            keep.iter().flat_map(|s| s.manifest.packs.iter().map(|(id, _)| id)).collect();
+        let existing: HashSet<String> = self.objects.list("packs/")?.into_iter().collect();
+        let packs: BTreeSet<String> = remove
+            .iter()
+            .flat_map(|s| s.manifest.packs.iter().map(|(id, _)| id))
+            .filter(|id| !kept_packs.contains(id))
+            .map(pack::pack_name)
+            .filter(|name| existing.contains(name))
+            .collect();
         let mut body = format!("{}\nrepository {}\n", manifest::PRUNE_DOMAIN, hex::encode(&self.config.repository_id));
         for snapshot in remove {
             body.push_str(&format!("snapshot {}\n", snapshot.name));
@@ -688,6 +706,29 @@ fn store_id(store: &Store) -> Result<[u8; 16], BackupError> {
         .ok_or_else(|| BackupError::State("the store's ledger origin does not name its id".into()))
 }
 
+/// For each snapshot, how many of its ancestors in a row share its tree size. Snapshots of
+/// one tree size (tables outside the ledger changed, the ledger did not) are ordered by their
+/// signed parent links, not by name: the child is the newer. A walk stops after as many
+/// steps as there are snapshots (signed links cannot loop, but a bound costs nothing).
+fn same_size_generations(snapshots: &[Snapshot]) -> Vec<u64> {
+    let by_name: HashMap<&str, &Snapshot> = snapshots.iter().map(|s| (s.name.as_str(), s)).collect();
+    snapshots
+        .iter()
+        .map(|snapshot| {
+            let mut generation = 0u64;
+            let mut current = snapshot;
+            while let Some(parent) = current.manifest.parent.as_deref().and_then(|name| by_name.get(name)) {
+                if parent.manifest.tree_size != snapshot.manifest.tree_size || generation as usize >= snapshots.len() {
+                    break;
+                }
+                generation += 1;
+                current = parent;
+            }
+            generation
+        })
+        .collect()
+}
+
 fn malformed_root(name: &str) -> BackupError {
     BackupError::Integrity(format!("{name}: its snapshot root is malformed"))
 }
@@ -699,20 +740,11 @@ fn table_tree(table: &Value) -> Result<Option<BlobRef>, BackupError> {
     }
 }
 
-fn remove_partial_restore(data_dir: &Path, existed: bool) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(data_dir.join(format!("{}{suffix}", medvault_store::sqlite::DATABASE_FILE)));
-    }
-    if !existed {
-        let _ = std::fs::remove_dir(data_dir);
-    }
-}
-
 /// Builds one snapshot: deduplicates, fills packs, stores them.
 struct SnapshotWriter<'a> {
     repository: &'a Repository,
     keys: RepositoryKeys,
-    metadata: XChaCha20Poly1305,
+    metadata: BlobCipher,
     /// Blobs of the parent snapshot, by id.
     known: HashMap<[u8; 32], BlobRef>,
     parent_packs: HashMap<[u8; 32], [u8; 32]>,
@@ -909,16 +941,18 @@ fn tree_cut(blob_ref: &BlobRef, count: usize) -> bool {
 struct BlobReader<'a> {
     repository: &'a Repository,
     keys: RepositoryKeys,
-    metadata: XChaCha20Poly1305,
+    metadata: BlobCipher,
     recovery: Option<&'a RecoverySecret>,
-    pack_ciphers: HashMap<[u8; 32], XChaCha20Poly1305>,
+    pack_ciphers: HashMap<[u8; 32], BlobCipher>,
+    /// The pack last read from, kept open.
+    open_pack: Option<([u8; 32], Box<dyn crate::storage::ObjectReader>)>,
     bytes_read: u64,
 }
 
 impl<'a> BlobReader<'a> {
     fn new(repository: &'a Repository, keys: RepositoryKeys, recovery: Option<&'a RecoverySecret>) -> Self {
         let metadata = keys::cipher(&keys.metadata_key);
-        Self { repository, keys, metadata, recovery, pack_ciphers: HashMap::new(), bytes_read: 0 }
+        Self { repository, keys, metadata, recovery, pack_ciphers: HashMap::new(), open_pack: None, bytes_read: 0 }
     }
 
     fn read(&mut self, blob_ref: &BlobRef) -> Result<Vec<u8>, BackupError> {
@@ -938,7 +972,33 @@ impl<'a> BlobReader<'a> {
         pack::open_blob(cipher, &self.keys, &repository_id, blob_ref, &stored)
     }
 
-    fn open_pack_key(&self, id: &[u8; 32]) -> Result<XChaCha20Poly1305, BackupError> {
+    /// Reads, opens and checks a data blob into `buffer` (reused), keeping its pack open for
+    /// the next; returns the buffer holding the plaintext and where. `spare` is a second
+    /// buffer for decompression.
+    fn read_data_into(
+        &mut self,
+        blob_ref: &BlobRef,
+        mut buffer: Vec<u8>,
+        spare: &mut Vec<u8>,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
+        if self.open_pack.as_ref().map(|(id, _)| id) != Some(&blob_ref.pack) {
+            let name = pack::pack_name(&blob_ref.pack);
+            self.open_pack = Some((blob_ref.pack, self.repository.objects.open(&name)?));
+        }
+        let (_, object) = self.open_pack.as_mut().expect("just opened");
+        buffer.clear();
+        buffer.resize(blob_ref.stored_length as usize, 0);
+        object.read_exact_at(u64::from(blob_ref.offset), &mut buffer)?;
+        self.bytes_read += buffer.len() as u64;
+        if !self.pack_ciphers.contains_key(&blob_ref.pack) {
+            let cipher = self.open_pack_key(&blob_ref.pack)?;
+            self.pack_ciphers.insert(blob_ref.pack, cipher);
+        }
+        let cipher = &self.pack_ciphers[&blob_ref.pack];
+        pack::open_blob_into(cipher, &self.keys, &self.repository.config.repository_id, blob_ref, buffer, spare)
+    }
+
+    fn open_pack_key(&self, id: &[u8; 32]) -> Result<BlobCipher, BackupError> {
         let name = pack::pack_name(id);
         let size = self.repository.objects.size(&name)?;
         let trailer_at = size
@@ -952,7 +1012,7 @@ impl<'a> BlobReader<'a> {
         self.pack_cipher(&name, &header.wrapped_key)
     }
 
-    fn pack_cipher(&self, name: &str, wrapped: &[u8]) -> Result<XChaCha20Poly1305, BackupError> {
+    fn pack_cipher(&self, name: &str, wrapped: &[u8]) -> Result<BlobCipher, BackupError> {
         let recovery = self.recovery.ok_or_else(|| BackupError::Key("reading data needs the recovery key".into()))?;
         let mut key = recovery
             .unwrap(wrapped, "pack-key", &self.repository.config.repository_id)
@@ -1079,6 +1139,126 @@ impl<'a> BlobReader<'a> {
             );
         }
         Ok(())
+    }
+}
+
+/// A root's tables as the rebuild takes them.
+fn root_tables(root: &Value) -> Option<Vec<RebuildTable>> {
+    root["tables"]
+        .as_array()?
+        .iter()
+        .map(|table| {
+            Some(RebuildTable {
+                name: table["name"].as_str()?.to_string(),
+                create_sql: table["create"].as_str()?.to_string(),
+                columns: table["columns"]
+                    .as_array()?
+                    .iter()
+                    .map(|c| c.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()?,
+                content: TableContent::parse(table["content"].as_str()?)?,
+                rows: table["rows"].as_u64()?,
+            })
+        })
+        .collect()
+}
+
+/// What the restore's reading thread hands the writer: buffers holding data blobs' bytes
+/// (where they are in each, and the bytes read so far), or the end of a stream.
+enum Piece {
+    Blobs(Vec<(Vec<u8>, std::ops::Range<usize>)>, u64),
+    End,
+}
+
+/// The reading thread: every stream's data blobs in order, each opened and checked, into
+/// buffers the writer sends back once read. Returns the bytes read; stops quietly if the
+/// writer hung up (it reports its own error).
+fn read_streams(
+    mut reader: BlobReader<'_>,
+    streams: Vec<Option<BlobRef>>,
+    sender: std::sync::mpsc::SyncSender<Piece>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64, BackupError> {
+    let mut spare = Vec::new();
+    let mut batch = Vec::with_capacity(PIPE_BATCH_BLOBS);
+    for tree in streams {
+        let mut stack: Vec<(Vec<BlobRef>, usize)> = Vec::new();
+        if let Some(tree) = tree {
+            stack.push((BlobRef::decode_all(&reader.read(&tree)?)?, 0));
+        }
+        while let Some((refs, index)) = stack.last_mut() {
+            let Some(blob_ref) = refs.get(*index).copied() else {
+                stack.pop();
+                continue;
+            };
+            *index += 1;
+            if blob_ref.blob_type == BlobType::Tree {
+                if stack.len() >= BACKUP_TREE_DEPTH_MAX {
+                    return Err(BackupError::Integrity("a tree deeper than the limit".into()));
+                }
+                stack.push((BlobRef::decode_all(&reader.read(&blob_ref)?)?, 0));
+                continue;
+            }
+            let buffer = recycled.try_recv().unwrap_or_default();
+            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare)?);
+            if batch.len() == PIPE_BATCH_BLOBS {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
+                if sender.send(Piece::Blobs(full, reader.bytes_read)).is_err() {
+                    return Ok(reader.bytes_read);
+                }
+            }
+        }
+        let last = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
+        if sender.send(Piece::Blobs(last, reader.bytes_read)).is_err() || sender.send(Piece::End).is_err() {
+            return Ok(reader.bytes_read);
+        }
+    }
+    Ok(reader.bytes_read)
+}
+
+/// One stream at a time, as an `io::Read` over the blobs the reading thread sends; each
+/// buffer goes back to it once read.
+struct PipeReader<'p> {
+    receiver: std::sync::mpsc::Receiver<Piece>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// The rest of the batch being read, last blob first.
+    batch: Vec<(Vec<u8>, std::ops::Range<usize>)>,
+    current: Vec<u8>,
+    position: usize,
+    end: usize,
+    /// The current stream's end was reached; cleared to read the next stream.
+    ended: bool,
+    total: u64,
+    progress: Progress<'p>,
+}
+
+impl Read for PipeReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.position >= self.end {
+            if self.ended {
+                return Ok(0);
+            }
+            if let Some((bytes, range)) = self.batch.pop() {
+                let used = std::mem::replace(&mut self.current, bytes);
+                // The reader allocates anew when none comes back.
+                let _ = self.recycle.try_send(used);
+                (self.position, self.end) = (range.start, range.end);
+                continue;
+            }
+            match self.receiver.recv() {
+                Ok(Piece::Blobs(mut batch, bytes_read)) => {
+                    batch.reverse();
+                    self.batch = batch;
+                    (self.progress)("restore", bytes_read, self.total);
+                }
+                Ok(Piece::End) => self.ended = true,
+                Err(_) => return Err(std::io::Error::other("the restore's reading thread stopped")),
+            }
+        }
+        let n = buffer.len().min(self.end - self.position);
+        buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
     }
 }
 

@@ -29,9 +29,17 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn get(&self, name: &str) -> Result<Vec<u8>, StorageError>;
     /// `length` bytes from `offset` (a blob inside a pack).
     fn get_range(&self, name: &str, offset: u64, length: usize) -> Result<Vec<u8>, StorageError>;
+    /// Opens an object for many reads at offsets (a restore reads a pack's blobs in turn).
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, StorageError>;
     fn size(&self, name: &str) -> Result<u64, StorageError>;
     /// Names under `prefix` (a directory such as `snapshots/`), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// An object opened for reading.
+pub trait ObjectReader: Send {
+    /// Fills `buffer` from `offset`.
+    fn read_exact_at(&mut self, offset: u64, buffer: &mut [u8]) -> Result<(), StorageError>;
 }
 
 /// Storage that can also delete: only the prune path holds one.
@@ -65,6 +73,30 @@ impl DirectoryStore {
             return Err(StorageError::InvalidName(name.to_string()));
         }
         Ok(self.root.join(name))
+    }
+}
+
+/// A file of a [`DirectoryStore`], open for reads.
+struct OpenFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl ObjectReader for OpenFile {
+    fn read_exact_at(&mut self, offset: u64, buffer: &mut [u8]) -> Result<(), StorageError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.read_exact_at(buffer, offset).map_err(|e| io(&self.path, e))
+        }
+        #[cfg(not(unix))]
+        {
+            use std::io::{Read, Seek, SeekFrom};
+            self.file
+                .seek(SeekFrom::Start(offset))
+                .and_then(|_| self.file.read_exact(buffer))
+                .map_err(|e| io(&self.path, e))
+        }
     }
 }
 
@@ -139,6 +171,12 @@ impl ObjectStore for DirectoryStore {
             file.seek(SeekFrom::Start(offset)).and_then(|_| file.read_exact(&mut buffer)).map_err(|e| io(&path, e))?;
         }
         Ok(buffer)
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, StorageError> {
+        let path = self.path(name)?;
+        let file = std::fs::File::open(&path).map_err(|e| io(&path, e))?;
+        Ok(Box::new(OpenFile { file, path }))
     }
 
     fn size(&self, name: &str) -> Result<u64, StorageError> {

@@ -61,6 +61,7 @@ struct Fixture {
     dir: TempDir,
     store: Store,
     recovery: RecoverySecret,
+    prune: PruneKey,
     repository: Repository,
 }
 
@@ -71,7 +72,7 @@ fn fixture() -> Fixture {
     let prune = PruneKey::generate().expect("prune");
     let objects = Arc::new(DirectoryStore::new(&dir.path().join("repo")).expect("repo"));
     let repository = Repository::init(objects, &store, recovery.public_key(), prune.public_key()).expect("init");
-    Fixture { dir, store, recovery, repository }
+    Fixture { dir, store, recovery, prune, repository }
 }
 
 fn family(store: &Store, id: &str) -> String {
@@ -172,8 +173,16 @@ fn restore_refuses_forged_stale_and_damaged_snapshots_and_leaves_nothing_behind(
     assert!(report.findings.iter().any(|x| x.kind == "pack-damaged" && x.object == pack_name), "{:?}", report.findings);
     assert!(report.findings.iter().any(|x| x.kind == "snapshot-refused" && x.object == forged_name));
     let target = f.dir.path().join("damaged");
-    assert!(f.repository.restore(&newest, &f.recovery, &target, None, &mut |_, _, _| {}).is_err());
+    let error = f.repository.restore(&newest, &f.recovery, &target, None, &mut |_, _, _| {}).expect_err("damaged");
+    assert!(matches!(error, medvault_backup::BackupError::Integrity(_)), "{error}");
+    assert!(error.to_string().contains(&pack_name), "the restore names the damaged pack: {error}");
     assert!(!target.exists(), "a failed restore leaves nothing behind");
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("restore-incomplete"))
+        .collect();
+    assert!(leftovers.is_empty(), "nor anything beside it: {leftovers:?}");
     let target = f.dir.path().join("older");
     f.repository
         .restore(&older, &f.recovery, &target, None, &mut |_, _, _| {})
@@ -199,4 +208,130 @@ fn the_writer_cannot_overwrite_and_prune_needs_the_prune_key() {
     let error = f.repository.prune(&objects, &wrong, &f.recovery, 1).expect_err("wrong prune key");
     assert!(error.to_string().contains("prune key"), "{error}");
     assert!(objects.get(&first.name).is_ok(), "nothing was removed");
+}
+
+/// Revoking a token changes no ledger leaf: snapshots of one tree size must still be ordered
+/// newest last, so that `latest` restores the revocation.
+#[test]
+fn snapshots_of_one_tree_size_are_ordered_by_their_parents_and_latest_is_the_newest() {
+    let f = fixture();
+    load(&f.store, 0, 50);
+    let mut tokens = Vec::new();
+    let mut names = Vec::new();
+    for step in 0..5 {
+        if step % 2 == 0 {
+            tokens.push(f.store.create_service_token(&format!("client-{step}"), "system/*.rs", None).expect("token"));
+        } else {
+            assert_eq!(f.store.revoke_tokens(&format!("client-{}", step - 1)).expect("revoke"), 1);
+        }
+        let report = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot");
+        assert_eq!(report.tree_size, 100);
+        names.push(report.name);
+    }
+    let (listed, _) = f.repository.snapshots().expect("list");
+    assert_eq!(listed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), names, "creation order, not name order");
+    let latest = f.repository.find_snapshot("latest").expect("latest");
+    assert_eq!(&latest.name, names.last().expect("names"));
+    let target = f.dir.path().join("restored");
+    f.repository.restore(&latest, &f.recovery, &target, None, &mut |_, _, _| {}).expect("restore");
+    let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+    let live: Vec<bool> = tokens.iter().map(|t| store.authenticate_token(t).expect("token").is_some()).collect();
+    assert_eq!(live, [false, false, true], "the revocations are restored");
+    store.close();
+}
+
+#[test]
+fn prune_removes_old_snapshots_and_only_their_packs_and_the_rest_still_restore() {
+    let f = fixture();
+    let mut snapshots = Vec::new();
+    // The second snapshot changes only a one-blob table (a service token): its pack holds
+    // only blobs no later snapshot uses, so the prune below must remove it.
+    for (from, to, token) in [(0, 300, None), (300, 300, Some("first")), (300, 340, Some("second")), (340, 360, None)] {
+        load(&f.store, from, to);
+        if let Some(client) = token {
+            f.store.create_service_token(client, "system/*.rs", None).expect("token");
+        }
+        snapshots.push(f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot"));
+    }
+    assert!(snapshots.iter().all(|s| !s.unchanged));
+    // The first two have one tree size: their parent link, not their names, orders them.
+    let (listed, _) = f.repository.snapshots().expect("list");
+    let listed: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(listed, snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
+    let packs_of = |range: std::ops::Range<usize>| -> std::collections::BTreeSet<String> {
+        snapshots[range]
+            .iter()
+            .flat_map(|s| f.repository.find_snapshot(&s.name).expect("find").manifest.packs)
+            .map(|(id, _)| medvault_backup::pack::pack_name(&id))
+            .collect()
+    };
+    let only_removed: Vec<String> = packs_of(0..2).difference(&packs_of(2..4)).cloned().collect();
+    assert!(!only_removed.is_empty(), "the second snapshot's pack is its own");
+    let repo = f.dir.path().join("repo");
+    let objects = DirectoryStore::new(&repo).expect("repo");
+    use medvault_backup::ObjectStore as _;
+    // A backup being written when the prune runs: its pack is stored, its manifest not yet.
+    let in_progress = format!("packs/{}", "ab".repeat(32));
+    objects.put_new(&in_progress, b"a pack whose manifest is not written yet").expect("pack");
+    let packs_before = objects.list("packs/").expect("packs");
+
+    // The server's credentials cannot prune: a prune key of its own is refused, and so is a
+    // prune record it forges (then deleting files behind the repository's back is found).
+    let servers = PruneKey::generate().expect("key");
+    let error = f.repository.prune(&objects, &servers, &f.recovery, 2).expect_err("the server's own prune key");
+    assert!(error.to_string().contains("prune key"), "{error}");
+    assert_eq!(objects.list("snapshots/").expect("list").len(), 4, "nothing was removed");
+    assert!(objects.list("prunes/").expect("list").is_empty());
+
+    let report = f.repository.prune(&objects, &f.prune, &f.recovery, 2).expect("prune");
+    let removed: Vec<&str> = snapshots[..2].iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(report.snapshots_removed, removed);
+    let names = |prefix: &str| objects.list(prefix).expect("list");
+    assert_eq!(names("snapshots/"), snapshots[2..].iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+    // Exactly the packs only removed snapshots named.
+    let packs_after = names("packs/");
+    assert_eq!(report.packs_removed, only_removed.len() as u64);
+    assert!(only_removed.iter().all(|pack| !packs_after.contains(pack)));
+    assert_eq!(packs_after.len(), packs_before.len() - only_removed.len());
+    assert!(names("packs/").contains(&in_progress), "a pack no manifest names yet is left alone");
+    assert_eq!(names("prunes/"), std::slice::from_ref(&report.record), "the signed record was written");
+
+    // What remains verifies (the parent of the oldest kept snapshot is gone by a signed
+    // prune record) and every kept snapshot restores to a store that verifies.
+    let verified = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    assert!(verified.ok(), "{:?}", verified.findings);
+    assert_eq!((verified.snapshots, verified.unreferenced_packs), (2, 1));
+    for (snapshot, patients) in [(&snapshots[2], 340u64), (&snapshots[3], 360)] {
+        let target = f.dir.path().join(format!("restored-{patients}"));
+        let found = f.repository.find_snapshot(&snapshot.name).expect("find");
+        f.repository.restore(&found, &f.recovery, &target, None, &mut |_, _, _| {}).expect("restore");
+        let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+        let report = store.verify(None, &[], &[], &mut |_, _| {}).expect("verify");
+        assert!(report.ok(), "{:?}", report.findings);
+        assert_eq!(report.versions, patients * 2);
+        assert_eq!(family(&store, &format!("p{}", patients - 1)), format!("Family{}", patients - 1));
+        store.close();
+    }
+    assert!(f.repository.find_snapshot(&snapshots[0].name).is_err(), "a removed snapshot is gone");
+
+    // A prune record forged with a key of the server's own does not count: a snapshot
+    // deleted behind the repository's back is still reported missing.
+    let body = format!(
+        "medvault/v1/backup-prune\nrepository {}\nsnapshot {}\n",
+        medvault_base::hex::encode(&f.repository.config().repository_id),
+        snapshots[2].name
+    );
+    let forged = format!(
+        "{body}signature {}\n",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            servers.sign(body.as_bytes()).expect("sign")
+        )
+    );
+    objects.put_new("prunes/forged", forged.as_bytes()).expect("plant");
+    std::fs::remove_file(repo.join(&snapshots[2].name)).expect("delete behind its back");
+    let verified = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    let missing: Vec<&str> =
+        verified.findings.iter().filter(|f| f.kind == "snapshot-missing").map(|f| f.object.as_str()).collect();
+    assert_eq!(missing, [snapshots[2].name.as_str()]);
 }

@@ -47,8 +47,11 @@ pub const HISTORY_SCAN_ROWS_MAX: usize = 10_000;
 pub const CARE_CACHE_ENTRIES_MAX: usize = 100_000;
 /// Sessions whose rows are kept in memory (each valid until the next commit).
 pub const SESSION_CACHE_ENTRIES_MAX: usize = 100_000;
-/// Largest single value (column) in a backup's row stream, in bytes.
-pub const BACKUP_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest single value (column) in a backup's row stream, in bytes: SQLite's own limit on
+/// a value (`SQLITE_MAX_LENGTH`), so that whatever a store holds restores. (An audit block,
+/// one per group commit, has no byte limit of its own: 16 MiB, the limit before, is reached
+/// by a group of large transactions.)
+pub const BACKUP_VALUE_BYTES_MAX: usize = 1_000_000_000;
 /// Largest blob (one content-defined chunk) in a backup repository, in bytes.
 pub const BACKUP_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// Largest pack file a backup reader accepts, in bytes (the writer aims at 16 MiB).
@@ -85,3 +88,6 @@ pub const SEARCH_INCLUDED_RESOURCES_MAX: usize = 1_000;
 pub const SEARCH_COMPARTMENT_STREAMS_MAX: usize = 64;
 /// Resources read, decrypted and indexed per committed batch of a reindex.
 pub const REINDEX_BATCH_RESOURCES_MAX: usize = 500;
+/// Memory a restore gives each index it rebuilds (and each level of ledger nodes) before it
+/// sorts on disk instead, in bytes.
+pub const BACKUP_RESTORE_SORT_BYTES_MAX: usize = 256 * 1024 * 1024;

@@ -144,12 +144,30 @@ pub fn run(wrk_path: &Path, settings: WrkSettings, patients: usize) -> anyhow::R
             settings.connections, settings.duration_s
         ))
     };
-    announce("checked + audited");
-    let checked = serve_and_load(state, wrk_path, settings, &script, Some(&token))?;
-    announce("checked, no audit");
-    let unaudited = serve_and_load(danger_state(&store, false, true), wrk_path, settings, &script, Some(&token))?;
-    announce("unchecked, no audit");
-    let unchecked = serve_and_load(danger_state(&store, true, true), wrk_path, settings, &script, None)?;
+    // The first run would otherwise pay for warming the store's page caches alone.
+    crate::progress("[auth] warm-up: 3 s of reads, not measured");
+    let warm_up = WrkSettings { duration_s: 3, ..settings };
+    serve_and_load(danger_state(&store, true, true), wrk_path, warm_up, &script, None)?;
+    // Two rounds, interleaved, each configuration's better run kept: other work on the
+    // machine then weighs on all three alike instead of on whichever ran during it.
+    let better = |a: WrkRun, b: WrkRun| if b.requests_per_s() > a.requests_per_s() { b } else { a };
+    let mut rounds = Vec::new();
+    for round in 1..=2 {
+        announce(&format!("checked + audited (round {round} of 2)"));
+        let checked = serve_and_load(new_state(&store), wrk_path, settings, &script, Some(&token))?;
+        announce(&format!("checked, no audit (round {round} of 2)"));
+        let unaudited = serve_and_load(danger_state(&store, false, true), wrk_path, settings, &script, Some(&token))?;
+        announce(&format!("unchecked, no audit (round {round} of 2)"));
+        let unchecked = serve_and_load(danger_state(&store, true, true), wrk_path, settings, &script, None)?;
+        for (name, run) in [("checked", &checked), ("unaudited", &unaudited), ("unchecked", &unchecked)] {
+            anyhow::ensure!(run.is_clean(), "[auth] the {name} read run had failures: {run:?}");
+        }
+        rounds.push((checked, unaudited, unchecked));
+    }
+    let (first, second) = (rounds.remove(0), rounds.remove(0));
+    let checked = better(first.0, second.0);
+    let unaudited = better(first.1, second.1);
+    let unchecked = better(first.2, second.2);
     for (name, run) in [("checked", &checked), ("unaudited", &unaudited), ("unchecked", &unchecked)] {
         anyhow::ensure!(run.is_clean(), "[auth] the {name} read run had failures: {run:?}");
     }

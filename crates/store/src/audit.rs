@@ -92,8 +92,9 @@ impl Store {
         PendingAudit { recorded_ms: entry.recorded_ms, patients, record: entry.record }
     }
 
-    /// Queues audit records for the next group commit; `reply` gets the block's leaf
-    /// index once they are committed, or the error (and the access must then fail).
+    /// Queues audit records for the next group commit; `reply` gets `Ok` once they are
+    /// committed (to the audit journal or the database), or the error (and the access must
+    /// then fail).
     pub fn submit_audit(&self, entries: Vec<AuditEntry>, reply: AuditReply) -> Result<(), StoreError> {
         let pending = entries.into_iter().map(|entry| self.pending_audit(entry)).collect();
         self.engine.submit_audit(pending, reply)
@@ -101,7 +102,7 @@ impl Store {
 
     /// [`Store::submit_audit`], waiting for the commit (for the command line and for
     /// security events outside a request).
-    pub fn audit(&self, entries: Vec<AuditEntry>) -> Result<u64, StoreError> {
+    pub fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
         let (sender, receiver) = std::sync::mpsc::channel();
         self.submit_audit(
             entries,
@@ -121,6 +122,7 @@ impl Store {
         after_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<AuditBlockRow>, StoreError> {
+        self.engine.flush_audit()?;
         let after = after_seq.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
         self.engine.query(|c| {
             Ok(c.prepare_cached(
@@ -140,6 +142,7 @@ impl Store {
         before_seq: Option<u64>,
         limit: u32,
     ) -> Result<Vec<AuditBlockRow>, StoreError> {
+        self.engine.flush_audit()?;
         let before = before_seq.map_or(i64::MAX, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
         self.engine.query(|c| {
             Ok(c.prepare_cached(
@@ -183,6 +186,7 @@ impl Store {
 
     /// Every block from leaf `from_seq`, at most `limit` (for `verify`).
     pub fn audit_blocks_from(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditBlockRow>, StoreError> {
+        self.engine.flush_audit()?;
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         self.engine.query(|c| {
             Ok(c.prepare_cached(
@@ -228,6 +232,7 @@ impl Store {
         before: Option<AuditSlot>,
         limit: u32,
     ) -> Result<Vec<AuditSlot>, StoreError> {
+        self.engine.flush_audit()?;
         let token = self.keyring.compartment_token(patient_id);
         let (before_ms, before_block, before_slot) = before.map_or((i64::MAX, i64::MAX, i64::MAX), |b| {
             (b.recorded_ms, i64::try_from(b.block).unwrap_or(i64::MAX), i64::from(b.slot))

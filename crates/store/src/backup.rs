@@ -1,34 +1,43 @@
 //! The store's side of backups (`docs/format/backup-repository.md`): a logical dump read in
 //! one SQLite read transaction bound to the latest signed checkpoint, the keys and
-//! signatures a backup needs, and [`Rebuild`], which writes a new store from a dump and
-//! rebuilds the tables derived from `versions`.
+//! signatures a backup needs, and [`Rebuild`] (`rebuild.rs`), which writes a new store from a
+//! dump and rebuilds the tables derived from `versions`.
 //!
 //! Architecture invariants:
-//! - a dump sees exactly the versions its checkpoint covers (checked inside the read
-//!   transaction), so a snapshot is a signed state, never a torn one;
+//! - a dump holds exactly the ledger leaves its checkpoint covers (versions and audit blocks,
+//!   checked inside the read transaction), so a snapshot is a signed state, never a torn one:
+//!   audit blocks committed after that checkpoint (reads' audit-only groups are signed up to
+//!   `AUDIT_SYNC_MS` later) are left to the next snapshot, with their index rows;
 //! - ephemeral tables ([`EPHEMERAL_TABLES`]) are never dumped, so restoring never revives a
 //!   session or login ticket;
 //! - the store signs only backup texts that start with a backup domain line, so a backup
 //!   signature can never pass for a checkpoint.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+mod rebuild;
+mod sqlite_file;
 
 use medvault_crypto::Secret32;
-use medvault_ledger::{Hash, NodeStore, RootBuilder};
-use rusqlite::types::{Value, ValueRef};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+pub use rebuild::{Rebuild, RebuildTable, RebuiltLedger};
 
 use crate::engine::CheckpointRow;
 use crate::sqlite::DATABASE_FILE;
 use crate::{Store, StoreError};
 
-/// Tables never backed up: restored empty, so that a restore cannot revive stolen logins.
-pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets"];
+/// Tables never backed up, restored empty: sessions and login tickets, so that a restore
+/// cannot revive stolen logins; the search index, which a restored store rebuilds (its
+/// generations in `meta` are not dumped either, so the store knows it has none).
+pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets", "search_entries", "search_docs"];
+/// `meta` rows never backed up: the search index's generations (`index-token.md`).
+pub const EPHEMERAL_META: &[&str] = &["search_active", "search_building"];
 /// Tables rebuilt from `versions` on restore; their rows are not backed up.
-/// The search index's tables are rebuilt by a reindex after the restore (the `search_*`
-/// rows of `meta` are cleared, so the restored store asks for one).
-pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes", "search_entries", "search_docs"];
+pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
+/// Tables whose rows are ledger leaves or name one, and the column holding the leaf index:
+/// a dump keeps the rows of the leaves its checkpoint covers.
+pub const LEAF_BOUND_TABLES: &[(&str, &str)] =
+    &[("versions", "seq"), ("audit_blocks", "seq"), ("audit_by_patient", "block")];
 /// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
 pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
 /// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
@@ -83,6 +92,8 @@ pub struct DumpTable {
     pub columns: Vec<String>,
     pub content: TableContent,
     order_by: String,
+    /// For a [`LEAF_BOUND_TABLES`] table, its leaf-index column.
+    leaf_column: Option<&'static str>,
 }
 
 /// A patient key destroyed by crypto-shredding.
@@ -98,7 +109,7 @@ pub struct DestroyedKey {
 #[derive(Debug)]
 pub struct BackupDump {
     connection: Connection,
-    /// The latest signed checkpoint; it covers exactly the versions this dump sees.
+    /// The latest signed checkpoint; the dump holds exactly the leaves it covers.
     pub checkpoint: CheckpointRow,
     /// The recorded time of the last leaf the checkpoint covers (0 for an empty ledger).
     pub last_leaf_ms: i64,
@@ -133,22 +144,24 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
-        // Every ledger leaf is a version or a block of audit records (`audit.md`).
-        let (count, next): (i64, i64) = connection.query_row(
-            "SELECT (SELECT COUNT(*) FROM versions) + (SELECT COUNT(*) FROM audit_blocks),
-                    MAX((SELECT COALESCE(MAX(seq) + 1, 0) FROM versions), (SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_blocks))",
-            [],
+        let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
+        // Every ledger leaf is a version or a block of audit records (`audit.md`). The leaves
+        // below `size` must all be there; beyond it there may be audit blocks of reads, not
+        // yet signed (a write is signed before it commits, so never a version).
+        let (covered, next_version): (i64, i64) = connection.query_row(
+            "SELECT (SELECT COUNT(*) FROM versions WHERE seq < ?1) + (SELECT COUNT(*) FROM audit_blocks WHERE seq < ?1),
+                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM versions)",
+            [size],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let leaves: i64 = connection.query_row(
-            "SELECT COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0",
-            [],
-            |row| row.get(0),
+        let (leaves, next_leaf): (i64, i64) = connection.query_row(
+            "SELECT COUNT(*), COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0 AND node_index < ?1",
+            [size],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
-        if count != size || next != size || leaves != size {
+        if covered != size || next_version > size || leaves != size || next_leaf != size {
             return Err(StoreError::Corrupt(format!(
-                "the latest signed checkpoint covers {size} leaves but the store holds {count} versions and audit blocks and {leaves} leaves; run `medvault verify`"
+                "the latest signed checkpoint covers {size} leaves but the store holds {covered} versions and audit blocks and {leaves} leaf hashes below it, and versions up to {next_version}; run `medvault verify`"
             )));
         }
         let last_leaf_ms: i64 = if size == 0 {
@@ -240,7 +253,11 @@ fn read_schema(connection: &Connection) -> Result<(Vec<DumpTable>, Vec<String>),
         } else {
             TableContent::Rows
         };
-        tables.push(DumpTable { name, create_sql: sql, columns, content, order_by });
+        let leaf_column = LEAF_BOUND_TABLES.iter().find(|(table, _)| *table == name).map(|(_, column)| *column);
+        if leaf_column.is_some_and(|column| !columns.iter().any(|c| c == column)) {
+            return Err(StoreError::Corrupt(format!("the table {name} lacks its leaf-index column")));
+        }
+        tables.push(DumpTable { name, create_sql: sql, columns, content, order_by, leaf_column });
     }
     Ok((tables, schema))
 }
@@ -250,7 +267,8 @@ fn quote(identifier: &str) -> String {
 }
 
 impl BackupDump {
-    /// Streams a table's rows in primary-key order (format: "The logical dump"); returns the
+    /// Streams a table's rows in primary-key order (format: "The logical dump"), those of a
+    /// [`LEAF_BOUND_TABLES`] table only for the leaves the checkpoint covers; returns the
     /// number of rows. Tables that are not [`TableContent::Rows`] stream nothing.
     pub fn stream_rows(
         &self,
@@ -261,8 +279,16 @@ impl BackupDump {
             return Ok(0);
         }
         let columns = table.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let covered = match table.leaf_column {
+            Some(column) => format!("WHERE {} < {}", quote(column), self.checkpoint.tree_size),
+            None if table.name == "meta" => {
+                let names = EPHEMERAL_META.iter().map(|name| format!("'{name}'")).collect::<Vec<_>>().join(", ");
+                format!("WHERE name NOT IN ({names})")
+            }
+            None => String::new(),
+        };
         let mut statement = self.connection.prepare(&format!(
-            "SELECT {columns} FROM {} ORDER BY {}",
+            "SELECT {columns} FROM {} {covered} ORDER BY {}",
             quote(&table.name),
             table.order_by
         ))?;
@@ -286,11 +312,15 @@ impl BackupDump {
         Ok(count)
     }
 
-    /// Streams the ledger's leaf hashes (32 bytes each, leaf order); returns their number.
+    /// Streams the leaf hashes of the leaves the checkpoint covers (32 bytes each, leaf
+    /// order); returns their number.
     pub fn stream_leaf_hashes(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, StoreError> {
-        let mut statement =
-            self.connection.prepare("SELECT node_index, hash FROM ledger_nodes WHERE level = 0 ORDER BY node_index")?;
-        let mut rows = statement.query([])?;
+        let mut statement = self.connection.prepare(
+            "SELECT node_index, hash FROM ledger_nodes WHERE level = 0 AND node_index < ?1 ORDER BY node_index",
+        )?;
+        let size =
+            i64::try_from(self.checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
+        let mut rows = statement.query([size])?;
         let mut buffer = Vec::with_capacity(DUMP_BUFFER_BYTES + 64);
         let mut count = 0u64;
         while let Some(row) = rows.next()? {
@@ -341,244 +371,4 @@ fn encode_value(buffer: &mut Vec<u8>, value: ValueRef<'_>) -> Result<(), StoreEr
         }
     }
     Ok(())
-}
-
-/// Reads one value of the row stream; `None` at a clean end of stream (before a row).
-fn decode_value(reader: &mut dyn Read, first_of_row: bool) -> Result<Option<Value>, StoreError> {
-    let mut tag = [0u8; 1];
-    match reader.read(&mut tag) {
-        Ok(0) if first_of_row => return Ok(None),
-        Ok(0) => return Err(StoreError::Integrity("a dumped row is cut short".into())),
-        Ok(_) => {}
-        Err(error) => return Err(StoreError::Io(error.to_string())),
-    }
-    let mut read_exact = |buffer: &mut [u8]| {
-        reader.read_exact(buffer).map_err(|_| StoreError::Integrity("a dumped row is cut short".into()))
-    };
-    let mut word = [0u8; 8];
-    Ok(Some(match tag[0] {
-        TAG_NULL => Value::Null,
-        TAG_INTEGER => {
-            read_exact(&mut word)?;
-            Value::Integer(i64::from_be_bytes(word))
-        }
-        TAG_REAL => {
-            read_exact(&mut word)?;
-            Value::Real(f64::from_bits(u64::from_be_bytes(word)))
-        }
-        TAG_TEXT | TAG_BLOB => {
-            let mut length = [0u8; 4];
-            read_exact(&mut length)?;
-            let length = u32::from_be_bytes(length) as usize;
-            if length > medvault_base::limits::BACKUP_VALUE_BYTES_MAX {
-                return Err(StoreError::Integrity(format!("a dumped value of {length} bytes")));
-            }
-            let mut bytes = vec![0u8; length];
-            read_exact(&mut bytes)?;
-            if tag[0] == TAG_TEXT {
-                Value::Text(
-                    String::from_utf8(bytes).map_err(|_| StoreError::Integrity("dumped text is not UTF-8".into()))?,
-                )
-            } else {
-                Value::Blob(bytes)
-            }
-        }
-        other => return Err(StoreError::Integrity(format!("unknown value tag {other} in a dumped row"))),
-    }))
-}
-
-/// What a rebuilt store's ledger looks like.
-#[derive(Debug, Clone, Default)]
-pub struct RebuiltLedger {
-    pub leaves: u64,
-    /// The rebuilt root at each size asked for (those the ledger reached).
-    pub roots: Vec<(u64, Hash)>,
-}
-
-/// Writes a new store database from a dump. Nothing is visible as a store until
-/// [`Rebuild::finish`] has rebuilt the derived tables and synced the file.
-#[derive(Debug)]
-pub struct Rebuild {
-    connection: Connection,
-    data_dir: PathBuf,
-}
-
-impl Rebuild {
-    /// Creates `data_dir` (which must not exist, or be empty) and an empty database in it.
-    pub fn create(data_dir: &Path) -> Result<Self, StoreError> {
-        if data_dir.exists() {
-            let mut entries = std::fs::read_dir(data_dir).map_err(|e| StoreError::Io(e.to_string()))?;
-            if entries.next().is_some() {
-                return Err(StoreError::AlreadyExists(data_dir.display().to_string()));
-            }
-        } else {
-            crate::create_private_dir(data_dir)?;
-        }
-        let connection = Connection::open_with_flags(
-            data_dir.join(DATABASE_FILE),
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        // A half-built database is thrown away on failure, so no journal is needed until
-        // `finish` switches to the store's WAL mode and syncs; one writer, so an exclusive lock.
-        connection.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -262144; PRAGMA locking_mode = EXCLUSIVE; BEGIN;",
-        )?;
-        Ok(Self { connection, data_dir: data_dir.to_path_buf() })
-    }
-
-    /// Runs one `CREATE TABLE` statement from the dump.
-    pub fn create_table(&self, create_sql: &str) -> Result<(), StoreError> {
-        if !create_sql.trim_start().to_ascii_uppercase().starts_with("CREATE TABLE") {
-            return Err(StoreError::Integrity("a dumped table definition is not a CREATE TABLE".into()));
-        }
-        self.connection.execute_batch(create_sql)?;
-        Ok(())
-    }
-
-    /// Inserts a table's rows from its row stream; returns the number of rows.
-    pub fn insert_rows(&self, table: &str, columns: &[String], reader: &mut dyn Read) -> Result<u64, StoreError> {
-        if columns.is_empty() {
-            return Ok(0);
-        }
-        let names = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-        let marks = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let mut insert =
-            self.connection.prepare(&format!("INSERT INTO {} ({names}) VALUES ({marks})", quote(table)))?;
-        let mut row = Vec::with_capacity(columns.len());
-        let mut count = 0u64;
-        loop {
-            row.clear();
-            for index in 0..columns.len() {
-                match decode_value(reader, index == 0)? {
-                    Some(value) => row.push(value),
-                    None => return Ok(count),
-                }
-            }
-            insert.execute(rusqlite::params_from_iter(row.iter()))?;
-            count += 1;
-        }
-    }
-
-    /// Inserts the ledger's leaf hashes and rebuilds every complete subtree above them with
-    /// the ledger's own `append_nodes`; returns the rebuilt roots at `sizes`.
-    pub fn insert_leaf_hashes(&self, reader: &mut dyn Read, sizes: &[u64]) -> Result<RebuiltLedger, StoreError> {
-        let mut frontier = Frontier::default();
-        let mut builder = RootBuilder::new();
-        let mut rebuilt = RebuiltLedger::default();
-        let mut insert =
-            self.connection.prepare("INSERT INTO ledger_nodes (level, node_index, hash) VALUES (?1, ?2, ?3)")?;
-        let mut hash = [0u8; 32];
-        let mut index = 0u64;
-        if sizes.contains(&0) {
-            rebuilt.roots.push((0, builder.root()));
-        }
-        loop {
-            match read_full(reader, &mut hash)? {
-                0 => break,
-                32 => {}
-                _ => return Err(StoreError::Integrity("the leaf hashes end inside a hash".into())),
-            }
-            let nodes = medvault_ledger::append_nodes(index, hash, &frontier)
-                .map_err(|e| StoreError::Integrity(format!("rebuilding the ledger: {e}")))?;
-            for (level, node_index, node) in nodes {
-                let node_index =
-                    i64::try_from(node_index).map_err(|_| StoreError::Corrupt("ledger index overflow".into()))?;
-                insert.execute(params![level, node_index, &node[..]])?;
-                frontier.remember(level, node_index as u64, node);
-            }
-            builder.push(hash);
-            index += 1;
-            frontier.size = index;
-            if sizes.contains(&index) {
-                rebuilt.roots.push((index, builder.root()));
-            }
-        }
-        rebuilt.leaves = index;
-        Ok(rebuilt)
-    }
-
-    /// Sets a destroyed patient key's wrapped bytes to NULL (an erasure record applied);
-    /// returns whether the restored store held that key.
-    pub fn erase_key(&self, key: &DestroyedKey) -> Result<bool, StoreError> {
-        let key_id = i64::try_from(key.key_id).map_err(|_| StoreError::Corrupt("key id overflow".into()))?;
-        let changed = self.connection.execute(
-            "UPDATE keys SET wrapped = NULL, destroyed_ms = ?3 WHERE key_id = ?1 AND compartment = ?2 AND purpose = 3",
-            params![key_id, &key.compartment[..], key.destroyed_ms],
-        )?;
-        Ok(changed > 0)
-    }
-
-    /// Rebuilds `resources` from `versions`, runs the dump's other schema statements
-    /// (indexes, triggers, views), commits, switches to the store's WAL mode and syncs.
-    pub fn finish(self, schema: &[String]) -> Result<PathBuf, StoreError> {
-        self.connection.execute_batch(
-            "INSERT INTO resources (resource_key, resource_type, version, deleted, seq)
-             SELECT resource_key, resource_type, version, deleted, seq FROM versions
-             WHERE seq IN (SELECT MAX(seq) FROM versions GROUP BY resource_key) ORDER BY resource_key;",
-        )?;
-        for statement in schema {
-            self.connection.execute_batch(statement)?;
-        }
-        // The index tables are not restored: forget their generations, so the store is
-        // reindexed before it answers searches (`docs/format/index-token.md`).
-        self.connection.execute_batch("DELETE FROM meta WHERE name IN ('search_active', 'search_building');")?;
-        self.connection.execute_batch("COMMIT;")?;
-        let mode: String = self.connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Io(format!("SQLite refused WAL mode (got {mode})")));
-        }
-        drop(self.connection);
-        let path = self.data_dir.join(DATABASE_FILE);
-        let sync = |path: &Path| {
-            std::fs::File::open(path)
-                .and_then(|file| file.sync_all())
-                .map_err(|e| StoreError::Io(format!("cannot sync {}: {e}", path.display())))
-        };
-        sync(&path)?;
-        sync(&self.data_dir)?;
-        Ok(path)
-    }
-}
-
-fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<usize, StoreError> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(StoreError::Io(error.to_string())),
-        }
-    }
-    Ok(filled)
-}
-
-/// The right edge of the tree being rebuilt: all `append_nodes` needs.
-#[derive(Debug, Default)]
-struct Frontier {
-    size: u64,
-    last: Vec<Option<(u64, Hash)>>,
-}
-
-impl Frontier {
-    fn remember(&mut self, level: u8, index: u64, hash: Hash) {
-        let level = usize::from(level);
-        if self.last.len() <= level {
-            self.last.resize(level + 1, None);
-        }
-        self.last[level] = Some((index, hash));
-    }
-}
-
-impl NodeStore for Frontier {
-    fn node(&self, level: u8, index: u64) -> Result<Option<Hash>, medvault_ledger::LedgerError> {
-        if level == 0 && index >= self.size {
-            return Ok(None);
-        }
-        match self.last.get(usize::from(level)) {
-            Some(Some((cached, hash))) if *cached == index => Ok(Some(*hash)),
-            _ => Err(medvault_ledger::LedgerError::MissingNode { level, index }),
-        }
-    }
 }

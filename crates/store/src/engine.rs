@@ -57,6 +57,18 @@ pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
         let _ = (leaf_index, block);
         Err("this signer seals no audit blocks".into())
     }
+
+    /// Seals frame `sequence` of the audit journal (`docs/format/audit.md`).
+    fn seal_audit_journal(&self, sequence: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (sequence, frame);
+        Err("this signer seals no audit journal".into())
+    }
+
+    /// Opens frame `sequence` of the audit journal; an altered or moved frame fails.
+    fn open_audit_journal(&self, sequence: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (sequence, sealed);
+        Err("this signer opens no audit journal".into())
+    }
 }
 
 /// One audit record on its way to the writer: its encoded bytes (sealed there, in a block
@@ -89,7 +101,7 @@ pub struct AuditSlot {
 }
 
 /// Called once with the audit block's leaf index when the group commits, or the error.
-pub type AuditReply = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
+pub type AuditReply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CurrentState {

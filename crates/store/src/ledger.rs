@@ -45,6 +45,26 @@ impl CheckpointSigner for LedgerSigner {
         let identity = crate::audit::block_identity(&self.store_id, &key);
         self.audit.seal(&identity, block).map_err(|e| e.to_string())
     }
+
+    fn seal_audit_journal(&self, sequence: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
+        let key = crate::journal::frame_key(sequence);
+        self.audit.seal(&journal_identity(&self.store_id, &key), frame).map_err(|e| e.to_string())
+    }
+
+    fn open_audit_journal(&self, sequence: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let key = crate::journal::frame_key(sequence);
+        self.audit.open(&journal_identity(&self.store_id, &key), sealed).map_err(|e| e.to_string())
+    }
+}
+
+fn journal_identity<'a>(store_id: &'a [u8; 16], key: &'a [u8; 16]) -> medvault_crypto::RecordIdentity<'a> {
+    medvault_crypto::RecordIdentity {
+        store_id,
+        resource_type: crate::journal::AUDIT_JOURNAL_TYPE,
+        resource_key: key,
+        version: 1,
+        deleted: false,
+    }
 }
 
 /// A signer for benchmark stores that keep no ledger (`danger-benchmark-unsealed` feature).

@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod audit;
 pub mod backup;
 pub mod engine;
+mod journal;
 pub mod keyring;
 pub mod ledger;
 pub mod search;

@@ -15,6 +15,7 @@ use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WR
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::engine::*;
+use crate::journal::{Appended, AuditJournal, Taken};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
@@ -29,6 +30,12 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// Longest time a committed audit record of a read waits for a sync (power-loss safety).
 pub const AUDIT_SYNC_MS: u64 = 100;
+/// Records in one audit block made from the audit journal: a report that needs one record
+/// opens a small block.
+pub const AUDIT_JOURNAL_BLOCK_RECORDS: usize = 256;
+/// Records the audit journal holds before the database takes them; beyond, records go
+/// through the writer, which takes the journal's first and makes their callers wait.
+pub const AUDIT_JOURNAL_RECORDS_MAX: usize = 50_000;
 
 /// How often another process's commits are looked for (see `SqliteEngine::change_marker`).
 pub const CHANGE_POLL_MS: u64 = 50;
@@ -37,7 +44,7 @@ pub const CHANGE_POLL_MS: u64 = 50;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeMarker {
     commits: u64,
-    data_version: i64,
+    generation: i64,
 }
 
 const SCHEMA: &str = "
@@ -230,6 +237,11 @@ enum WriterJob {
     Audit(Vec<PendingAudit>, Option<AuditReply>),
     InsertToken(TokenRow, Sender<Result<(), StoreError>>),
     RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
+    /// Moves what the audit journal holds into the database (before an audit query).
+    Flush(Sender<Result<(), StoreError>>),
+    /// The audit journal got its first record since the writer last took them: take them
+    /// within `AUDIT_SYNC_MS`.
+    Nudge,
 }
 
 impl WriterJob {
@@ -249,14 +261,16 @@ pub struct SqliteEngine {
     path: PathBuf,
     signer: SharedSigner,
     readers: Mutex<Vec<Connection>>,
-    /// A connection that only answers `PRAGMA data_version`: it changes whenever any other
-    /// connection (this process's writer, or another process) commits. Polled at most
+    /// A connection that only reads `meta.data_generation`, which every commit that changes
+    /// more than the audit trail increments (in this process or another). Polled at most
     /// every `CHANGE_POLL_MS`, with the time of the last poll.
     watch: Mutex<(Connection, i64, Option<std::time::Instant>)>,
     /// Group commits of this process's writer, counted before any of their replies.
     commits: std::sync::Arc<AtomicU64>,
     writer: Mutex<Option<SyncSender<WriterJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The audit journal, if this process holds its lock (`docs/format/audit.md`).
+    journal: Option<std::sync::Arc<AuditJournal>>,
 }
 
 impl SqliteEngine {
@@ -316,9 +330,13 @@ impl SqliteEngine {
         let writer_signer = signer.clone();
         let commits = std::sync::Arc::new(AtomicU64::new(0));
         let writer_commits = commits.clone();
+        let journal = AuditJournal::open(path)?.map(std::sync::Arc::new);
+        let writer_journal = journal.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
-            .spawn(move || writer_loop(writer_connection, receiver, writer_signer, writer_commits, wal_path))
+            .spawn(move || {
+                writer_loop(writer_connection, receiver, writer_signer, writer_commits, wal_path, writer_journal)
+            })
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -328,6 +346,7 @@ impl SqliteEngine {
             commits,
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
+            journal,
         })
     }
 
@@ -362,27 +381,73 @@ impl SqliteEngine {
         self.submit(|reply| WriterJob::Exec(Some(statement), reply))
     }
 
-    /// A marker that changes when this process's writer commits (at once: it is counted
-    /// before the commit's replies) and when another process commits (seen within
-    /// `CHANGE_POLL_MS`, through SQLite's `data_version`): caches derived from stored rows
-    /// are valid while it stays the same.
+    /// A marker that changes when this process's writer commits a change of more than the
+    /// audit trail (at once: it is counted before the commit's replies) and when another
+    /// process does (seen within `CHANGE_POLL_MS`, through `meta.data_generation`): caches
+    /// derived from stored rows are valid while it stays the same. Moving audit records
+    /// into the database changes nothing such a cache holds, so it leaves the marker alone.
     pub(crate) fn change_marker(&self) -> Result<ChangeMarker, StoreError> {
         let commits = self.commits.load(Ordering::SeqCst);
         let mut watch = self.watch.lock().map_err(|_| StoreError::Poisoned)?;
         let fresh = watch.2.is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(CHANGE_POLL_MS));
         if !fresh {
-            let version: i64 = watch.0.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))?;
-            watch.1 = version;
+            let generation: Option<i64> = watch
+                .0
+                .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'data_generation'")?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            watch.1 = generation.unwrap_or(0);
             watch.2 = Some(std::time::Instant::now());
         }
-        Ok(ChangeMarker { commits, data_version: watch.1 })
+        Ok(ChangeMarker { commits, generation: watch.1 })
     }
 
     /// Queues audit records for the next group commit; `reply` gets the block's leaf index
     /// once they are committed, or the error (then the access must not be answered).
     pub(crate) fn submit_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
         let sender = self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed)?;
-        sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+        let signer = self.signer.lock().map_err(|_| StoreError::Poisoned)?.clone();
+        match (&self.journal, signer) {
+            // Committed here, on the caller's thread: one sealed `write` to the journal, no
+            // hand-over to the writer thread and back.
+            (Some(journal), Some(signer)) if !signer.danger_skips_ledger() => {
+                #[cfg(feature = "fault-injection")]
+                let injected = FAIL_AUDIT.load(Ordering::SeqCst);
+                #[cfg(not(feature = "fault-injection"))]
+                let injected = false;
+                let result = if injected {
+                    Err(StoreError::Io("audit storage failure (injected)".into()))
+                } else {
+                    journal.append(records, &*signer)
+                };
+                match result {
+                    Ok(Appended::First) => {
+                        // The writer takes the records within AUDIT_SYNC_MS; when its queue
+                        // is full it is busy, and every commit of its takes them anyway.
+                        let _ = sender.try_send(WriterJob::Nudge);
+                        reply(Ok(()));
+                    }
+                    Ok(Appended::More) => reply(Ok(())),
+                    // The database is behind: these records go through the writer, which
+                    // takes the journal's first and makes this caller wait its turn.
+                    Ok(Appended::Full(records)) => {
+                        return sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
+                        reply(Err(error));
+                    }
+                }
+                Ok(())
+            }
+            _ => sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
+        }
+    }
+
+    /// Moves the audit records this process's journal holds into the database, so a query
+    /// that follows sees every record committed before it.
+    pub(crate) fn flush_audit(&self) -> Result<(), StoreError> {
+        self.submit(WriterJob::Flush)
     }
 
     /// Runs a read on a pooled reader connection.
@@ -472,24 +537,42 @@ fn writer_loop(
     signer: SharedSigner,
     commits: std::sync::Arc<AtomicU64>,
     wal_path: PathBuf,
+    journal: Option<std::sync::Arc<AuditJournal>>,
 ) {
     let mut frontier = Frontier::default();
-    // Commits made without a sync of their own (audit-only groups) are synced by the next
-    // synced commit, or here, after AUDIT_SYNC_MS without one. A crash may have left such
-    // leaves without a checkpoint: they are signed before anything else.
+    let journal = journal.as_deref();
+    let moved = journal_moved(&connection).unwrap_or_else(|error| {
+        tracing::error!(%error, "reading how far the audit journal was moved failed");
+        0
+    });
+    if let Some(journal) = journal {
+        if let Err(error) = journal.continue_after(moved) {
+            tracing::error!(%error, "the audit journal is unusable");
+        }
+    }
+    let mut writer = WriterState { commits: &commits, wal_path: &wal_path, journal, moved };
+    // Audit records committed without a sync (to the journal, or in audit-only groups when
+    // another process holds the journal) are moved, synced and signed by the next synced
+    // commit, or here, after AUDIT_SYNC_MS without one. A crash may have left such records
+    // or leaves: they are settled before anything else.
     let mut unsynced = true;
     let mut unsynced_since = std::time::Instant::now();
     let sync_every = std::time::Duration::from_millis(AUDIT_SYNC_MS);
+    let settle = |connection: &mut Connection, frontier: &mut Frontier, writer: &mut WriterState<'_>| {
+        let signer = signer.lock().ok().and_then(|s| s.clone());
+        let Some(signer) = signer else { return SyncState::Unchanged };
+        commit_group(connection, Vec::new(), Some(&*signer), frontier, writer, true)
+    };
     loop {
         let first = if unsynced {
             let wait = sync_every.saturating_sub(unsynced_since.elapsed());
             match receiver.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let signer = signer.lock().ok().and_then(|s| s.clone());
-                    match sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
-                        Ok(()) => unsynced = false,
-                        Err(error) => tracing::error!(%error, "syncing and signing the audit trail failed"),
+                    match settle(&mut connection, &mut frontier, &mut writer) {
+                        SyncState::Synced => unsynced = false,
+                        // Tried again after another AUDIT_SYNC_MS (the failure is logged).
+                        _ => unsynced_since = std::time::Instant::now(),
                     }
                     continue;
                 }
@@ -512,11 +595,28 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // A nudge only starts the clock; a query of the audit trail that finds nothing in
+        // the journal needs no commit.
+        let journaled = journal.is_some_and(AuditJournal::has_staged);
+        if jobs.iter().all(|job| matches!(job, WriterJob::Flush(..) | WriterJob::Nudge))
+            && (!journaled || jobs.iter().all(|job| matches!(job, WriterJob::Nudge)))
+        {
+            for job in jobs {
+                if let WriterJob::Flush(reply) = job {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            if journaled && !unsynced {
+                unsynced = true;
+                unsynced_since = std::time::Instant::now();
+            }
+            continue;
+        }
         let signer = signer.lock().ok().and_then(|s| s.clone());
         // Under a steady stream of reads there is no idle moment: a group that comes due
         // is synced and signed itself.
         let force_sync = unsynced && unsynced_since.elapsed() >= sync_every;
-        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &commits, force_sync, &wal_path) {
+        match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &mut writer, force_sync) {
             SyncState::Synced => unsynced = false,
             SyncState::Unsynced => {
                 if !unsynced {
@@ -526,36 +626,41 @@ fn writer_loop(
             }
             SyncState::Unchanged => {}
         }
+        // Records appended while the group committed wait for the next one, or the clock.
+        if !unsynced && journal.is_some_and(AuditJournal::has_staged) {
+            unsynced = true;
+            unsynced_since = std::time::Instant::now();
+        }
     }
-    if unsynced {
-        let signer = signer.lock().ok().and_then(|s| s.clone());
-        if let Err(error) = sign_pending(&mut connection, signer.as_deref(), &mut frontier, &wal_path) {
-            tracing::error!(%error, "syncing and signing the audit trail at close failed");
+    if unsynced || journal.is_some_and(AuditJournal::has_staged) {
+        if let SyncState::Unchanged = settle(&mut connection, &mut frontier, &mut writer) {
+            tracing::error!("syncing and signing the audit trail at close failed");
         }
     }
 }
 
-/// Signs a checkpoint over leaves no checkpoint covers yet (audit blocks of audit-only
-/// groups, which sign none of their own), in a synced transaction: it makes those
-/// commits durable too. Also run when the writer starts (a crash may have left some).
-fn sign_pending(
-    connection: &mut Connection,
-    signer: Option<&dyn CheckpointSigner>,
-    frontier: &mut Frontier,
-    wal_path: &Path,
-) -> Result<(), StoreError> {
-    let Some(signer) = signer.filter(|s| !s.danger_skips_ledger()) else { return Ok(()) };
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let size = ledger_size_of(&transaction)?;
-    let covered: Option<i64> = transaction.query_row("SELECT MAX(tree_size) FROM checkpoints", [], |row| row.get(0))?;
-    if size > 0 && covered.and_then(|c| u64::try_from(c).ok()) != Some(size) {
-        if frontier.size != size {
-            *frontier = Frontier { size, last: Vec::new() };
-        }
-        insert_checkpoint(&transaction, signer, size, frontier)?;
+/// What the writer thread keeps between group commits, besides the ledger's frontier.
+struct WriterState<'a> {
+    /// Commits that changed more than the audit trail (see `change_marker`).
+    commits: &'a AtomicU64,
+    wal_path: &'a Path,
+    journal: Option<&'a AuditJournal>,
+    /// The last audit journal frame the database holds (`meta.audit_journal_seq`).
+    moved: u64,
+}
+
+/// The last audit journal frame the database holds (`meta.audit_journal_seq`).
+fn journal_moved(connection: &Connection) -> Result<u64, StoreError> {
+    let value: Option<Vec<u8>> = connection
+        .query_row("SELECT value FROM meta WHERE name = 'audit_journal_seq'", [], |row| row.get(0))
+        .optional()?;
+    match value {
+        None => Ok(0),
+        Some(value) => std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("meta.audit_journal_seq is not a number".into())),
     }
-    transaction.commit()?;
-    sync_wal(wal_path)
 }
 
 fn wal_path_of(database: &Path) -> PathBuf {
@@ -699,30 +804,62 @@ fn commit_group(
     mut jobs: Vec<WriterJob>,
     signer: Option<&dyn CheckpointSigner>,
     frontier: &mut Frontier,
-    commits: &AtomicU64,
+    writer: &mut WriterState<'_>,
     force_sync: bool,
-    wal_path: &Path,
 ) -> SyncState {
+    let WriterState { commits, wal_path, journal, moved } = writer;
+    let journal = *journal;
     let mut outcomes = Vec::with_capacity(jobs.len());
     // A group of audit records alone commits without its own sync: a read's audit record is
     // committed (it survives a crash of the process) before the read is answered, and is
     // synced with the next write or within AUDIT_SYNC_MS. Anything else syncs (FULL).
     let audit_only = !force_sync && jobs.iter().all(|job| matches!(job, WriterJob::Audit(..)));
-    let mut audit_leaf = None;
+    let skip_ledger = signer.is_some_and(|s| s.danger_skips_ledger());
+    // Whether caches derived from stored rows must be dropped (`change_marker`).
+    let changes_data =
+        jobs.iter().any(|job| !matches!(job, WriterJob::Audit(..) | WriterJob::Flush(..) | WriterJob::Nudge));
+    // With a journal, records reach the writer as jobs only when the journal is full: they
+    // are committed with a sync, after the journal's.
+    let audit_only = audit_only && journal.is_none();
+    // Records the journal holds go into this commit, before the group's own.
+    let mut journaled: Option<Taken> = None;
     let commit = (|| -> Result<(), StoreError> {
+        if let (Some(journal), Some(signer)) = (journal, signer) {
+            if !skip_ledger && !audit_only {
+                journaled = journal.take(*moved, signer)?;
+            }
+        }
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Read inside the transaction: another process may have grown the ledger.
-        let skip_ledger = signer.is_some_and(|s| s.danger_skips_ledger());
         let size_before =
             if skip_ledger { next_leaf_of_versions(&transaction)? } else { ledger_size_of(&transaction)? };
         if frontier.size != size_before {
             *frontier = Frontier { size: size_before, last: Vec::new() };
         }
         let mut size = size_before;
+        // Records committed to the journal come first: they were committed before this group.
+        if let (Some(Taken { records: staged, sequence }), Some(signer)) = (&journaled, signer) {
+            #[cfg(feature = "fault-injection")]
+            if FAIL_AUDIT.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("audit storage failure (injected)".into()));
+            }
+            let staged: Vec<&PendingAudit> = staged.iter().collect();
+            let mut index = Vec::with_capacity(staged.len());
+            for block in staged.chunks(AUDIT_JOURNAL_BLOCK_RECORDS) {
+                apply_audit_block(&transaction, block, size, frontier, signer, &mut index)?;
+                size += 1;
+            }
+            insert_audit_index(&transaction, index)?;
+            transaction.execute(
+                "INSERT INTO meta (name, value) VALUES ('audit_journal_seq', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [sequence.to_string().as_bytes()],
+            )?;
+        }
         for job in jobs.iter_mut() {
             // Audit records are written after the jobs, in the group's block: nothing to
             // roll back, so no savepoint (each costs two statements).
-            if matches!(job, WriterJob::Audit(..)) {
+            if matches!(job, WriterJob::Audit(..) | WriterJob::Flush(..) | WriterJob::Nudge) {
                 outcomes.push(Applied::Audit);
                 continue;
             }
@@ -739,7 +876,7 @@ fn commit_group(
                 }
                 WriterJob::InsertToken(token, _) => Applied::Token(apply_insert_token(&savepoint, token)),
                 WriterJob::RevokeTokens(client, at_ms, _) => Applied::Revoked(apply_revoke(&savepoint, client, *at_ms)),
-                WriterJob::Audit(..) => Applied::Audit,
+                WriterJob::Audit(..) | WriterJob::Flush(..) | WriterJob::Nudge => Applied::Audit,
             };
             let keep = match &applied {
                 Applied::Versions(result) => matches!(result, Ok(Ok(_))),
@@ -774,7 +911,9 @@ fn commit_group(
             if FAIL_AUDIT.load(Ordering::SeqCst) {
                 return Err(StoreError::Io("audit storage failure (injected)".into()));
             }
-            audit_leaf = Some(apply_audit_block(&transaction, &records, size, frontier, signer)?);
+            let mut index = Vec::with_capacity(records.len());
+            apply_audit_block(&transaction, &records, size, frontier, signer, &mut index)?;
+            insert_audit_index(&transaction, index)?;
             size += 1;
         }
         // No write is acknowledged before a signed checkpoint covers it. A group of audit
@@ -796,19 +935,40 @@ fn commit_group(
                 }
             }
         }
+        if changes_data {
+            transaction.execute(
+                "INSERT INTO meta (name, value) VALUES ('data_generation', '1')
+                 ON CONFLICT (name) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                [],
+            )?;
+        }
         transaction.commit()?;
         Ok(())
     })();
     let mut commit = commit;
-    if commit.is_ok() {
+    if commit.is_ok() && changes_data {
         // Before any reply: a client that hears of this commit and asks again sees it.
         commits.fetch_add(1, Ordering::SeqCst);
+    }
+    if commit.is_ok() {
         // A write (and anything not only audit records) is durable before its reply.
         if !audit_only {
             if let Err(error) = sync_wal(wal_path) {
                 tracing::error!(%error, "a commit could not be synced to disk; its clients are told it failed");
                 commit = Err(error);
             }
+        }
+    }
+    if let (Some(journal), Some(taken)) = (journal, journaled) {
+        let result = if commit.is_ok() {
+            // The database holds these records, synced: the journal may forget them.
+            *moved = taken.sequence;
+            journal.settled(*moved)
+        } else {
+            journal.put_back(taken)
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "the audit journal could not be updated after a commit");
         }
     }
     for (job, applied) in jobs.into_iter().zip(outcomes.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
@@ -829,11 +989,18 @@ fn commit_group(
             }
             (WriterJob::Audit(_, reply), _) => {
                 if let Some(reply) = reply {
-                    reply(match (&commit, audit_leaf) {
-                        (Ok(()), Some(leaf)) => Ok(leaf),
-                        _ => Err(failure()),
+                    reply(match &commit {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(failure()),
                     });
                 }
+            }
+            (WriterJob::Nudge, _) => {}
+            (WriterJob::Flush(reply), _) => {
+                let _ = reply.send(match &commit {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(failure()),
+                });
             }
             (WriterJob::InsertToken(_, reply), Some(Applied::Token(result))) if commit.is_ok() => {
                 let _ = reply.send(result);
@@ -874,15 +1041,19 @@ enum SyncState {
 #[cfg(feature = "fault-injection")]
 pub static FAIL_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Writes one sealed block of audit records as ledger leaf `leaf_index`, with its index
-/// rows; returns the leaf index.
+/// A row of `audit_by_patient`: patient token, recorded_ms, block, slot.
+type AuditIndexRow = ([u8; 32], i64, i64, usize);
+
+/// Writes one sealed block of audit records as ledger leaf `leaf_index`; adds its index
+/// rows to `index` (see [`insert_audit_index`]).
 fn apply_audit_block(
     connection: &Connection,
     records: &[&PendingAudit],
     leaf_index: u64,
     frontier: &mut Frontier,
     signer: &dyn CheckpointSigner,
-) -> Result<u64, StoreError> {
+    index: &mut Vec<AuditIndexRow>,
+) -> Result<(), StoreError> {
     let mut block = Vec::with_capacity(4 + records.iter().map(|r| r.record.len() + 4).sum::<usize>());
     let count = u32::try_from(records.len()).map_err(|_| StoreError::Corrupt("too many audit records".into()))?;
     block.extend_from_slice(&count.to_be_bytes());
@@ -905,15 +1076,23 @@ fn apply_audit_block(
     connection
         .prepare_cached("INSERT INTO audit_blocks (seq, first_ms, last_ms, count, sealed) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![seq, first_ms, last_ms, count, sealed])?;
-    let mut index = connection.prepare_cached(
+    for (slot, record) in records.iter().enumerate() {
+        index.extend(record.patients.iter().map(|patient| (*patient, record.recorded_ms, seq, slot)));
+    }
+    Ok(())
+}
+
+/// Inserts index rows in key order: a batch then touches each page of the index once, in
+/// order, instead of at random.
+fn insert_audit_index(connection: &Connection, mut rows: Vec<AuditIndexRow>) -> Result<(), StoreError> {
+    rows.sort_unstable();
+    let mut insert = connection.prepare_cached(
         "INSERT INTO audit_by_patient (patient, recorded_ms, block, slot) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?;
-    for (slot, record) in records.iter().enumerate() {
-        for patient in &record.patients {
-            index.execute(params![&patient[..], record.recorded_ms, seq, slot])?;
-        }
+    for (patient, recorded_ms, block, slot) in rows {
+        insert.execute(params![&patient[..], recorded_ms, block, slot])?;
     }
-    Ok(leaf_index)
+    Ok(())
 }
 
 fn insert_key(connection: &Connection, key: &NewKey) -> Result<u64, StoreError> {

@@ -45,13 +45,15 @@ fn records_are_committed_found_by_patient_and_covered_by_the_ledger() {
     let dir = TempDir::new("audit-store");
     let store = store(&dir);
     store.write(&[patient("p1"), patient("p2")], "test").expect("write");
-    let leaf =
-        store.audit(vec![entry(1_000, &["p1"], "read p1"), entry(2_000, &["p1", "p2"], "read both")]).expect("audit");
+    store.audit(vec![entry(1_000, &["p1"], "read p1"), entry(2_000, &["p1", "p2"], "read both")]).expect("audit");
     // A write and its record, in one commit.
     let written =
         store.write_audited(&[patient("p3")], "test", None, &[entry(3_000, &["p3"], "create p3")]).expect("write");
     store.audit(vec![entry(4_000, &["p2"], "read p2")]).expect("audit");
-    assert_eq!(leaf, 2, "the block follows the two versions in the ledger");
+    let blocks = store.audit_blocks(0, i64::MAX, None, 10).expect("blocks");
+    let positions: Vec<(u64, u32)> = blocks.iter().map(|b| (b.seq, b.count)).collect();
+    // The reads' block follows the two versions; the write's version and its record follow.
+    assert_eq!(positions, [(2, 2), (4, 1), (5, 1)]);
     assert_eq!(written[0].leaf_index, 3);
 
     let slots = store.audit_slots_of_patient("p1", 0, i64::MAX, None, 10).expect("query");

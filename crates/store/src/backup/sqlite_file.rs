@@ -1,0 +1,1015 @@
+//! Writes a SQLite database file page by page (file format 3,
+//! <https://www.sqlite.org/fileformat2.html>): the restore's way to lay down a store's
+//! b-trees in one sequential pass instead of a million `INSERT`s (decision 0001).
+//!
+//! It knows pages, cells, records and b-trees, nothing of medvault. Callers hand each tree
+//! its entries already in key order; a rowid tree checks that its rowids increase.
+//!
+//! Invariants (asserted in release builds: a broken one stops the restore, it never leaves
+//! a malformed file):
+//! - pages are written in the order they are numbered, each exactly once; the lock-byte page
+//!   (the page holding byte offset 2^30) is written as zeros and never used;
+//! - every b-tree is balanced (all leaves at one depth), and every page except a root holds at
+//!   least one cell, so SQLite's `integrity_check` finds nothing to report (the tests run it);
+//! - page 1 is written last, so a file cut short by a crash is not a database at all.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
+
+/// The page size of a new store (SQLite's default, what `Store::create` gets).
+pub const PAGE_BYTES: usize = 4096;
+/// Bytes written to the file in one call.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Bytes written between two syncs on the syncing thread (the last sync then has little left).
+const SYNC_EVERY_BYTES: usize = 64 * 1024 * 1024;
+/// Offset of SQLite's lock bytes; the page that holds it is never used.
+const PENDING_BYTE_OFFSET: u64 = 0x4000_0000;
+/// The 100-byte database header at the start of page 1.
+const HEADER_BYTES: usize = 100;
+
+const LEAF_TABLE: u8 = 0x0d;
+const INTERIOR_TABLE: u8 = 0x05;
+const LEAF_INDEX: u8 = 0x0a;
+const INTERIOR_INDEX: u8 = 0x02;
+
+/// The page number that holds SQLite's lock bytes.
+pub fn lock_byte_page() -> u32 {
+    (PENDING_BYTE_OFFSET / PAGE_BYTES as u64) as u32 + 1
+}
+
+/// A database file being written, page 1 last.
+#[derive(Debug)]
+pub struct PageFile {
+    writer: BufWriter<File>,
+    /// The next page number `write` accepts.
+    next_write: u32,
+    /// The last page number handed out.
+    last_allocated: u32,
+    /// Wakes a thread that syncs what was written so far while pages keep coming (dropped
+    /// unfinished, the thread ends at its next wake-up).
+    syncer: Option<(SyncSender<()>, JoinHandle<std::io::Result<()>>)>,
+    unsynced_bytes: usize,
+}
+
+impl PageFile {
+    /// Creates the file (it must not exist) with a placeholder of zeros for page 1.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path)?;
+        let for_syncs = file.try_clone()?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new().name("restore-sync".into()).spawn(move || {
+            while woken.recv().is_ok() {
+                for_syncs.sync_data()?;
+            }
+            Ok(())
+        })?;
+        let mut page_file = Self {
+            writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+            next_write: 1,
+            last_allocated: 0,
+            syncer: Some((wake, thread)),
+            unsynced_bytes: 0,
+        };
+        let first = page_file.allocate();
+        page_file.write(first, &[0u8; PAGE_BYTES])?;
+        Ok(page_file)
+    }
+
+    /// The next free page number. Pages must then be written in the order they were allocated.
+    pub fn allocate(&mut self) -> u32 {
+        self.last_allocated += 1;
+        if self.last_allocated == lock_byte_page() {
+            self.last_allocated += 1;
+        }
+        assert!(self.last_allocated < u32::MAX / 2, "a database of 2^31 pages");
+        self.last_allocated
+    }
+
+    pub fn write(&mut self, page: u32, bytes: &[u8]) -> std::io::Result<()> {
+        assert_eq!(bytes.len(), PAGE_BYTES, "a page is {PAGE_BYTES} bytes");
+        if self.next_write == lock_byte_page() {
+            self.writer.write_all(&[0u8; PAGE_BYTES])?;
+            self.next_write += 1;
+        }
+        assert_eq!(page, self.next_write, "pages are written in the order they were allocated");
+        assert!(page <= self.last_allocated, "page {page} was not allocated");
+        self.writer.write_all(bytes)?;
+        self.next_write += 1;
+        self.unsynced_bytes += PAGE_BYTES;
+        if self.unsynced_bytes >= SYNC_EVERY_BYTES {
+            self.unsynced_bytes = 0;
+            if let Some((wake, _)) = &self.syncer {
+                // A sync still running will pick these pages up too.
+                let _ = wake.try_send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates and writes one page.
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<u32> {
+        let page = self.allocate();
+        self.write(page, bytes)?;
+        Ok(page)
+    }
+
+    /// Writes the schema table (rooted at page 1) and the header, and returns the file,
+    /// flushed but not yet synced.
+    pub fn finish(mut self, schema: &[SchemaRow]) -> std::io::Result<File> {
+        let page_one = schema_root(&mut self, schema)?;
+        assert_eq!(self.next_write, self.last_allocated + 1, "every allocated page was written");
+        let page_count = self.last_allocated;
+        self.stop_syncing()?;
+        let mut file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        let mut page = page_one;
+        page[..HEADER_BYTES].copy_from_slice(&database_header(page_count));
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&page)?;
+        file.flush()?;
+        Ok(file)
+    }
+}
+
+impl PageFile {
+    /// Ends the syncing thread; returns its error, if a sync failed.
+    fn stop_syncing(&mut self) -> std::io::Result<()> {
+        let Some((wake, thread)) = self.syncer.take() else { return Ok(()) };
+        drop(wake);
+        thread.join().map_err(|_| std::io::Error::other("the syncing thread panicked"))?
+    }
+}
+
+/// One row of `sqlite_schema`.
+#[derive(Debug, Clone)]
+pub struct SchemaRow {
+    pub kind: String,
+    pub name: String,
+    pub table_name: String,
+    pub root_page: u32,
+    pub sql: Option<String>,
+}
+
+/// A value of a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+/// Appends a record (header of serial types, then the values) to `out`.
+pub fn encode_record<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = Val<'a>> + Clone) {
+    let mut header_bytes = 0usize;
+    for value in values.clone() {
+        header_bytes += varint_len(serial_type(value));
+    }
+    // The header's length counts its own varint: the smallest consistent length.
+    let mut own = 1;
+    while varint_len((header_bytes + own) as u64) != own {
+        own += 1;
+    }
+    let total = header_bytes + own;
+    put_varint(out, total as u64);
+    for value in values.clone() {
+        put_varint(out, serial_type(value));
+    }
+    for value in values {
+        match value {
+            Val::Null => {}
+            Val::Int(integer) => {
+                let length = integer_bytes(integer);
+                out.extend_from_slice(&integer.to_be_bytes()[8 - length..]);
+            }
+            Val::Real(real) => out.extend_from_slice(&real.to_bits().to_be_bytes()),
+            Val::Text(bytes) | Val::Blob(bytes) => out.extend_from_slice(bytes),
+        }
+    }
+}
+
+fn serial_type(value: Val<'_>) -> u64 {
+    match value {
+        Val::Null => 0,
+        Val::Int(0) => 8,
+        Val::Int(1) => 9,
+        Val::Int(integer) => match integer_bytes(integer) {
+            1 => 1,
+            2 => 2,
+            3 => 3,
+            4 => 4,
+            6 => 5,
+            _ => 6,
+        },
+        Val::Real(_) => 7,
+        Val::Blob(bytes) => 12 + 2 * bytes.len() as u64,
+        Val::Text(bytes) => 13 + 2 * bytes.len() as u64,
+    }
+}
+
+/// Bytes of an integer's body: SQLite's smallest of 1, 2, 3, 4, 6, 8 (0 for 0 and 1).
+fn integer_bytes(integer: i64) -> usize {
+    if integer == 0 || integer == 1 {
+        return 0;
+    }
+    let magnitude = if integer < 0 { !integer } else { integer } as u64;
+    match magnitude {
+        0..=0x7f => 1,
+        0x80..=0x7fff => 2,
+        0x8000..=0x7f_ffff => 3,
+        0x80_0000..=0x7fff_ffff => 4,
+        0x8000_0000..=0x7fff_ffff_ffff => 6,
+        _ => 8,
+    }
+}
+
+/// SQLite's variable-length integer: 1 to 9 bytes, big-endian, 7 bits per byte and all 8
+/// in the ninth.
+pub fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        out.push(value as u8);
+        return;
+    }
+    if value > 0x00ff_ffff_ffff_ffff {
+        let mut bytes = [0u8; 9];
+        bytes[8] = value as u8;
+        let mut rest = value >> 8;
+        for byte in bytes[..8].iter_mut().rev() {
+            *byte = (rest & 0x7f) as u8 | 0x80;
+            rest >>= 7;
+        }
+        out.extend_from_slice(&bytes);
+        return;
+    }
+    let mut groups = [0u8; 8];
+    let mut count = 0;
+    let mut rest = value;
+    loop {
+        groups[count] = (rest & 0x7f) as u8;
+        count += 1;
+        rest >>= 7;
+        if rest == 0 {
+            break;
+        }
+    }
+    for index in (0..count).rev() {
+        out.push(groups[index] | if index > 0 { 0x80 } else { 0 });
+    }
+}
+
+pub fn varint_len(value: u64) -> usize {
+    if value > 0x00ff_ffff_ffff_ffff {
+        return 9;
+    }
+    let bits = 64 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TreeKind {
+    Table,
+    Index,
+}
+
+/// Usable bytes of a page (no reserved bytes).
+const USABLE: usize = PAGE_BYTES;
+
+fn max_local(kind: TreeKind) -> usize {
+    match kind {
+        TreeKind::Table => USABLE - 35,
+        TreeKind::Index => (USABLE - 12) * 64 / 255 - 23,
+    }
+}
+
+fn min_local() -> usize {
+    (USABLE - 12) * 32 / 255 - 23
+}
+
+/// How much of a payload of `payload` bytes stays on the b-tree page (file format, "Cell
+/// Payload Overflow Pages").
+fn local_bytes(kind: TreeKind, payload: usize) -> usize {
+    let max = max_local(kind);
+    if payload <= max {
+        return payload;
+    }
+    let min = min_local();
+    let k = min + (payload - min) % (USABLE - 4);
+    if k <= max {
+        k
+    } else {
+        min
+    }
+}
+
+/// Appends a cell's payload part — the payload size, `rowid` for a table leaf, the local
+/// bytes and the first overflow page — writing the rest of the payload to overflow pages.
+fn payload_cell(
+    out: &mut Vec<u8>,
+    file: &mut PageFile,
+    kind: TreeKind,
+    rowid: Option<i64>,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    put_varint(out, payload.len() as u64);
+    if let Some(rowid) = rowid {
+        put_varint(out, rowid as u64);
+    }
+    let local = local_bytes(kind, payload.len());
+    out.extend_from_slice(&payload[..local]);
+    if local == payload.len() {
+        return Ok(());
+    }
+    let rest = &payload[local..];
+    let pages: Vec<u32> = (0..rest.len().div_ceil(USABLE - 4)).map(|_| file.allocate()).collect();
+    out.extend_from_slice(&pages[0].to_be_bytes());
+    let mut page = [0u8; PAGE_BYTES];
+    for (index, chunk) in rest.chunks(USABLE - 4).enumerate() {
+        page.fill(0);
+        let next = pages.get(index + 1).copied().unwrap_or(0);
+        page[..4].copy_from_slice(&next.to_be_bytes());
+        page[4..4 + chunk.len()].copy_from_slice(chunk);
+        file.write(pages[index], &page)?;
+    }
+    Ok(())
+}
+
+/// One b-tree page being filled: cells from the end, pointers after the header.
+#[derive(Debug, Clone)]
+struct PageBuilder {
+    bytes: Vec<u8>,
+    /// 100 on page 1 (after the database header), 0 elsewhere.
+    header_at: usize,
+    page_type: u8,
+    cells: usize,
+    content_start: usize,
+    /// Where the last cell pushed starts, and its length (for `pop_last`).
+    last_cell: Option<(usize, usize)>,
+    right_child: u32,
+}
+
+impl PageBuilder {
+    fn new(page_type: u8, header_at: usize) -> Self {
+        Self {
+            bytes: vec![0u8; PAGE_BYTES],
+            header_at,
+            page_type,
+            cells: 0,
+            content_start: PAGE_BYTES,
+            last_cell: None,
+            right_child: 0,
+        }
+    }
+
+    /// Empties the page for reuse.
+    fn reset(&mut self) {
+        self.bytes.fill(0);
+        self.cells = 0;
+        self.content_start = PAGE_BYTES;
+        self.last_cell = None;
+        self.right_child = 0;
+    }
+
+    fn header_bytes(&self) -> usize {
+        if self.page_type == INTERIOR_TABLE || self.page_type == INTERIOR_INDEX {
+            12
+        } else {
+            8
+        }
+    }
+
+    fn fits(&self, cell_bytes: usize) -> bool {
+        self.header_at + self.header_bytes() + 2 * (self.cells + 1) + cell_bytes <= self.content_start
+    }
+
+    fn push(&mut self, cell: &[u8]) {
+        self.push_parts(cell, &[]);
+    }
+
+    /// Pushes the cell `head` followed by `tail` (a cell's prefix and its payload, without
+    /// copying them together first).
+    fn push_parts(&mut self, head: &[u8], tail: &[u8]) {
+        let length = head.len() + tail.len();
+        assert!(self.fits(length), "a cell of {length} bytes does not fit the page");
+        self.content_start -= length;
+        let start = self.content_start;
+        self.bytes[start..start + head.len()].copy_from_slice(head);
+        self.bytes[start + head.len()..start + length].copy_from_slice(tail);
+        let pointer = self.header_at + self.header_bytes() + 2 * self.cells;
+        self.bytes[pointer..pointer + 2].copy_from_slice(&(self.content_start as u16).to_be_bytes());
+        self.cells += 1;
+        self.last_cell = Some((self.content_start, length));
+    }
+
+    /// Removes the last cell pushed and returns it (once: only the last one is known).
+    fn pop_last(&mut self) -> Vec<u8> {
+        let (start, length) = self.last_cell.take().expect("a page with a last cell to pop");
+        let cell = self.bytes[start..start + length].to_vec();
+        self.bytes[start..start + length].fill(0);
+        self.content_start += length;
+        self.cells -= 1;
+        let pointer = self.header_at + self.header_bytes() + 2 * self.cells;
+        self.bytes[pointer..pointer + 2].fill(0);
+        cell
+    }
+
+    /// The finished page: header fields written.
+    fn bytes(&mut self) -> &[u8] {
+        let at = self.header_at;
+        self.bytes[at] = self.page_type;
+        self.bytes[at + 1..at + 3].fill(0);
+        self.bytes[at + 3..at + 5].copy_from_slice(&(self.cells as u16).to_be_bytes());
+        self.bytes[at + 5..at + 7].copy_from_slice(&(self.content_start as u16).to_be_bytes());
+        self.bytes[at + 7] = 0;
+        if self.header_bytes() == 12 {
+            assert!(self.right_child != 0, "an interior page without its right child");
+            self.bytes[at + 8..at + 12].copy_from_slice(&self.right_child.to_be_bytes());
+        }
+        &self.bytes
+    }
+}
+
+/// A table b-tree (rowid keys, data in the leaves), fed rows in increasing rowid order.
+#[derive(Debug)]
+pub struct TableTree {
+    leaf: PageBuilder,
+    /// Each written leaf and its largest rowid.
+    children: Vec<(u32, i64)>,
+    last_rowid: Option<i64>,
+    cell: Vec<u8>,
+}
+
+/// Why a row was not added to a tree.
+#[derive(Debug)]
+pub enum TreeError {
+    Io(std::io::Error),
+    /// A rowid not above the previous one: the rows are not in the table's order.
+    OutOfOrder,
+}
+
+impl From<std::io::Error> for TreeError {
+    fn from(error: std::io::Error) -> Self {
+        TreeError::Io(error)
+    }
+}
+
+impl Default for TableTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TableTree {
+    pub fn new() -> Self {
+        Self { leaf: PageBuilder::new(LEAF_TABLE, 0), children: Vec::new(), last_rowid: None, cell: Vec::new() }
+    }
+
+    pub fn push(&mut self, file: &mut PageFile, rowid: i64, record: &[u8]) -> Result<(), TreeError> {
+        if self.last_rowid.is_some_and(|last| rowid <= last) {
+            return Err(TreeError::OutOfOrder);
+        }
+        self.cell.clear();
+        let local = record.len() <= max_local(TreeKind::Table);
+        if local {
+            // The usual case: the prefix here, the record copied once, into the page.
+            put_varint(&mut self.cell, record.len() as u64);
+            put_varint(&mut self.cell, rowid as u64);
+        } else {
+            payload_cell(&mut self.cell, file, TreeKind::Table, Some(rowid), record)?;
+        }
+        let tail = if local { record } else { &[] };
+        if !self.leaf.fits(self.cell.len() + tail.len()) {
+            let page = file.append(self.leaf.bytes())?;
+            self.children.push((page, self.last_rowid.expect("a full leaf has rows")));
+            self.leaf.reset();
+        }
+        self.leaf.push_parts(&self.cell, tail);
+        self.last_rowid = Some(rowid);
+        Ok(())
+    }
+
+    /// Writes the last leaf and the interior pages; returns the root page.
+    pub fn finish(mut self, file: &mut PageFile) -> std::io::Result<u32> {
+        let page = file.append(self.leaf.bytes())?;
+        self.children.push((page, self.last_rowid.unwrap_or(0)));
+        let mut level = self.children;
+        while level.len() > 1 {
+            let pages = table_interior_pages(&level, 0);
+            level = Vec::with_capacity(pages.len());
+            for (mut page, key) in pages {
+                level.push((file.append(page.bytes())?, key));
+            }
+        }
+        Ok(level[0].0)
+    }
+}
+
+/// Lays one interior level of a table b-tree over `children` (page, largest rowid): each
+/// page's cells point to all its children but the last, its right child. Returns each page
+/// with the largest rowid under it. No page is left without a cell.
+fn table_interior_pages(children: &[(u32, i64)], header_at: usize) -> Vec<(PageBuilder, i64)> {
+    let mut pages: Vec<(PageBuilder, i64)> = Vec::new();
+    let mut page = PageBuilder::new(INTERIOR_TABLE, header_at);
+    let mut right: Option<(u32, i64)> = None;
+    let mut cell = Vec::with_capacity(16);
+    for child in children {
+        if let Some((child_page, key)) = right {
+            interior_table_cell(&mut cell, child_page, key);
+            if page.fits(cell.len()) {
+                page.push(&cell);
+            } else {
+                page.right_child = child_page;
+                pages.push((std::mem::replace(&mut page, PageBuilder::new(INTERIOR_TABLE, header_at)), key));
+            }
+        }
+        right = Some(*child);
+    }
+    let (last_page, last_key) = right.expect("an interior level has children");
+    page.right_child = last_page;
+    if page.cells == 0 {
+        // A page with only a right child: take the previous page's right child as a cell,
+        // and give the previous page its own last cell's child as right child.
+        let (previous, previous_key) = pages.last_mut().expect("a lone right child follows a full page");
+        let moved = (previous.right_child, *previous_key);
+        let popped = previous.pop_last();
+        assert!(previous.cells > 0, "an interior page keeps a cell after giving one away");
+        let (popped_child, popped_key) = decode_interior_table_cell(&popped);
+        previous.right_child = popped_child;
+        *previous_key = popped_key;
+        interior_table_cell(&mut cell, moved.0, moved.1);
+        page.push(&cell);
+    }
+    pages.push((page, last_key));
+    pages
+}
+
+fn interior_table_cell(cell: &mut Vec<u8>, child: u32, key: i64) {
+    cell.clear();
+    cell.extend_from_slice(&child.to_be_bytes());
+    put_varint(cell, key as u64);
+}
+
+fn decode_interior_table_cell(cell: &[u8]) -> (u32, i64) {
+    let child = u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]);
+    (child, get_varint(&cell[4..]).0 as i64)
+}
+
+/// Reads a varint; returns the value and its length.
+pub fn get_varint(bytes: &[u8]) -> (u64, usize) {
+    let mut value = 0u64;
+    for (index, byte) in bytes.iter().enumerate().take(9) {
+        if index == 8 {
+            return ((value << 8) | u64::from(*byte), 9);
+        }
+        value = (value << 7) | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            return (value, index + 1);
+        }
+    }
+    (value, bytes.len())
+}
+
+/// An index b-tree (also the table b-tree of a `WITHOUT ROWID` table): keys in the
+/// interior pages too. Fed records in increasing key order; the caller checks the order.
+#[derive(Debug)]
+pub struct IndexTree {
+    leaf: PageBuilder,
+    /// A full leaf not yet written, and the entry that did not fit in it (the separator
+    /// between it and the next leaf).
+    closed: Option<(PageBuilder, Vec<u8>)>,
+    /// Each written leaf and the separator after it.
+    children: Vec<(u32, Vec<u8>)>,
+    cell: Vec<u8>,
+    /// A written leaf's page, for the next leaf.
+    spare: Option<PageBuilder>,
+}
+
+impl Default for IndexTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IndexTree {
+    pub fn new() -> Self {
+        Self {
+            leaf: PageBuilder::new(LEAF_INDEX, 0),
+            closed: None,
+            children: Vec::new(),
+            cell: Vec::new(),
+            spare: None,
+        }
+    }
+
+    pub fn push(&mut self, file: &mut PageFile, record: &[u8]) -> std::io::Result<()> {
+        self.cell.clear();
+        let local = record.len() <= max_local(TreeKind::Index);
+        if local {
+            put_varint(&mut self.cell, record.len() as u64);
+        } else {
+            payload_cell(&mut self.cell, file, TreeKind::Index, None, record)?;
+        }
+        let tail = if local { record } else { &[] };
+        if let Some((mut closed, separator)) = self.closed.take() {
+            let page = file.append(closed.bytes())?;
+            self.children.push((page, separator));
+            self.leaf.push_parts(&self.cell, tail);
+            closed.reset();
+            self.spare = Some(closed);
+        } else if self.leaf.fits(self.cell.len() + tail.len()) {
+            self.leaf.push_parts(&self.cell, tail);
+        } else {
+            self.cell.extend_from_slice(tail);
+            let next = self.spare.take().unwrap_or_else(|| PageBuilder::new(LEAF_INDEX, 0));
+            let full = std::mem::replace(&mut self.leaf, next);
+            self.closed = Some((full, self.cell.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes the last leaves and the interior pages; returns the root page.
+    pub fn finish(mut self, file: &mut PageFile) -> std::io::Result<u32> {
+        if let Some((mut closed, separator)) = self.closed.take() {
+            // The entries ended with a separator and no leaf after it: the closed leaf's
+            // last entry becomes the separator, and the next leaf holds the entry that ended.
+            let last = closed.pop_last();
+            assert!(closed.cells > 0, "a full leaf keeps entries after giving one away");
+            let page = file.append(closed.bytes())?;
+            self.children.push((page, last));
+            self.leaf.push(&separator);
+        }
+        let mut right = file.append(self.leaf.bytes())?;
+        let mut children = self.children;
+        while !children.is_empty() {
+            let pages = index_interior_pages(children, right);
+            children = Vec::with_capacity(pages.len());
+            let last = pages.len() - 1;
+            for (index, (mut page, separator)) in pages.into_iter().enumerate() {
+                let number = file.append(page.bytes())?;
+                if index == last {
+                    right = number;
+                } else {
+                    children.push((number, separator.expect("every page but the last has a separator after it")));
+                }
+            }
+        }
+        Ok(right)
+    }
+}
+
+/// Lays one interior level of an index b-tree over children C0 S0 C1 S1 … Cm (`children`
+/// holds (Ci, Si), `right` is Cm): each page holds cells (Ci, Si) and a right child; the
+/// separator after a page moves up a level. No page is left without a cell.
+fn index_interior_pages(children: Vec<(u32, Vec<u8>)>, right: u32) -> Vec<(PageBuilder, Option<Vec<u8>>)> {
+    let mut pages: Vec<(PageBuilder, Option<Vec<u8>>)> = Vec::new();
+    let mut page = PageBuilder::new(INTERIOR_INDEX, 0);
+    let mut cell = Vec::new();
+    for (child, separator) in children {
+        cell.clear();
+        cell.extend_from_slice(&child.to_be_bytes());
+        cell.extend_from_slice(&separator);
+        if page.fits(cell.len()) {
+            page.push(&cell);
+        } else {
+            page.right_child = child;
+            pages.push((std::mem::replace(&mut page, PageBuilder::new(INTERIOR_INDEX, 0)), Some(separator)));
+        }
+    }
+    page.right_child = right;
+    if page.cells == 0 {
+        // Only a right child: the previous page's right child and the separator that moved
+        // up become this page's cell; the previous page's last cell gives it a new right
+        // child and the separator that moves up instead.
+        let (previous, moved_up) = pages.last_mut().expect("a lone right child follows a full page");
+        let popped = previous.pop_last();
+        assert!(previous.cells > 0, "an interior page keeps a cell after giving one away");
+        cell.clear();
+        cell.extend_from_slice(&previous.right_child.to_be_bytes());
+        cell.extend_from_slice(moved_up.as_ref().expect("a separator after the previous page"));
+        previous.right_child = u32::from_be_bytes([popped[0], popped[1], popped[2], popped[3]]);
+        *moved_up = Some(popped[4..].to_vec());
+        page.push(&cell);
+    }
+    pages.push((page, None));
+    pages
+}
+
+/// Writes the schema table with its root on page 1 (after the database header); returns
+/// page 1's bytes without the header.
+fn schema_root(file: &mut PageFile, rows: &[SchemaRow]) -> std::io::Result<Vec<u8>> {
+    let mut cells = Vec::with_capacity(rows.len());
+    let mut record = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        record.clear();
+        let values = [
+            Val::Text(row.kind.as_bytes()),
+            Val::Text(row.name.as_bytes()),
+            Val::Text(row.table_name.as_bytes()),
+            Val::Int(i64::from(row.root_page)),
+            row.sql.as_deref().map_or(Val::Null, |sql| Val::Text(sql.as_bytes())),
+        ];
+        encode_record(&mut record, values.iter().copied());
+        let mut cell = Vec::new();
+        payload_cell(&mut cell, file, TreeKind::Table, Some(index as i64 + 1), &record)?;
+        cells.push((cell, index as i64 + 1));
+    }
+    let mut root = PageBuilder::new(LEAF_TABLE, HEADER_BYTES);
+    let fits_in_root = {
+        let needed: usize = cells.iter().map(|(cell, _)| cell.len() + 2).sum();
+        HEADER_BYTES + 8 + needed <= PAGE_BYTES
+    };
+    if fits_in_root {
+        for (cell, _) in &cells {
+            root.push(cell);
+        }
+        return Ok(root.bytes().to_vec());
+    }
+    let mut leaves = TableTree::new();
+    let mut children = Vec::new();
+    for (cell, rowid) in &cells {
+        if !leaves.leaf.fits(cell.len()) {
+            children.push((file.append(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
+            leaves.leaf = PageBuilder::new(LEAF_TABLE, 0);
+        }
+        leaves.leaf.push(cell);
+        leaves.last_rowid = Some(*rowid);
+    }
+    children.push((file.append(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
+    loop {
+        let in_root = table_interior_pages(&children, HEADER_BYTES);
+        if in_root.len() == 1 {
+            let (mut page, _) = in_root.into_iter().next().expect("one page");
+            return Ok(page.bytes().to_vec());
+        }
+        let pages = table_interior_pages(&children, 0);
+        children = Vec::with_capacity(pages.len());
+        for (mut page, key) in pages {
+            children.push((file.append(page.bytes())?, key));
+        }
+    }
+}
+
+/// The 100-byte header: page size 4096, WAL mode (read and write versions 2), UTF-8, schema
+/// format 4, no free pages, the page count valid for change counter 1.
+fn database_header(page_count: u32) -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[..16].copy_from_slice(b"SQLite format 3\0");
+    header[16..18].copy_from_slice(&(PAGE_BYTES as u16).to_be_bytes());
+    header[18] = 2;
+    header[19] = 2;
+    header[20] = 0;
+    header[21] = 64;
+    header[22] = 32;
+    header[23] = 32;
+    header[24..28].copy_from_slice(&1u32.to_be_bytes());
+    header[28..32].copy_from_slice(&page_count.to_be_bytes());
+    header[40..44].copy_from_slice(&1u32.to_be_bytes());
+    header[44..48].copy_from_slice(&4u32.to_be_bytes());
+    header[56..60].copy_from_slice(&1u32.to_be_bytes());
+    header[92..96].copy_from_slice(&1u32.to_be_bytes());
+    header[96..100].copy_from_slice(&(rusqlite::version_number() as u32).to_be_bytes());
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a database of a rowid table `t` (rows of `row_bytes`), its index `ti`, a
+    /// `WITHOUT ROWID` table `w` (entries of `entry_bytes`) and `views` views (to grow the
+    /// schema past page 1); returns SQLite's `integrity_check` and the three counts.
+    fn build(
+        rows: usize,
+        row_bytes: usize,
+        entries: usize,
+        entry_bytes: usize,
+        views: usize,
+    ) -> (Vec<String>, [i64; 3]) {
+        let dir = medvault_testkit::TempDir::new("sqlite-file");
+        let path = dir.path().join("db");
+        let mut file = PageFile::create(&path).expect("create");
+        let value = |index: usize, bytes: usize| {
+            let mut value = vec![(index % 251) as u8; bytes.max(8)];
+            value[..8].copy_from_slice(&(index as u64).to_be_bytes());
+            value
+        };
+        let mut record = Vec::new();
+        let mut table = TableTree::new();
+        let mut index = IndexTree::new();
+        for row in 0..rows {
+            let blob = value(row, row_bytes);
+            record.clear();
+            encode_record(&mut record, [Val::Null, Val::Blob(&blob)].into_iter());
+            table.push(&mut file, row as i64 + 1, &record).expect("row");
+        }
+        for row in 0..rows {
+            let blob = value(row, row_bytes);
+            record.clear();
+            encode_record(&mut record, [Val::Blob(&blob), Val::Int(row as i64 + 1)].into_iter());
+            index.push(&mut file, &record).expect("index entry");
+        }
+        let mut keyed = IndexTree::new();
+        for entry in 0..entries {
+            let blob = value(entry, entry_bytes);
+            record.clear();
+            encode_record(&mut record, [Val::Blob(&blob), Val::Text(b"v")].into_iter());
+            keyed.push(&mut file, &record).expect("entry");
+        }
+        let row = |kind: &str, name: &str, table: &str, root_page: u32, sql: String| SchemaRow {
+            kind: kind.into(),
+            name: name.into(),
+            table_name: table.into(),
+            root_page,
+            sql: Some(sql),
+        };
+        let mut schema = vec![
+            row(
+                "table",
+                "t",
+                "t",
+                table.finish(&mut file).expect("t"),
+                "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)".into(),
+            ),
+            row("index", "ti", "t", index.finish(&mut file).expect("ti"), "CREATE INDEX ti ON t(b)".into()),
+            row(
+                "table",
+                "w",
+                "w",
+                keyed.finish(&mut file).expect("w"),
+                "CREATE TABLE w(k BLOB PRIMARY KEY, v TEXT) WITHOUT ROWID".into(),
+            ),
+        ];
+        for view in 0..views {
+            let sql = format!("CREATE VIEW v{view} AS SELECT '{}' AS padding", "p".repeat(200));
+            schema.push(row("view", &format!("v{view}"), &format!("v{view}"), 0, sql));
+        }
+        file.finish(&schema).expect("finish").sync_all().expect("sync");
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        let check = connection
+            .prepare("PRAGMA integrity_check")
+            .expect("pragma")
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("check")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows");
+        let count = |sql: &str| connection.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+        let counts = [
+            count("SELECT COUNT(*) FROM t"),
+            count("SELECT COUNT(*) FROM t INDEXED BY ti WHERE b IS NOT NULL"),
+            count("SELECT COUNT(*) FROM w"),
+        ];
+        (check, counts)
+    }
+
+    #[test]
+    fn sqlite_finds_every_shape_of_tree_sound() {
+        let ok = vec!["ok".to_string()];
+        // Small trees of every size (a leaf that fills up, the entry after it, a lone one).
+        for count in 0..=90 {
+            assert_eq!(build(count, 100, count, 100, 0), (ok.clone(), [count as i64; 3]), "{count} entries");
+        }
+        // Index interior levels around the point where a page of separators fills (about
+        // 36 leaves of 37 entries of 100 bytes per interior page), and rows of one page each
+        // around the point where a table interior page fills (528 children: 127 one-byte rowids,
+        // the rest two).
+        for count in (1290..=1440).step_by(3).chain(520..=540) {
+            let (check, counts) = build(count, 3000, count, 100, 0);
+            assert_eq!(check, ok, "{count} entries");
+            assert_eq!(counts, [count as i64; 3]);
+        }
+        // Payloads on overflow pages, in tables and in index interior pages; a schema too
+        // large for page 1 alone.
+        assert_eq!(build(300, 10_000, 300, 5_000, 0), (ok.clone(), [300; 3]));
+        // Payloads whose local part is exactly the largest a page keeps (K = X: 8,153 bytes
+        // in a table, 5,094 in an index; a record here is its blob and 4 or 5 bytes more),
+        // and one byte either side.
+        for (row_bytes, entry_bytes) in [(8148, 5088), (8149, 5089), (8150, 5090)] {
+            assert_eq!(build(20, row_bytes, 20, entry_bytes, 0), (ok.clone(), [20; 3]), "{row_bytes} {entry_bytes}");
+        }
+        assert_eq!(build(50, 100, 50, 100, 60), (ok.clone(), [50; 3]));
+        assert_eq!(build(5, 100, 5, 100, 2000), (ok, [5; 3]));
+    }
+
+    #[test]
+    fn varints_round_trip_at_every_length() {
+        for value in [0u64, 1, 127, 128, 16383, 16384, 1 << 35, 0x00ff_ffff_ffff_ffff, 1 << 56, u64::MAX] {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, value);
+            assert_eq!(bytes.len(), varint_len(value), "{value}");
+            assert_eq!(get_varint(&bytes), (value, bytes.len()), "{value}");
+        }
+    }
+
+    /// A store past 1 GiB (any real hospital's) has b-trees on both sides of the lock-byte
+    /// page: SQLite must find such a file sound, every row readable.
+    #[test]
+    fn sqlite_finds_a_database_across_the_lock_byte_page_sound() {
+        let dir = medvault_testkit::TempDir::new("sqlite-file-gib");
+        let path = dir.path().join("db");
+        let mut file = PageFile::create(&path).expect("create");
+        // Rows of 64 KiB (overflow pages, cheap to write) up to past the lock-byte page, then
+        // small rows whose leaves and interior pages all come after it.
+        let big_rows = (lock_byte_page() as usize * PAGE_BYTES) / 65_536 + 64;
+        let blob = vec![0x5au8; 65_536];
+        let mut record = Vec::new();
+        let mut table = TableTree::new();
+        for row in 0..big_rows + 5_000 {
+            let bytes = if row < big_rows { &blob[..] } else { &blob[..100] };
+            record.clear();
+            encode_record(&mut record, [Val::Int(row as i64), Val::Blob(bytes)].into_iter());
+            table.push(&mut file, row as i64 + 1, &record).expect("row");
+        }
+        let mut index = IndexTree::new();
+        for row in 0..(big_rows + 5_000) as i64 {
+            record.clear();
+            encode_record(&mut record, [Val::Int(row), Val::Int(row + 1)].into_iter());
+            index.push(&mut file, &record).expect("entry");
+        }
+        let schema = [
+            SchemaRow {
+                kind: "table".into(),
+                name: "t".into(),
+                table_name: "t".into(),
+                root_page: table.finish(&mut file).expect("t"),
+                sql: Some("CREATE TABLE t(a INTEGER, b BLOB)".into()),
+            },
+            SchemaRow {
+                kind: "index".into(),
+                name: "ta".into(),
+                table_name: "t".into(),
+                root_page: index.finish(&mut file).expect("ta"),
+                sql: Some("CREATE INDEX ta ON t(a)".into()),
+            },
+        ];
+        // Not synced: the page cache is all SQLite reads.
+        drop(file.finish(&schema).expect("finish"));
+        let length = std::fs::metadata(&path).expect("metadata").len();
+        assert!(
+            length > (u64::from(lock_byte_page()) + 1_000) * PAGE_BYTES as u64,
+            "the file goes past the lock-byte page"
+        );
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        let check: Vec<String> = connection
+            .prepare("PRAGMA integrity_check")
+            .expect("pragma")
+            .query_map([], |r| r.get(0))
+            .expect("check")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(check, ["ok"]);
+        let (rows, bytes, sum): (i64, i64, i64) = connection
+            .query_row("SELECT COUNT(*), SUM(length(b)), SUM(a) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("scan");
+        let total = big_rows + 5_000;
+        assert_eq!((rows, bytes), (total as i64, (big_rows * 65_536 + 5_000 * 100) as i64));
+        assert_eq!(sum, (total * (total - 1) / 2) as i64);
+        let indexed: i64 =
+            connection.query_row("SELECT COUNT(*) FROM t INDEXED BY ta WHERE a >= 0", [], |r| r.get(0)).expect("count");
+        assert_eq!(indexed, total as i64);
+    }
+
+    #[test]
+    fn the_lock_byte_page_is_skipped_and_written_as_zeros() {
+        let dir = medvault_testkit::TempDir::new("sqlite-file");
+        let mut file = PageFile::create(&dir.path().join("db")).expect("create");
+        file.last_allocated = lock_byte_page() - 2;
+        file.next_write = lock_byte_page() - 1;
+        let before = file.allocate();
+        let after = file.allocate();
+        assert_eq!((before, after), (lock_byte_page() - 1, lock_byte_page() + 1));
+        file.write(before, &[1u8; PAGE_BYTES]).expect("write");
+        file.write(after, &[2u8; PAGE_BYTES]).expect("write");
+        file.writer.flush().expect("flush");
+        let bytes = std::fs::read(dir.path().join("db")).expect("read");
+        // Page 1's placeholder, then the two pages around a page of zeros.
+        assert_eq!(bytes.len(), 4 * PAGE_BYTES);
+        assert!(bytes[PAGE_BYTES..2 * PAGE_BYTES].iter().all(|b| *b == 1));
+        assert!(bytes[2 * PAGE_BYTES..3 * PAGE_BYTES].iter().all(|b| *b == 0));
+        assert!(bytes[3 * PAGE_BYTES..].iter().all(|b| *b == 2));
+    }
+
+    #[test]
+    fn payloads_spill_to_overflow_pages_as_the_format_says() {
+        // Worked values for 4096-byte pages: X = 4061 (table) or 1002 (index), M = 489.
+        assert_eq!((max_local(TreeKind::Table), max_local(TreeKind::Index), min_local()), (4061, 1002, 489));
+        assert_eq!(local_bytes(TreeKind::Table, 4061), 4061);
+        // K = M + (P − M) mod (U − 4); K itself when it fits, M otherwise.
+        assert_eq!(local_bytes(TreeKind::Table, 4062), 489);
+        assert_eq!(local_bytes(TreeKind::Table, 4092 + 489 + 100), 589);
+        assert_eq!(local_bytes(TreeKind::Table, 4061 + 4092), 4061, "K = X stays local");
+        assert_eq!(local_bytes(TreeKind::Table, 4061 + 4092 + 1), 489);
+        assert_eq!(local_bytes(TreeKind::Index, 1003), 489);
+        assert_eq!(local_bytes(TreeKind::Index, 1002 + 4092), 1002, "K = X stays local");
+        assert_eq!(local_bytes(TreeKind::Index, 5000), 908);
+        assert_eq!(local_bytes(TreeKind::Index, 489 + 4092 + 1500), 489);
+    }
+}
