@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use medvault_base::time::format_instant;
-use medvault_fhir::search::{extract, matches, param, params, parse_query, Handling, IndexValue, ParamType};
+use medvault_fhir::search::{
+    extract, matches, param, params, parse_query, Handling, IndexValue, ParamType, EXTRACTION_VERSION,
+};
 use serde_json::Value;
 
 /// Years 0001–9999 are what a search date can say.
@@ -140,4 +142,28 @@ fn every_extracted_value_is_found_by_a_query_built_from_it() {
         params_seen.len()
     );
     assert!(coverage >= 55, "only {coverage} % of parameters found a value");
+}
+
+/// What `extract` makes of the official examples is pinned to `EXTRACTION_VERSION`: a change
+/// to extraction or normalization changes the digest, and this test fails until the version
+/// is bumped (so that stores rebuild their indexes) and the digest updated.
+#[test]
+fn extraction_output_is_pinned() {
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut entries = 0usize;
+    for (name, resource) in examples() {
+        for entry in extract(&resource) {
+            entries += 1;
+            for byte in format!("{name} {} {:?}\n", entry.param, entry.value).bytes() {
+                digest ^= u64::from(byte);
+                digest = digest.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    println!("extraction digest {digest:#018x} over {entries} entries");
+    assert_eq!(
+        (EXTRACTION_VERSION, digest),
+        (1, 0x6911_b46d_d784_b117),
+        "extraction changed: bump EXTRACTION_VERSION and update the digest"
+    );
 }

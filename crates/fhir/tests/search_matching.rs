@@ -178,8 +178,9 @@ fn tokens_systems_not_and_text() {
     assert!(!m(&observation, "code:not=2345-7"));
     assert!(!m(&observation, "code:not=1234-5,2345-7"));
     assert!(m(&observation, "code:text=blood"));
-    assert!(m(&observation, "code:text=SUGAR"));
-    assert!(m(&observation, "code:text=serum"));
+    assert!(m(&observation, "code:text=BLOOD SU"));
+    assert!(m(&observation, "code:text=glucose [mass"), "the display of a coding");
+    assert!(!m(&observation, "code:text=sugar"), "a prefix of the whole text, as strings are");
     assert!(!m(&observation, "code:text=ugar"));
     assert!(m(&observation, "status=final"));
     assert!(m(&observation, "status=http://hl7.org/fhir/observation-status|final"));

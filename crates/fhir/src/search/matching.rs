@@ -11,7 +11,8 @@
 //!   implicit range (`100` → `[99.5, 100.5)`); a `Range` or comparator must lie within it.
 //! - quantities compare units by system and code, or by code or human unit when the search
 //!   gives no system; there is no UCUM unit conversion (`1000 mg` does not match `1 g`).
-//! - `:text` on a token: a prefix of the normalized text, or of a word in it.
+//! - `:text` on a token: like a string search, a prefix of the normalized text (a
+//!   `CodeableConcept.text`, a `Coding.display`, an `Identifier.type.text`).
 //! - a reference by id matches relative references only; an absolute URL matches the same
 //!   URL (a canonical without `|version` matches every version).
 
@@ -63,7 +64,7 @@ pub fn value_matches(param: &SearchParam, modifier: Option<&Modifier>, query: &Q
             !matches!(modifier, Some(Modifier::Text)) && system_matches && code_matches
         }
         (QueryValue::String { normalized, .. }, IndexValue::TokenText(text)) => {
-            matches!(modifier, Some(Modifier::Text)) && starts_a_word(text, normalized)
+            matches!(modifier, Some(Modifier::Text)) && text.starts_with(normalized.as_str())
         }
         (QueryValue::String { normalized, .. }, IndexValue::String(text)) => match modifier {
             None => text.starts_with(normalized.as_str()),
@@ -112,11 +113,6 @@ pub fn value_matches(param: &SearchParam, modifier: Option<&Modifier>, query: &Q
         },
         _ => false,
     }
-}
-
-/// Whether `prefix` is a prefix of `text` or of one of its words.
-fn starts_a_word(text: &str, prefix: &str) -> bool {
-    text.starts_with(prefix) || text.match_indices(' ').any(|(index, _)| text[index + 1..].starts_with(prefix))
 }
 
 /// R4's prefixes on ranges: `search` is the search value's range, `target` the resource's,
