@@ -195,6 +195,18 @@ fn tokens_systems_not_and_text() {
 }
 
 #[test]
+fn identifiers_of_type() {
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    let patient = json!({"resourceType": "Patient", "identifier": [
+        {"type": {"coding": [{"system": v2, "code": "MR"}]}, "system": "urn:mrn", "value": "446053"},
+        {"type": {"coding": [{"system": v2, "code": "DL"}]}, "value": "D-1"}]});
+    assert!(m(&patient, &format!("identifier:of-type={v2}|MR|446053")));
+    assert!(!m(&patient, &format!("identifier:of-type={v2}|MR|D-1")), "the value of another identifier");
+    assert!(!m(&patient, &format!("identifier:of-type={v2}|DL|446053")));
+    assert!(m(&patient, &format!("identifier:of-type={v2}|DL|D-1,{v2}|XX|1")));
+}
+
+#[test]
 fn references_by_id_type_url_and_identifier() {
     let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
         "subject": {"reference": "Patient/p1/_history/3"},

@@ -218,6 +218,7 @@ fn bad_queries_are_errors_when_strict_and_warnings_when_lenient() {
         ("Patient", "family:fuzzy=x", "modifier ':fuzzy' does not apply"),
         ("Observation", "subject:Medication=x", "modifier ':Medication' does not apply"),
         ("Observation", "code:in=http://vs", "not supported: :in needs a terminology service"),
+        ("Patient", "identifier:of-type=urn:t|MR", "expected [type system]|[type code]|[identifier value]"),
         ("Patient", "_count=100000", "_count 100000 is larger than the largest page, 1000"),
         ("Patient", "_count=-1", "invalid value for search parameter '_count'"),
         ("Patient", "_sort=nonsense", "cannot sort by 'nonsense'"),
