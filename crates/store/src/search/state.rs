@@ -75,8 +75,7 @@ impl SearchState {
 pub fn definitions_digest() -> &'static str {
     static DIGEST: OnceLock<String> = OnceLock::new();
     DIGEST.get_or_init(|| {
-        let mut text = String::from(SCHEME);
-        text.push('\n');
+        let mut text = format!("{SCHEME}\nextraction {}\n", medvault_fhir::search::EXTRACTION_VERSION);
         for resource_type in medvault_fhir::resource_types() {
             for param in medvault_fhir::search::params(resource_type) {
                 text.push_str(&format!(

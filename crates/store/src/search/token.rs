@@ -134,13 +134,10 @@ impl SearchKey {
                     None => out.push(token(KIND_TOKEN_NO_SYSTEM, &[code.as_bytes()])),
                 }
             }
-            // `:text` matches a prefix of the text or of any word in it.
+            // `:text` matches a prefix of the whole normalized text, as strings do.
             IndexValue::TokenText(text) => {
-                let word_starts = std::iter::once(0).chain(text.match_indices(' ').map(|(at, _)| at + 1));
-                for start in word_starts {
-                    for prefix in prefixes(&text[start..]) {
-                        out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
-                    }
+                for prefix in prefixes(text) {
+                    out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
                 }
             }
             IndexValue::String(text) => {
