@@ -92,6 +92,24 @@ enum Command {
     /// Encrypted, append-only backups: keygen, init, create, list, verify, restore, drill, prune.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Rebuild the search index online (after an upgrade, a restore, or to rotate its key);
+    /// `serve` also does it by itself when it is needed.
+    Reindex(ReindexArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReindexArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Build the index under a new search key, then erase the old key.
+    #[arg(long)]
+    rotate_key: bool,
+    /// Rebuild even if the index is current.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -223,6 +241,7 @@ fn main() -> ExitCode {
         Command::Ledger(command) => ledger::ledger(command),
         Command::Witness(command) => ledger::witness(command),
         Command::Backup(command) => backup::run(command),
+        Command::Reindex(args) => reindex(args),
     };
     match result {
         Ok(code) => code,
@@ -404,6 +423,7 @@ fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
         None => args.store.open()?,
     };
     let store = Arc::new(store);
+    reindex_in_background(store.clone())?;
     let service = medvault_server::Service::new(store.clone());
     let config = medvault_server::http::HttpConfig {
         scheme: if tls.is_some() { "https" } else { "http" },
@@ -535,9 +555,67 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `medvault reindex`: builds a new index generation while the server may keep serving
+/// (another process; SQLite serializes the writes), then switches to it.
+fn reindex(args: ReindexArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("reindex [{bar:30}] {pos}/{len} resources ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let options = medvault_store::search::ReindexOptions { rotate_key: args.rotate_key, force: args.force };
+    let report = store.reindex(options, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    store.close();
+    let report = report?;
+    if report.nothing_to_do {
+        println!("the search index (generation {}) is current; nothing to do (--force rebuilds it)", report.generation);
+    } else {
+        println!(
+            "search index generation {} built: {} resources indexed{}",
+            report.generation,
+            report.resources,
+            if report.rotated_key { "; the old search key was erased" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rebuilds the search index in the background when it is needed (an upgrade, a restore,
+/// new definitions): reads and writes are served meanwhile, searches answer 503 until done.
+fn reindex_in_background(store: Arc<Store>) -> anyhow::Result<()> {
+    if !store.search_needs_reindex()? {
+        return Ok(());
+    }
+    tracing::warn!("the search index must be rebuilt; searches answer 503 until it is done");
+    std::thread::Builder::new().name("medvault-reindex".into()).spawn(move || {
+        let mut logged = 0u64;
+        let result = store.reindex(Default::default(), &mut |done, total| {
+            let percent = done * 100 / total.max(1);
+            if percent >= logged + 10 {
+                logged = percent;
+                tracing::info!(done, total, "reindexing: {percent} %");
+            }
+        });
+        match result {
+            Ok(report) => {
+                tracing::info!(generation = report.generation, resources = report.resources, "search index rebuilt")
+            }
+            Err(error) => tracing::error!(%error, "the search index could not be rebuilt; run `medvault reindex`"),
+        }
+    })?;
+    Ok(())
+}
+
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let status = store.status()?;
+    let search = store.search_status()?;
     store.close();
     let resources: u64 = status.by_type.iter().map(|(_, current, _)| current).sum();
     let versions: u64 = status.by_type.iter().map(|(_, _, versions)| versions).sum();
@@ -564,6 +642,11 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "database_bytes": status.database_bytes,
             "ledger_leaves": status.ledger_leaves,
             "checkpoint_size": status.checkpoint_size,
+            "search_index": {
+                "active_generation": search.active_generation,
+                "searchable": search.searchable,
+                "building_generation": search.building_generation,
+            },
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -579,6 +662,14 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "ledger       {} leaves, latest signed checkpoint of size {}",
             status.ledger_leaves,
             status.checkpoint_size.map_or("none".to_string(), |s| s.to_string())
+        );
+        println!(
+            "search index {}",
+            match (search.searchable, search.active_generation, search.building_generation) {
+                (true, Some(generation), None) => format!("generation {generation}, current"),
+                (_, _, Some(building)) => format!("generation {building} being built (run `medvault reindex`)"),
+                _ => "must be rebuilt (`medvault reindex`)".to_string(),
+            }
         );
         println!("tokens       {} active", status.tokens_active);
         println!("audit trail  {} records in {} blocks", status.audit_records, status.audit_blocks);

@@ -1,7 +1,8 @@
 //! Invariant 1, tested: after importing the bundled dataset and serving it (reads, writes,
-//! deletes, errors, debug logging), no file the server wrote — database, WAL, shared
-//! memory, TLS files, logs — contains any name, identifier, birth date, telecom value or
-//! code of the dataset.
+//! deletes, searches by name, identifier and code, errors, debug logging) and rebuilding
+//! the search index twice (once under a new key), no file the server wrote — database,
+//! WAL, shared memory, TLS files, logs — contains any name, identifier, birth date,
+//! telecom value or code of the dataset.
 
 mod common;
 
@@ -158,6 +159,22 @@ fn no_health_data_in_any_file_the_server_wrote() {
         }
     }
     assert!(read >= 939, "read {read} versions");
+    // Searches carry names, identifiers and codes in their URLs; the index answers them.
+    let patient = last_patient.clone().expect("a patient");
+    let family = patient["name"][0]["family"].as_str().expect("family").to_string();
+    let identifier = patient["identifier"][0]["value"].as_str().expect("identifier").to_string();
+    let searches = [
+        format!("/fhir/Patient?family={}&_total=accurate", plain(&family)),
+        format!("/fhir/Patient?identifier={}", plain(&identifier)),
+        "/fhir/Observation?code=http://loinc.org%7C8867-4&_sort=-date&_count=3".to_string(),
+        format!("/fhir/Observation?subject:Patient.family={}&_include=Observation:subject", plain(&family)),
+    ];
+    for uri in &searches {
+        let reply = client.request("GET", uri, &[("Authorization", &auth)], None).expect("search");
+        assert_eq!(reply.status, 200, "{uri}: {}", reply.text());
+        let bundle = reply.json();
+        assert!(bundle["entry"].as_array().is_some_and(|e| !e.is_empty()), "{uri} finds something: {bundle}");
+    }
     let mut patient = last_patient.expect("a patient");
     let id = patient["id"].as_str().expect("id").to_string();
     patient["name"][0]["family"] =
@@ -173,6 +190,12 @@ fn no_health_data_in_any_file_the_server_wrote() {
     let refused = client.request("PUT", &format!("/fhir/Observation/{id}"), &headers, Some(&body)).expect("refused");
     assert_eq!(refused.status, 400);
     server.stop();
+    // A new index generation, then one under a new search key: old tokens are freed pages.
+    for extra in [["--force"], ["--rotate-key"]] {
+        let output = run(&["reindex", "--quiet", "--data-dir", &data.display().to_string(), extra[0]]);
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(text(&output).contains("resources indexed"), "{}", text(&output));
+    }
 
     let files = files_under(dir.path());
     assert!(files.iter().any(|f| f.ends_with("medvault.db")), "the database was scanned");
@@ -185,4 +208,18 @@ fn no_health_data_in_any_file_the_server_wrote() {
         }
     }
     assert!(found.is_empty(), "health data in plaintext at rest:\n{}", found.join("\n"));
+}
+
+/// A value percent-encoded for a query string (letters, digits and `-._~` kept).
+fn plain(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -178,8 +178,9 @@ fn tokens_systems_not_and_text() {
     assert!(!m(&observation, "code:not=2345-7"));
     assert!(!m(&observation, "code:not=1234-5,2345-7"));
     assert!(m(&observation, "code:text=blood"));
-    assert!(m(&observation, "code:text=SUGAR"));
-    assert!(m(&observation, "code:text=serum"));
+    assert!(m(&observation, "code:text=BLOOD SU"));
+    assert!(m(&observation, "code:text=glucose [mass"), "the display of a coding");
+    assert!(!m(&observation, "code:text=sugar"), "a prefix of the whole text, as strings are");
     assert!(!m(&observation, "code:text=ugar"));
     assert!(m(&observation, "status=final"));
     assert!(m(&observation, "status=http://hl7.org/fhir/observation-status|final"));
@@ -191,6 +192,18 @@ fn tokens_systems_not_and_text() {
     assert!(m(&patient, "_id=p1"));
     assert!(m(&patient, "_id=p0,p1"));
     assert!(m(&patient, "deceased=false"));
+}
+
+#[test]
+fn identifiers_of_type() {
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    let patient = json!({"resourceType": "Patient", "identifier": [
+        {"type": {"coding": [{"system": v2, "code": "MR"}]}, "system": "urn:mrn", "value": "446053"},
+        {"type": {"coding": [{"system": v2, "code": "DL"}]}, "value": "D-1"}]});
+    assert!(m(&patient, &format!("identifier:of-type={v2}|MR|446053")));
+    assert!(!m(&patient, &format!("identifier:of-type={v2}|MR|D-1")), "the value of another identifier");
+    assert!(!m(&patient, &format!("identifier:of-type={v2}|DL|446053")));
+    assert!(m(&patient, &format!("identifier:of-type={v2}|DL|D-1,{v2}|XX|1")));
 }
 
 #[test]

@@ -218,6 +218,7 @@ fn bad_queries_are_errors_when_strict_and_warnings_when_lenient() {
         ("Patient", "family:fuzzy=x", "modifier ':fuzzy' does not apply"),
         ("Observation", "subject:Medication=x", "modifier ':Medication' does not apply"),
         ("Observation", "code:in=http://vs", "not supported: :in needs a terminology service"),
+        ("Patient", "identifier:of-type=urn:t|MR", "expected [type system]|[type code]|[identifier value]"),
         ("Patient", "_count=100000", "_count 100000 is larger than the largest page, 1000"),
         ("Patient", "_count=-1", "invalid value for search parameter '_count'"),
         ("Patient", "_sort=nonsense", "cannot sort by 'nonsense'"),
@@ -316,4 +317,107 @@ fn limits_hold_whatever_the_handling() {
     }
     let includes: Vec<&str> = std::iter::repeat_n("_revinclude=Observation:subject", 17).collect();
     assert!(matches!(strict("Patient", &includes.join("&")), Err(SearchError::TooMany { .. })));
+}
+
+/// Arbitrary query strings never panic the parser or the evaluator: each is parsed under
+/// both handlings, and every clause parsed is evaluated on a resource.
+#[test]
+fn arbitrary_queries_are_refused_or_parsed_never_panic() {
+    const NAMES: &[&str] = &[
+        "family",
+        "birthdate",
+        "code",
+        "subject",
+        "value-quantity",
+        "_id",
+        "_lastUpdated",
+        "_count",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_has",
+        "_summary",
+        "_elements",
+        "url",
+        "probability",
+        "patient",
+        "identifier",
+    ];
+    const PIECES: &[&str] = &[
+        ":",
+        ".",
+        "|",
+        ",",
+        "\\",
+        "$",
+        "=",
+        "-",
+        "ge",
+        "ap",
+        "sa",
+        "eb",
+        "ne",
+        "2020",
+        "-01",
+        "-13",
+        "T10:00",
+        "Z",
+        "+01:00",
+        "1e",
+        "5.4",
+        "e9999",
+        "Patient",
+        "Observation",
+        "/",
+        "p1",
+        "_history",
+        "missing",
+        "exact",
+        "not",
+        "text",
+        "identifier",
+        "Patient.name",
+        "é",
+        "\u{0301}",
+        "ﬁ",
+        " ",
+        "http://x",
+        "true",
+        "",
+        "999999999999",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % u64::try_from(bound).unwrap_or(1)).unwrap_or(0)
+    };
+    let resources = [
+        serde_json::json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Émile"}], "birthDate": "2020-01"}),
+        serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"}, "valueQuantity": {"value": 5.4}}),
+    ];
+    let mut parsed = 0;
+    for _ in 0..20_000 {
+        let mut name = NAMES[next(NAMES.len())].to_string();
+        let mut value = String::new();
+        for _ in 0..next(4) {
+            name.push_str(PIECES[next(PIECES.len())]);
+        }
+        for _ in 0..next(6) {
+            value.push_str(PIECES[next(PIECES.len())]);
+        }
+        let resource = &resources[next(resources.len())];
+        let resource_type = resource["resourceType"].as_str().unwrap_or_default();
+        for handling in [Handling::Strict, Handling::Lenient] {
+            if let Ok((query, _)) = parse_query(resource_type, &[(name.clone(), value.clone())], handling) {
+                parsed += 1;
+                for clause in &query.clauses {
+                    let _ = medvault_fhir::search::matches(resource, clause);
+                }
+            }
+        }
+    }
+    assert!(parsed > 10_000, "only {parsed} parsed");
 }

@@ -188,8 +188,9 @@ pub struct SearchDoc {
     pub tokens: Vec<SearchToken>,
 }
 
-/// A keyed search token.
-pub type SearchToken = [u8; 16];
+/// A keyed search token: 16 bytes (a benchmark build can also store plaintext tokens,
+/// `bench-plaintext-index`, which are longer).
+pub type SearchToken = Vec<u8>;
 
 /// The index generations a write indexes into: the active one and the one being built.
 /// The writer checks them inside its transaction; a job prepared for others is re-prepared.

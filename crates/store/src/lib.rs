@@ -220,6 +220,8 @@ pub struct Store {
     write_stripes: Vec<std::sync::Mutex<()>>,
     /// The search index generations and their keys (`docs/format/index-token.md`).
     search: std::sync::RwLock<Arc<search::state::SearchState>>,
+    /// Only ever true in a benchmark build (`bench-plaintext-index`).
+    danger_plaintext_index: bool,
 }
 
 /// The role of every access token: tokens are for service clients.
@@ -279,7 +281,19 @@ impl Store {
     }
 
     pub fn open(data_dir: &Path, source: &dyn MasterKeySource, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        Self::open_with(data_dir, source, clock, false)
+        Self::open_with(data_dir, source, clock, false, false)
+    }
+
+    /// Opens a store whose search index holds plaintext tokens instead of keyed ones, so a
+    /// benchmark can measure what the keyed scheme costs. Open a store written this way
+    /// only this way: its tokens mean nothing to a keyed search.
+    #[cfg(feature = "bench-plaintext-index")]
+    pub fn danger_open_with_plaintext_index_for_benchmark(
+        data_dir: &Path,
+        source: &dyn MasterKeySource,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, source, clock, false, true)
     }
 
     /// Opens a store whose new versions are written unsealed: for measuring sealing only.
@@ -289,7 +303,7 @@ impl Store {
         source: &dyn MasterKeySource,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        Self::open_with(data_dir, source, clock, true)
+        Self::open_with(data_dir, source, clock, true, false)
     }
 
     /// Opens a store (sealed) whose new versions get no ledger leaves and no checkpoints,
@@ -301,7 +315,7 @@ impl Store {
         source: &dyn MasterKeySource,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let store = Self::open_with(data_dir, source, clock, false)?;
+        let store = Self::open_with(data_dir, source, clock, false, false)?;
         store.engine.set_checkpoint_signer(Arc::new(ledger::DangerNoLedger))?;
         Ok(store)
     }
@@ -311,6 +325,7 @@ impl Store {
         source: &dyn MasterKeySource,
         clock: Arc<dyn Clock>,
         danger_unsealed: bool,
+        danger_plaintext_index: bool,
     ) -> Result<Self, StoreError> {
         let engine = Arc::new(SqliteEngine::open(&data_dir.join(DATABASE_FILE))?);
         let recorded_source =
@@ -345,7 +360,7 @@ impl Store {
         engine.set_checkpoint_signer(Arc::new(signer))?;
         let search_key = search::state::ensure_key(&engine, &keyring, clock.now_ms())?;
         search::state::activate_if_empty(&engine, search_key)?;
-        let search_state = search::state::load(&engine, &keyring)?;
+        let search_state = search::state::load(&engine, &keyring, danger_plaintext_index)?;
         let write_stripes = (0..WRITE_STRIPES).map(|_| std::sync::Mutex::new(())).collect();
         Ok(Self {
             engine,
@@ -355,6 +370,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             write_stripes,
             search: std::sync::RwLock::new(Arc::new(search_state)),
+            danger_plaintext_index,
         })
     }
 

@@ -1254,8 +1254,7 @@ pub(crate) fn replace_search_doc(
         .prepare_cached("SELECT tokens FROM search_docs WHERE gen = ?1 AND rid = ?2")?
         .query_row(params![generation, rid], |row| row.get(0))
         .optional()?;
-    let old: Vec<SearchToken> =
-        old.unwrap_or_default().chunks_exact(16).map(|chunk| chunk.try_into().unwrap_or([0; 16])).collect();
+    let old = decode_tokens(&old.unwrap_or_default());
     let new = tokens.unwrap_or(&[]);
     let mut delete = connection.prepare_cached("DELETE FROM search_entries WHERE token = ?1 AND rid = ?2")?;
     for token in old.iter().filter(|t| new.binary_search(t).is_err()) {
@@ -1268,7 +1267,7 @@ pub(crate) fn replace_search_doc(
     }
     match tokens {
         Some(tokens) => {
-            let bytes: Vec<u8> = tokens.iter().flatten().copied().collect();
+            let bytes = encode_tokens(tokens);
             connection
                 .prepare_cached(
                     "INSERT INTO search_docs (gen, rid, tokens) VALUES (?1, ?2, ?3)
@@ -1283,6 +1282,27 @@ pub(crate) fn replace_search_doc(
         }
     }
     Ok(())
+}
+
+/// `search_docs.tokens`: each token as its length (one byte) and its bytes.
+fn encode_tokens(tokens: &[SearchToken]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
+    for token in tokens {
+        let length = u8::try_from(token.len()).unwrap_or(u8::MAX);
+        bytes.push(length);
+        bytes.extend_from_slice(&token[..usize::from(length)]);
+    }
+    bytes
+}
+
+fn decode_tokens(mut bytes: &[u8]) -> Vec<SearchToken> {
+    let mut tokens = Vec::new();
+    while let Some((&length, rest)) = bytes.split_first() {
+        let Some((token, rest)) = rest.split_at_checked(usize::from(length)) else { break };
+        tokens.push(token.to_vec());
+        bytes = rest;
+    }
+    tokens
 }
 
 /// The care relationships a CareTeam or Encounter version states replace those its

@@ -175,8 +175,17 @@ impl PartialOrd for Decimal {
     }
 }
 
+/// Beyond this many digits (or zeros after the point), [`Decimal`] displays in scientific
+/// notation, so that what it writes always parses back.
+const PLAIN_DIGITS_MAX: i32 = 30;
+
 impl fmt::Display for Decimal {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.exponent > PLAIN_DIGITS_MAX - i32::try_from(digit_count(self.mantissa)).unwrap_or(0)
+            || self.exponent < -PLAIN_DIGITS_MAX
+        {
+            return write!(formatter, "{}e{}", self.mantissa, self.exponent);
+        }
         if self.exponent >= 0 {
             let zeros = "0".repeat(usize::try_from(self.exponent).unwrap_or(0));
             return write!(formatter, "{}{zeros}", self.mantissa);
@@ -246,6 +255,12 @@ mod tests {
         assert_eq!(d("1.50"), d("1.5"));
         assert_eq!(d("1e3"), d("1000"));
         assert_eq!(d("0.00"), Decimal::ZERO);
+        for text in ["-1.000000000000000000E+245", "1E-22", "1e-245", "123.456", "-0.000001", "1e29", "1e31"] {
+            let decimal = d(text);
+            assert_eq!(Decimal::parse(&decimal.to_string()), Some(decimal), "{text} → {decimal}");
+        }
+        assert_eq!(d("1e31").to_string(), "1e31");
+        assert_eq!(d("1e29").to_string(), "100000000000000000000000000000");
         assert!((d("5.35").to_f64() - 5.35).abs() < 1e-12);
     }
 }

@@ -215,7 +215,7 @@ impl Parser {
     }
 
     fn eat_symbol(&mut self, symbol: &str) -> bool {
-        if self.peek() == Some(&Token::Symbol(symbol_static(symbol))) {
+        if matches!(self.peek(), Some(Token::Symbol(candidate)) if *candidate == symbol) {
             self.position += 1;
             true
         } else {
@@ -364,10 +364,6 @@ impl Parser {
         self.expect_symbol(")")?;
         Ok(function)
     }
-}
-
-fn symbol_static(symbol: &str) -> &'static str {
-    SYMBOLS.iter().find(|candidate| **candidate == symbol).copied().unwrap_or("")
 }
 
 // ---------------------------------------------------------------------------------------

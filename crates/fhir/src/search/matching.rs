@@ -11,7 +11,8 @@
 //!   implicit range (`100` → `[99.5, 100.5)`); a `Range` or comparator must lie within it.
 //! - quantities compare units by system and code, or by code or human unit when the search
 //!   gives no system; there is no UCUM unit conversion (`1000 mg` does not match `1 g`).
-//! - `:text` on a token: a prefix of the normalized text, or of a word in it.
+//! - `:text` on a token: like a string search, a prefix of the normalized text (a
+//!   `CodeableConcept.text`, a `Coding.display`, an `Identifier.type.text`).
 //! - a reference by id matches relative references only; an absolute URL matches the same
 //!   URL (a canonical without `|version` matches every version).
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 use super::decimal::Decimal;
 use super::extract::extract_param;
+use super::fhirpath::Item;
 use super::query::{Clause, Modifier, Prefix, QueryValue};
 use super::table::{param, SearchParam};
 use super::value::IndexValue;
@@ -41,6 +43,9 @@ pub fn matches(resource: &Value, clause: &Clause) -> bool {
         clause.values.iter().any(|query| values.iter().any(|value| value_matches(search_param, modifier, query, value)))
     };
     match &clause.modifier {
+        Some(Modifier::OfType) => {
+            clause.values.iter().any(|query| identifier_of_type_matches(resource, search_param, query))
+        }
         Some(Modifier::Missing(missing)) => values.is_empty() == *missing,
         Some(Modifier::Not) => !any_matches(None),
         modifier => any_matches(modifier.as_ref()),
@@ -49,7 +54,9 @@ pub fn matches(resource: &Value, clause: &Clause) -> bool {
 
 /// Whether one value of a resource satisfies one query value under `modifier`. For `:not`
 /// this is the positive test (the clause negates it over all values); for `:missing` it is
-/// not called.
+/// not called. For `:of-type` it compares the identifier's value only (an index value does
+/// not carry the identifier's type): a necessary condition, which [`matches`] completes.
+/// `param` is the parameter the value belongs to (the rules depend on the values alone today).
 pub fn value_matches(param: &SearchParam, modifier: Option<&Modifier>, query: &QueryValue, value: &IndexValue) -> bool {
     let _ = param;
     match (query, value) {
@@ -62,8 +69,11 @@ pub fn value_matches(param: &SearchParam, modifier: Option<&Modifier>, query: &Q
             let code_matches = code.as_ref().is_none_or(|code| code == value_code);
             !matches!(modifier, Some(Modifier::Text)) && system_matches && code_matches
         }
+        (QueryValue::TokenOfType { value: identifier, .. }, IndexValue::Token { code, .. }) => {
+            matches!(modifier, Some(Modifier::OfType)) && code == identifier
+        }
         (QueryValue::String { normalized, .. }, IndexValue::TokenText(text)) => {
-            matches!(modifier, Some(Modifier::Text)) && starts_a_word(text, normalized)
+            matches!(modifier, Some(Modifier::Text)) && text.starts_with(normalized.as_str())
         }
         (QueryValue::String { normalized, .. }, IndexValue::String(text)) => match modifier {
             None => text.starts_with(normalized.as_str()),
@@ -112,11 +122,6 @@ pub fn value_matches(param: &SearchParam, modifier: Option<&Modifier>, query: &Q
         },
         _ => false,
     }
-}
-
-/// Whether `prefix` is a prefix of `text` or of one of its words.
-fn starts_a_word(text: &str, prefix: &str) -> bool {
-    text.starts_with(prefix) || text.match_indices(' ').any(|(index, _)| text[index + 1..].starts_with(prefix))
 }
 
 /// R4's prefixes on ranges: `search` is the search value's range, `target` the resource's,
@@ -179,4 +184,23 @@ fn number_matches(
             low_below(high, true) && high_above(low, true)
         }
     }
+}
+
+/// `:of-type`: an Identifier of the parameter whose `type` has a coding with the query's
+/// system and code, and whose `value` is the query's value.
+fn identifier_of_type_matches(resource: &Value, search_param: &SearchParam, query: &QueryValue) -> bool {
+    let QueryValue::TokenOfType { system, code, value } = query else {
+        return false;
+    };
+    search_param.compiled.evaluate(resource).iter().any(|item| {
+        let Item::Value { json, type_name: "Identifier", .. } = item else {
+            return false;
+        };
+        let codings = json.get("type").and_then(|concept| concept.get("coding")).and_then(Value::as_array);
+        json.get("value").and_then(Value::as_str) == Some(value.as_str())
+            && codings.into_iter().flatten().any(|coding| {
+                coding.get("system").and_then(Value::as_str) == Some(system.as_str())
+                    && coding.get("code").and_then(Value::as_str) == Some(code.as_str())
+            })
+    })
 }

@@ -28,4 +28,4 @@ pub use query::{
     SearchWarning, Summary, Total,
 };
 pub use table::{param, params, supported_params, unsupported_params, ParamType, SearchParam, UnsupportedParam};
-pub use value::{normalize_string, IndexEntry, IndexValue, DATE_MAX_MS, DATE_MIN_MS};
+pub use value::{normalize_string, IndexEntry, IndexValue, DATE_MAX_MS, DATE_MIN_MS, EXTRACTION_VERSION};

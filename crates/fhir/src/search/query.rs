@@ -74,7 +74,8 @@ pub enum Modifier {
     In,
     /// Token `:not-in` a value set (not supported).
     NotIn,
-    /// Token `:of-type` on an Identifier (`system|code|value`).
+    /// Token `:of-type` on an Identifier: `type system|type code|value`
+    /// ([`QueryValue::TokenOfType`]).
     OfType,
 }
 
@@ -623,7 +624,8 @@ fn parse_modifier(name: &str, search_param: &SearchParam, text: &str) -> Result<
         (Modifier::Missing(_), _) => true,
         (Modifier::Exact | Modifier::Contains, ParamType::String) => true,
         (Modifier::Text | Modifier::Not, ParamType::Token) => true,
-        (Modifier::In | Modifier::NotIn | Modifier::OfType, ParamType::Token) => {
+        (Modifier::OfType, ParamType::Token) => true,
+        (Modifier::In | Modifier::NotIn, ParamType::Token) => {
             return Err(unsupported(
                 name,
                 format!(":{text} needs a terminology service, which this server does not have"),
@@ -682,6 +684,12 @@ fn parse_value(
 ) -> Result<QueryValue, SearchError> {
     match (search_param.kind, modifier) {
         (ParamType::Token, Some(Modifier::Text)) | (ParamType::String, _) => Ok(string_value(&unescape(raw))),
+        (ParamType::Token, Some(Modifier::OfType)) => match split_escaped(raw, '|').as_slice() {
+            [system, code, value] if !system.is_empty() && !code.is_empty() && !value.is_empty() => {
+                Ok(QueryValue::TokenOfType { system: unescape(system), code: unescape(code), value: unescape(value) })
+            }
+            _ => Err(bad_value(name, "expected [type system]|[type code]|[identifier value]")),
+        },
         (ParamType::Token, _) | (ParamType::Reference, Some(Modifier::Identifier)) => token_value(name, raw),
         (ParamType::Reference, _) => {
             let type_from_modifier = match modifier {

@@ -5,6 +5,11 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::decimal::Decimal;
 
+/// The version of what [`super::extract`] and [`normalize_string`] make of a given input. An index built from values of another version must be rebuilt, so
+/// a store includes it in what decides whether its index is current. Bump it with any
+/// change to their output; the test `extraction_output_is_pinned` fails until it is.
+pub const EXTRACTION_VERSION: u32 = 1;
+
 /// The earliest time a date range can start: an open start (`Period` without `start`).
 pub const DATE_MIN_MS: i64 = i64::MIN;
 /// The latest time a date range can end: an open end (`Period` without `end`).

@@ -30,7 +30,7 @@ impl<'c> Node<'c> {
     pub fn build(connection: &'c Connection, plan: &Plan) -> Result<Node<'c>, StoreError> {
         Ok(match plan {
             Plan::Empty => Node::Empty,
-            Plan::Token(token) => Node::List(PostingList::new(connection, *token)),
+            Plan::Token(token) => Node::List(PostingList::new(connection, token.clone())),
             Plan::Or(children) => {
                 Node::Or(children.iter().map(|child| Node::build(connection, child)).collect::<Result<_, _>>()?)
             }

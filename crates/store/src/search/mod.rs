@@ -234,7 +234,7 @@ impl Store {
     }
 
     pub(crate) fn reload_search_state(&self) -> Result<Arc<SearchState>, StoreError> {
-        let state = Arc::new(state::load(&self.engine, &self.keyring)?);
+        let state = Arc::new(state::load(&self.engine, &self.keyring, self.danger_plaintext_index)?);
         *self.search.write().map_err(|_| StoreError::Poisoned)? = state.clone();
         Ok(state)
     }

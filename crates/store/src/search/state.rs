@@ -75,8 +75,7 @@ impl SearchState {
 pub fn definitions_digest() -> &'static str {
     static DIGEST: OnceLock<String> = OnceLock::new();
     DIGEST.get_or_init(|| {
-        let mut text = String::from(SCHEME);
-        text.push('\n');
+        let mut text = format!("{SCHEME}\nextraction {}\n", medvault_fhir::search::EXTRACTION_VERSION);
         for resource_type in medvault_fhir::resource_types() {
             for param in medvault_fhir::search::params(resource_type) {
                 text.push_str(&format!(
@@ -107,8 +106,9 @@ fn parse(value: &[u8]) -> Option<(u32, u64, String, Option<[u8; 16]>)> {
     Some((generation, key_id, digest, cursor))
 }
 
-/// Reads the generations from `meta` and unwraps their keys.
-pub(crate) fn load(engine: &SqliteEngine, keyring: &Keyring) -> Result<SearchState, StoreError> {
+/// Reads the generations from `meta` and unwraps their keys (`danger_plaintext`: only in a
+/// `bench-plaintext-index` build, tokens in the clear).
+pub(crate) fn load(engine: &SqliteEngine, keyring: &Keyring, danger_plaintext: bool) -> Result<SearchState, StoreError> {
     let generation = |value: &[u8]| -> Result<(Arc<Generation>, Option<[u8; 16]>), StoreError> {
         let (number, key_id, digest, cursor) =
             parse(value).ok_or_else(|| StoreError::Corrupt("a search index generation in meta is malformed".into()))?;
@@ -117,7 +117,8 @@ pub(crate) fn load(engine: &SqliteEngine, keyring: &Keyring) -> Result<SearchSta
             .filter(|row| row.purpose == KeyPurpose::SearchIndex as u8)
             .ok_or_else(|| StoreError::Corrupt(format!("search index key {key_id} is missing")))?;
         let secret = keyring.unwrap_store_key(&row, KeyPurpose::SearchIndex)?;
-        Ok((Arc::new(Generation { key: SearchKey::new(&secret, number, key_id), digest }), cursor))
+        let key = search_key(&secret, number, key_id, danger_plaintext);
+        Ok((Arc::new(Generation { key, digest }), cursor))
     };
     let active = engine.meta(ACTIVE)?.map(|value| generation(&value)).transpose()?.map(|(g, _)| g);
     let building = engine
@@ -126,6 +127,16 @@ pub(crate) fn load(engine: &SqliteEngine, keyring: &Keyring) -> Result<SearchSta
         .transpose()?
         .map(|(generation, cursor)| Building { generation, cursor });
     Ok(SearchState { active, building })
+}
+
+fn search_key(secret: &medvault_crypto::Secret32, number: u32, key_id: u64, danger_plaintext: bool) -> SearchKey {
+    #[cfg(feature = "bench-plaintext-index")]
+    if danger_plaintext {
+        return SearchKey::danger_plaintext_for_benchmark(secret, number, key_id);
+    }
+    // Without the benchmark feature the flag can only be false.
+    assert!(!danger_plaintext, "a plaintext search index needs the bench-plaintext-index feature");
+    SearchKey::new(secret, number, key_id)
 }
 
 /// The newest usable search key's id, creating one if the store has none (a store made

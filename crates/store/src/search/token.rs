@@ -44,6 +44,8 @@ pub struct SearchKey {
     generation: u32,
     /// The `keys` row of the key.
     pub key_id: u64,
+    /// Benchmark builds only (`bench-plaintext-index`): tokens are their plaintext input.
+    danger_plaintext: bool,
 }
 
 impl std::fmt::Debug for SearchKey {
@@ -54,7 +56,14 @@ impl std::fmt::Debug for SearchKey {
 
 impl SearchKey {
     pub fn new(key: &Secret32, generation: u32, key_id: u64) -> Self {
-        Self { mac: IndexKey::new(key), generation, key_id }
+        Self { mac: IndexKey::new(key), generation, key_id, danger_plaintext: false }
+    }
+
+    /// A key whose tokens are their plaintext input, so a benchmark can measure what keyed
+    /// tokens cost. Such an index holds names, codes and dates in the clear.
+    #[cfg(feature = "bench-plaintext-index")]
+    pub fn danger_plaintext_for_benchmark(key: &Secret32, generation: u32, key_id: u64) -> Self {
+        Self { mac: IndexKey::new(key), generation, key_id, danger_plaintext: true }
     }
 
     pub fn generation(&self) -> u32 {
@@ -77,10 +86,12 @@ impl SearchKey {
             input.extend_from_slice(&length.to_be_bytes());
             input.extend_from_slice(part);
         }
-        let mac = self.mac.mac(&[&input]);
-        let mut token = [0u8; 16];
-        token.copy_from_slice(&mac[..16]);
-        token
+        if self.danger_plaintext {
+            // Only reachable with `bench-plaintext-index`; a token longer than a document
+            // entry can hold is hashed instead.
+            return if input.len() <= usize::from(u8::MAX) { input } else { medvault_crypto::sha256(&input).to_vec() };
+        }
+        self.mac.mac(&[&input])[..16].to_vec()
     }
 
     pub fn type_token(&self, resource_type: &str) -> SearchToken {
@@ -134,13 +145,10 @@ impl SearchKey {
                     None => out.push(token(KIND_TOKEN_NO_SYSTEM, &[code.as_bytes()])),
                 }
             }
-            // `:text` matches a prefix of the text or of any word in it.
+            // `:text` matches a prefix of the whole normalized text, as strings do.
             IndexValue::TokenText(text) => {
-                let word_starts = std::iter::once(0).chain(text.match_indices(' ').map(|(at, _)| at + 1));
-                for start in word_starts {
-                    for prefix in prefixes(&text[start..]) {
-                        out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
-                    }
+                for prefix in prefixes(text) {
+                    out.push(token(KIND_TOKEN_TEXT, &[prefix.as_bytes()]));
                 }
             }
             IndexValue::String(text) => {
@@ -209,8 +217,13 @@ impl SearchKey {
             out.push(self.token(family + WIDE, resource_type, param, unit));
             return;
         };
+        let finest = levels.prefixes.len() - 1;
         for &(level, bucket) in &canonical {
-            out.push(bucket_token(COVER, level, bucket));
+            // A query finds a finest bucket through its own `in` token: no coarser query
+            // bucket lies inside it, so its `cover` token would never be asked for.
+            if level != finest {
+                out.push(bucket_token(COVER, level, bucket));
+            }
             out.push(bucket_token(IN, level, bucket));
             for (ancestor_level, ancestor) in levels.ancestors(level, bucket) {
                 out.push(bucket_token(IN, ancestor_level, ancestor));
