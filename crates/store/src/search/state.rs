@@ -108,7 +108,11 @@ fn parse(value: &[u8]) -> Option<(u32, u64, String, Option<[u8; 16]>)> {
 
 /// Reads the generations from `meta` and unwraps their keys (`danger_plaintext`: only in a
 /// `bench-plaintext-index` build, tokens in the clear).
-pub(crate) fn load(engine: &SqliteEngine, keyring: &Keyring, danger_plaintext: bool) -> Result<SearchState, StoreError> {
+pub(crate) fn load(
+    engine: &SqliteEngine,
+    keyring: &Keyring,
+    danger_plaintext: bool,
+) -> Result<SearchState, StoreError> {
     let generation = |value: &[u8]| -> Result<(Arc<Generation>, Option<[u8; 16]>), StoreError> {
         let (number, key_id, digest, cursor) =
             parse(value).ok_or_else(|| StoreError::Corrupt("a search index generation in meta is malformed".into()))?;
