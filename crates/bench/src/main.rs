@@ -18,6 +18,7 @@ mod floor;
 mod ledger;
 mod nginx;
 mod report;
+mod search;
 mod server;
 mod wrk;
 
@@ -37,6 +38,7 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
                       [--ledger-leaves N] [--ledger-only] [--auth-only] [--auth-patients N]
                       [--json PATH]
        medvault-bench --backup-only [--backup-resources N]
+       medvault-bench --search-only [--search-resources N]
 
   --resources N           generate at least N resources (default 100000; 20000 with --quick)
   --duration-s S          seconds per wrk run (default 10; 3 with --quick)
@@ -51,6 +53,8 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
   --backup-only           only the backup benchmark: medvault against restic on one store
                           (needs restic: apt-get install -y restic)
   --backup-resources N    resources in that store (default 1000000; 100000 with --quick)
+  --search-only           only the search benchmark: keyed tokens against a plaintext index, in process
+  --search-resources N    resources in each of its two stores (default 1000000; 250000 with --quick)
   --quick                 a short run for development
   --json PATH             also write the figures as JSON to PATH
 
@@ -75,6 +79,8 @@ struct Options {
     audit_records: u64,
     backup_only: bool,
     backup_resources: usize,
+    search_only: bool,
+    search_resources: usize,
     json: Option<PathBuf>,
 }
 
@@ -116,6 +122,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut audit_records = None;
     let mut backup_only = false;
     let mut backup_resources = None;
+    let mut search_only = false;
+    let mut search_resources = None;
     let mut json = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -136,6 +144,10 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             "--backup-resources" => {
                 backup_resources = Some(value("--backup-resources")?.parse().context("--backup-resources")?)
             }
+            "--search-only" => search_only = true,
+            "--search-resources" => {
+                search_resources = Some(value("--search-resources")?.parse().context("--search-resources")?)
+            }
             "--json" => json = Some(PathBuf::from(value("--json")?)),
             "--help" | "-h" => return Ok(None),
             other => anyhow::bail!("unknown argument '{other}'"),
@@ -153,6 +165,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         audit_records: audit_records.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         backup_only,
         backup_resources: backup_resources.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+        search_only,
+        search_resources: search_resources.unwrap_or(if quick { 250_000 } else { 1_000_000 }),
         json,
     };
     anyhow::ensure!(options.auth_patients > 0, "--auth-patients must be positive");
@@ -225,6 +239,12 @@ fn wrk_settings(options: &Options) -> WrkSettings {
 fn run(options: &Options) -> anyhow::Result<()> {
     if options.backup_only {
         return backup::run(options.backup_resources);
+    }
+    if options.search_only {
+        let figures = search::run(options.search_resources, SEED)?;
+        println!();
+        print!("{}", figures.table());
+        return write_json(options, &json_with_machine(figures.to_json()));
     }
     if options.ledger_only {
         return run_ledger_only(options);

@@ -96,7 +96,8 @@ impl Service {
         check_inner_scopes(access, &query)?;
         let subset = subset(&mut query, request.handling, &mut issues)?;
         let visibility = access.visibility()?;
-        let count_only = query.summary == Some(Summary::Count);
+        // `_summary=count`, or `_count=0` (a page of nothing: what is asked is the total).
+        let count_only = query.summary == Some(Summary::Count) || query.count == Some(0);
         let options = SearchOptions {
             visibility: &visibility,
             page_size: if count_only { 0 } else { query.count.unwrap_or(SEARCH_COUNT_DEFAULT).min(SEARCH_COUNT_MAX) },

@@ -1295,7 +1295,7 @@ fn encode_tokens(tokens: &[SearchToken]) -> Vec<u8> {
     bytes
 }
 
-fn decode_tokens(mut bytes: &[u8]) -> Vec<SearchToken> {
+pub(crate) fn decode_tokens(mut bytes: &[u8]) -> Vec<SearchToken> {
     let mut tokens = Vec::new();
     while let Some((&length, rest)) = bytes.split_first() {
         let Some((token, rest)) = rest.split_at_checked(usize::from(length)) else { break };

@@ -3,7 +3,7 @@
 //! an intersection is a leapfrog join that skips what the other lists exclude. A posting
 //! list is read in chunks through its `(token, rid)` primary key.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::plan::Plan;
 use crate::engine::SearchToken;
@@ -21,30 +21,114 @@ pub(crate) enum Node<'c> {
     Empty,
     List(PostingList<'c>),
     Or(Vec<Node<'c>>),
-    And(Vec<Node<'c>>),
+    /// A leapfrog join of `streams`, each candidate then tested against `checks` with the
+    /// resource's own tokens (`search_docs`): a union of many lists (a date range, the
+    /// patients a clinician sees) costs one look-up per candidate instead of a seek in
+    /// each of its lists.
+    And {
+        streams: Vec<Node<'c>>,
+        checks: Vec<Check>,
+        docs: Docs<'c>,
+    },
     Minus(Box<Node<'c>>, Box<Node<'c>>),
 }
 
+/// Reads a resource's tokens in one generation.
+pub(crate) struct Docs<'c> {
+    connection: &'c Connection,
+    generation: u32,
+}
+
+impl Docs<'_> {
+    fn tokens(&self, rid: i64) -> Result<Vec<SearchToken>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .connection
+            .prepare_cached("SELECT tokens FROM search_docs WHERE gen = ?1 AND rid = ?2")?
+            .query_row(params![self.generation, rid], |row| row.get(0))
+            .optional()?;
+        Ok(crate::sqlite::decode_tokens(&blob.unwrap_or_default()))
+    }
+}
+
+/// A plan as a test of one resource's tokens; a union of lists becomes a set, so a date
+/// range of hundreds of buckets costs a few hash look-ups per candidate.
+pub(crate) enum Check {
+    Empty,
+    Token(SearchToken),
+    Any(std::collections::HashSet<SearchToken>),
+    Or(Vec<Check>),
+    And(Vec<Check>),
+    Minus(Box<Check>, Box<Check>),
+}
+
+impl Check {
+    fn of(plan: &Plan) -> Check {
+        match plan {
+            Plan::Empty => Check::Empty,
+            Plan::Token(token) => Check::Token(token.clone()),
+            Plan::Or(children) if children.iter().all(|c| matches!(c, Plan::Token(_))) => Check::Any(
+                children.iter().filter_map(|c| if let Plan::Token(t) = c { Some(t.clone()) } else { None }).collect(),
+            ),
+            Plan::Or(children) => Check::Or(children.iter().map(Check::of).collect()),
+            Plan::And(children) => Check::And(children.iter().map(Check::of).collect()),
+            Plan::Minus(universe, minus) => Check::Minus(Box::new(Check::of(universe)), Box::new(Check::of(minus))),
+        }
+    }
+
+    /// Whether a resource with these (sorted) tokens is in the set.
+    fn holds(&self, tokens: &[SearchToken]) -> bool {
+        match self {
+            Check::Empty => false,
+            Check::Token(token) => tokens.binary_search(token).is_ok(),
+            Check::Any(set) => tokens.iter().any(|token| set.contains(token)),
+            Check::Or(children) => children.iter().any(|child| child.holds(tokens)),
+            Check::And(children) => children.iter().all(|child| child.holds(tokens)),
+            Check::Minus(universe, minus) => universe.holds(tokens) && !minus.holds(tokens),
+        }
+    }
+}
+
+/// A plan read as a stream in an intersection: a single list, or a small union.
+fn streams_well(plan: &Plan) -> bool {
+    match plan {
+        Plan::Token(_) | Plan::Empty => true,
+        Plan::Or(children) => children.len() <= 4 && children.iter().all(|c| matches!(c, Plan::Token(_))),
+        _ => false,
+    }
+}
+
 impl<'c> Node<'c> {
-    /// Builds the nodes of a plan; intersections are ordered smallest first (estimated).
-    pub fn build(connection: &'c Connection, plan: &Plan) -> Result<Node<'c>, StoreError> {
+    /// Builds the nodes of a plan in index generation `generation`: an intersection is
+    /// driven by its smallest part (estimated); single lists join it, other parts are
+    /// checked candidate by candidate.
+    pub fn build(connection: &'c Connection, plan: &Plan, generation: u32) -> Result<Node<'c>, StoreError> {
         Ok(match plan {
             Plan::Empty => Node::Empty,
             Plan::Token(token) => Node::List(PostingList::new(connection, token.clone())),
-            Plan::Or(children) => {
-                Node::Or(children.iter().map(|child| Node::build(connection, child)).collect::<Result<_, _>>()?)
-            }
+            Plan::Or(children) => Node::Or(
+                children.iter().map(|child| Node::build(connection, child, generation)).collect::<Result<_, _>>()?,
+            ),
             Plan::And(children) => {
                 let mut sized = children
                     .iter()
                     .map(|child| Ok((estimate(connection, child)?, child)))
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 sized.sort_by_key(|(size, _)| *size);
-                Node::And(sized.into_iter().map(|(_, child)| Node::build(connection, child)).collect::<Result<_, _>>()?)
+                let mut streams = Vec::new();
+                let mut checks = Vec::new();
+                for (index, (_, child)) in sized.into_iter().enumerate() {
+                    if index == 0 || streams_well(child) {
+                        streams.push(Node::build(connection, child, generation)?);
+                    } else {
+                        checks.push(Check::of(child));
+                    }
+                }
+                Node::And { streams, checks, docs: Docs { connection, generation } }
             }
-            Plan::Minus(universe, minus) => {
-                Node::Minus(Box::new(Node::build(connection, universe)?), Box::new(Node::build(connection, minus)?))
-            }
+            Plan::Minus(universe, minus) => Node::Minus(
+                Box::new(Node::build(connection, universe, generation)?),
+                Box::new(Node::build(connection, minus, generation)?),
+            ),
         })
     }
 
@@ -70,10 +154,10 @@ impl<'c> Node<'c> {
                 }
                 Ok(best)
             }
-            Node::And(children) => {
+            Node::And { streams, checks, docs } => {
                 let mut target = at_most;
                 'restart: loop {
-                    for child in children.iter_mut() {
+                    for child in streams.iter_mut() {
                         match child.seek(target)? {
                             None => return Ok(None),
                             Some(rid) if rid < target => {
@@ -81,6 +165,14 @@ impl<'c> Node<'c> {
                                 continue 'restart;
                             }
                             Some(_) => {}
+                        }
+                    }
+                    if !checks.is_empty() {
+                        let tokens = docs.tokens(target)?;
+                        if !checks.iter().all(|check| check.holds(&tokens)) {
+                            let Some(below) = target.checked_sub(1) else { return Ok(None) };
+                            target = below;
+                            continue 'restart;
                         }
                     }
                     return Ok(Some(target));

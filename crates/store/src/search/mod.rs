@@ -140,6 +140,8 @@ struct Planned {
     exact: bool,
     /// The caller's restriction is checked candidate by candidate, not in the plan.
     filtered: bool,
+    /// The index generation the plan's tokens are of.
+    generation: u32,
 }
 
 impl Store {
@@ -205,6 +207,7 @@ impl Store {
             plan: Plan::Token(generation.key.compartment_token(compartment)),
             exact: true,
             filtered: true,
+            generation: generation.number(),
         };
         let cursor = options.cursor.map(|c| self.open_cursor(&generation, &options.query_digest, c)).transpose()?;
         let start = cursor.as_ref().map(|c| c.at.clone());
@@ -372,7 +375,14 @@ impl Store {
                 filtered = true;
             }
         }
-        Ok(Planned { resource_type: Some(resource_type.to_string()), clauses, plan: Plan::and(plans), exact, filtered })
+        Ok(Planned {
+            resource_type: Some(resource_type.to_string()),
+            clauses,
+            plan: Plan::and(plans),
+            exact,
+            filtered,
+            generation: generation.number(),
+        })
     }
 
     /// All matches of an inner search (a chain, a `_has`), refused beyond
@@ -444,7 +454,7 @@ impl Store {
             let mut matches = Vec::new();
             let mut next_rid = None;
             let mut scanned = 0usize;
-            let mut node = Node::build(&transaction, &planned.plan)?;
+            let mut node = Node::build(&transaction, &planned.plan, planned.generation)?;
             let mut at = start;
             if options.page_size == 0 {
                 at = None;
@@ -487,7 +497,7 @@ impl Store {
             if let (Plan::Token(token), false) = (&planned.plan, planned.filtered) {
                 return exec::count_token(connection, token).map(Some);
             }
-            let mut node = Node::build(connection, &planned.plan)?;
+            let mut node = Node::build(connection, &planned.plan, planned.generation)?;
             let mut count = 0u64;
             let mut at = Some(i64::MAX);
             while let Some(rid) = at.map(|at| node.seek(at)).transpose()?.flatten() {
@@ -498,7 +508,7 @@ impl Store {
             }
             return Ok(Some(count));
         }
-        let mut node = Node::build(connection, &planned.plan)?;
+        let mut node = Node::build(connection, &planned.plan, planned.generation)?;
         let mut count = 0u64;
         let mut examined = 0usize;
         let mut at = Some(i64::MAX);
@@ -543,7 +553,7 @@ impl Store {
         let resource_type = planned.resource_type.clone().unwrap_or_default();
         let mut keyed: Vec<(Vec<Option<SortKey>>, i64)> = self.engine.query(|connection| {
             let transaction = connection.unchecked_transaction()?;
-            let mut node = Node::build(&transaction, &planned.plan)?;
+            let mut node = Node::build(&transaction, &planned.plan, planned.generation)?;
             let mut keyed = Vec::new();
             let mut examined = 0usize;
             let mut at = Some(i64::MAX);

@@ -7,9 +7,8 @@ use medvault_fhir::search::{param, Clause, Decimal, Modifier, ParamType, Prefix,
 
 use super::token::{
     self, prefix_of, query_prefix, query_regions, SearchKey, DATE_LEVELS, KIND_DATE, KIND_NUMBER, KIND_QUANTITY,
-    KIND_QUANTITY_UNIT, KIND_REFERENCE, KIND_REFERENCE_ID, KIND_REFERENCE_URL, KIND_STRING_EXACT, KIND_STRING_PREFIX,
-    KIND_TOKEN_CODE, KIND_TOKEN_NO_SYSTEM, KIND_TOKEN_SYSTEM, KIND_TOKEN_SYSTEM_CODE, KIND_TOKEN_TEXT, KIND_URI,
-    NUMBER_LEVELS,
+    KIND_REFERENCE, KIND_REFERENCE_ID, KIND_REFERENCE_URL, KIND_STRING_EXACT, KIND_STRING_PREFIX, KIND_TOKEN_CODE,
+    KIND_TOKEN_SYSTEM_CODE, KIND_TOKEN_TEXT, KIND_URI, NUMBER_LEVELS,
 };
 use crate::engine::SearchToken;
 
@@ -139,10 +138,10 @@ fn plan_value(
     match value {
         QueryValue::Token { system, code: value_code } => match (system, value_code) {
             (None, Some(c)) => exact(token(KIND_TOKEN_CODE, &[c.as_bytes()])),
-            (Some(None), Some(c)) => exact(token(KIND_TOKEN_NO_SYSTEM, &[c.as_bytes()])),
             (Some(Some(s)), Some(c)) => exact(token(KIND_TOKEN_SYSTEM_CODE, &[s.as_bytes(), c.as_bytes()])),
-            (Some(Some(s)), None) => exact(token(KIND_TOKEN_SYSTEM, &[s.as_bytes()])),
-            // `|` or nothing: no token decides it; the matcher does.
+            // `|code`: the code's resources, of which those without a system match.
+            (Some(None), Some(c)) => ClausePlan { plan: token(KIND_TOKEN_CODE, &[c.as_bytes()]), exact: false },
+            // `system|`, `|` or nothing: no token decides it; the matcher does.
             _ => ClausePlan { plan: present(), exact: false },
         },
         QueryValue::TokenOfType { value: identifier, .. } => {
@@ -191,9 +190,8 @@ fn plan_value(
         QueryValue::Number { low, high, value: pivot, .. } => {
             number_plan(key, resource_type, code, KIND_NUMBER, None, value, (*low, *high, *pivot))
         }
-        QueryValue::Quantity { low, high, code: unit, value: pivot, .. } => {
-            let family = if unit.is_some() { KIND_QUANTITY_UNIT } else { KIND_QUANTITY };
-            number_plan(key, resource_type, code, family, unit.as_deref(), value, (*low, *high, *pivot))
+        QueryValue::Quantity { low, high, value: pivot, .. } => {
+            number_plan(key, resource_type, code, KIND_QUANTITY, None, value, (*low, *high, *pivot))
         }
     }
 }

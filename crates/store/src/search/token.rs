@@ -20,8 +20,6 @@ pub const KIND_SHARED: u8 = 0x03;
 pub const KIND_PRESENT: u8 = 0x04;
 pub const KIND_TOKEN_CODE: u8 = 0x10;
 pub const KIND_TOKEN_SYSTEM_CODE: u8 = 0x11;
-pub const KIND_TOKEN_NO_SYSTEM: u8 = 0x12;
-pub const KIND_TOKEN_SYSTEM: u8 = 0x13;
 pub const KIND_TOKEN_TEXT: u8 = 0x14;
 pub const KIND_STRING_PREFIX: u8 = 0x20;
 pub const KIND_STRING_EXACT: u8 = 0x21;
@@ -33,7 +31,6 @@ pub const KIND_URI: u8 = 0x40;
 pub const KIND_DATE: u8 = 0x50;
 pub const KIND_NUMBER: u8 = 0x60;
 pub const KIND_QUANTITY: u8 = 0x70;
-pub const KIND_QUANTITY_UNIT: u8 = 0x78;
 const COVER: u8 = 0;
 const IN: u8 = 1;
 const WIDE: u8 = 2;
@@ -87,9 +84,15 @@ impl SearchKey {
             input.extend_from_slice(part);
         }
         if self.danger_plaintext {
-            // Only reachable with `bench-plaintext-index`; a token longer than a document
-            // entry can hold is hashed instead.
-            return if input.len() <= usize::from(u8::MAX) { input } else { medvault_crypto::sha256(&input).to_vec() };
+            // Only reachable with `bench-plaintext-index`: the kind, type, parameter and
+            // fields in the clear, without the constant scheme and generation prefix; a
+            // token longer than a document entry can hold is hashed instead.
+            let plain = &input[SCHEME.len() + 4..];
+            return if plain.len() <= usize::from(u8::MAX) {
+                plain.to_vec()
+            } else {
+                medvault_crypto::sha256(plain).to_vec()
+            };
         }
         self.mac.mac(&[&input])[..16].to_vec()
     }
@@ -135,14 +138,12 @@ impl SearchKey {
     fn value_tokens(&self, resource_type: &str, param: &str, value: &IndexValue, out: &mut Vec<SearchToken>) {
         let token = |kind, fields: &[&[u8]]| self.token(kind, resource_type, param, fields);
         match value {
+            // `system|` and `|code` queries are rare: they take the code's or the parameter's
+            // tokens as candidates and are decided on the decrypted resource.
             IndexValue::Token { system, code } => {
                 out.push(token(KIND_TOKEN_CODE, &[code.as_bytes()]));
-                match system {
-                    Some(system) => {
-                        out.push(token(KIND_TOKEN_SYSTEM_CODE, &[system.as_bytes(), code.as_bytes()]));
-                        out.push(token(KIND_TOKEN_SYSTEM, &[system.as_bytes()]));
-                    }
-                    None => out.push(token(KIND_TOKEN_NO_SYSTEM, &[code.as_bytes()])),
+                if let Some(system) = system {
+                    out.push(token(KIND_TOKEN_SYSTEM_CODE, &[system.as_bytes(), code.as_bytes()]));
                 }
             }
             // `:text` matches a prefix of the whole normalized text, as strings do.
@@ -161,13 +162,16 @@ impl SearchKey {
                 if let (Some(target), Some(id)) = (target, id) {
                     out.push(token(KIND_REFERENCE, &[target.as_bytes(), id.as_bytes()]));
                 }
-                if let Some(id) = id {
-                    out.push(token(KIND_REFERENCE_ID, &[id.as_bytes()]));
-                }
-                out.push(token(KIND_REFERENCE_URL, &[url.as_bytes()]));
-                // A canonical with `|version` also matches the canonical without it.
-                if let Some((canonical, _)) = url.split_once('|') {
-                    out.push(token(KIND_REFERENCE_URL, &[canonical.as_bytes()]));
+                match id {
+                    Some(id) => out.push(token(KIND_REFERENCE_ID, &[id.as_bytes()])),
+                    // Only a reference without an id (absolute, a canonical) is found by URL.
+                    None => {
+                        out.push(token(KIND_REFERENCE_URL, &[url.as_bytes()]));
+                        // A canonical with `|version` also matches the canonical without it.
+                        if let Some((canonical, _)) = url.split_once('|') {
+                            out.push(token(KIND_REFERENCE_URL, &[canonical.as_bytes()]));
+                        }
+                    }
                 }
             }
             IndexValue::Uri(uri) => out.push(token(KIND_URI, &[uri.as_bytes()])),
@@ -179,15 +183,10 @@ impl SearchKey {
                 let range = number_range(*value, *low, *high);
                 self.ordered_tokens(resource_type, param, KIND_NUMBER, &[], &NUMBER_LEVELS, range, out);
             }
-            IndexValue::Quantity { value, low, high, code, unit, .. } => {
+            // The unit is decided on the decrypted resource.
+            IndexValue::Quantity { value, low, high, .. } => {
                 let range = number_range(*value, *low, *high);
                 self.ordered_tokens(resource_type, param, KIND_QUANTITY, &[], &NUMBER_LEVELS, range, out);
-                let mut units: Vec<&String> = code.iter().chain(unit.iter()).collect();
-                units.dedup();
-                for unit in units {
-                    let unit = [unit.as_bytes()];
-                    self.ordered_tokens(resource_type, param, KIND_QUANTITY_UNIT, &unit, &NUMBER_LEVELS, range, out);
-                }
             }
         }
     }
@@ -212,7 +211,10 @@ impl SearchKey {
             fields.push(&bucket_bytes);
             self.token(family + kind, resource_type, param, &fields)
         };
-        let canonical = range.and_then(|(low, high)| levels.canonical(low, high, COVER_BUCKETS));
+        // A range reaching outside the levels' domain is wide: clamping it would lose the
+        // part outside, which a query may ask for.
+        let inside = range.filter(|(low, high)| *low >= levels.domain.0 && *high <= levels.domain.1);
+        let canonical = inside.and_then(|(low, high)| levels.canonical(low, high, COVER_BUCKETS));
         let Some(canonical) = canonical else {
             out.push(self.token(family + WIDE, resource_type, param, unit));
             return;
@@ -288,17 +290,19 @@ pub fn query_prefix(text: &str) -> (&str, bool) {
 /// Bucket levels over 64-bit ordered keys: prefix lengths, coarse to fine, and the domain.
 #[derive(Debug)]
 pub struct Levels {
-    pub prefixes: [u8; 6],
+    pub prefixes: &'static [u8],
     pub domain: (u64, u64),
 }
 
-/// Dates: the finest bucket is 2²⁶ ms (≈ 18.6 h); the domain is years 0001 to 9999.
+/// Dates: buckets of 2³⁸ ms (≈ 8.7 years), 2³⁴ (≈ 199 days), 2³⁰ (≈ 12.4 days) and 2²⁶
+/// (≈ 18.6 hours), over 1800 to 2299: a date outside it (rare) is `wide`, so a query
+/// range is at most some 60 coarse buckets.
 pub const DATE_LEVELS: Levels =
-    Levels { prefixes: [18, 22, 26, 30, 34, 38], domain: (date_key(DATE_DOMAIN_MS.0), date_key(DATE_DOMAIN_MS.1)) };
+    Levels { prefixes: &[26, 30, 34, 38], domain: (date_key(DATE_DOMAIN_MS.0), date_key(DATE_DOMAIN_MS.1)) };
 /// Numbers and quantities: the finest bucket is 1/4096 of a binary order of magnitude.
-pub const NUMBER_LEVELS: Levels = Levels { prefixes: [4, 8, 12, 16, 20, 24], domain: (0, u64::MAX) };
-/// 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z.
-pub const DATE_DOMAIN_MS: (i64, i64) = (-62_135_596_800_000, 253_402_300_799_999);
+pub const NUMBER_LEVELS: Levels = Levels { prefixes: &[8, 12, 16, 20, 24], domain: (0, u64::MAX) };
+/// 1800-01-01T00:00:00.000Z and 2299-12-31T23:59:59.999Z.
+pub const DATE_DOMAIN_MS: (i64, i64) = (-5_364_662_400_000, 10_413_791_999_999);
 
 impl Levels {
     fn shift(&self, level: usize) -> u32 {
@@ -376,7 +380,7 @@ pub fn number_key(value: Decimal) -> Option<u64> {
 }
 
 fn date_range(low: i64, high: i64) -> Option<(u64, u64)> {
-    (low <= high).then(|| (date_key(low.max(DATE_DOMAIN_MS.0)), date_key(high.min(DATE_DOMAIN_MS.1))))
+    (low <= high).then(|| (date_key(low), date_key(high)))
 }
 
 /// The key range of a number or quantity: its bounds, open where a bound is absent (a
@@ -448,12 +452,12 @@ mod tests {
                     "{probe} not covered"
                 );
             }
-            assert!(buckets.len() <= 2 * 15 * 6 + 16, "{}", buckets.len());
+            assert!(buckets.len() <= 2 * 15 * 5 + 256, "{}", buckets.len());
         }
         assert!(levels.canonical(1 << 40, 1 << 62, 16).is_none(), "a wide range needs many buckets");
         let day = DATE_LEVELS.canonical(date_key(1_600_000_000_000), date_key(1_600_000_000_999), 16).expect("one");
         assert_eq!(day.len(), 1);
-        assert_eq!(day[0].0, 5, "a point is one finest bucket");
+        assert_eq!(day[0].0, DATE_LEVELS.prefixes.len() - 1, "a point is one finest bucket");
     }
 
     #[test]
