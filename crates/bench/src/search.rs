@@ -240,9 +240,10 @@ fn search(service: &Service, text: &str) -> anyhow::Result<Value> {
         query.split('&').filter_map(|pair| pair.split_once('=').map(|(n, v)| (n.to_string(), v.to_string()))).collect();
     let access = ClinicalAccess::local_operator("bench-search");
     let request = SearchRequest { base: "http://bench/fhir", resource_type, pairs: &pairs, handling: Handling::Strict };
-    let bytes = service
-        .search(&access, &request)
-        .map_err(|e| anyhow::anyhow!("{text}: {}", e.issues.first().map(|i| i.diagnostics.as_str()).unwrap_or("")))?;
+    let bytes = service.search(&access, &request).map_err(|e| {
+        let diagnostics = e.issues.first().map(|i| i.diagnostics.as_str()).unwrap_or("");
+        anyhow::anyhow!("{text}: {diagnostics} ({})", e.internal.as_deref().unwrap_or("no detail"))
+    })?;
     Ok(serde_json::from_slice(&bytes)?)
 }
 
