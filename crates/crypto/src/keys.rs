@@ -1,11 +1,10 @@
 //! The key-encryption key and the random keys it wraps (`docs/format/key-hierarchy.md`).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::xchacha::XChaCha;
 use crate::{random, CryptoError, MasterKey, Secret32};
 
 const WRAP_FORMAT: u8 = 0x01;
@@ -68,7 +67,7 @@ impl WrapContext<'_> {
 
 /// KEK = HKDF-SHA256(master key, salt = store id, info = "medvault/v1/key-encryption-key").
 pub struct KeyEncryptionKey {
-    cipher: XChaCha20Poly1305,
+    cipher: XChaCha,
 }
 
 impl std::fmt::Debug for KeyEncryptionKey {
@@ -84,21 +83,16 @@ impl KeyEncryptionKey {
         // 32 bytes is far below HKDF-SHA256's 8160-byte maximum, so expand cannot fail.
         let expanded = hkdf.expand(b"medvault/v1/key-encryption-key", okm.as_mut_slice());
         assert!(expanded.is_ok(), "HKDF expand of 32 bytes");
-        Self { cipher: XChaCha20Poly1305::new(okm.as_slice().into()) }
+        Self { cipher: XChaCha::new(&Secret32::from_bytes(*okm)) }
     }
 
     pub fn wrap(&self, key: &Secret32, context: &WrapContext<'_>) -> Result<Vec<u8>, CryptoError> {
         let nonce = random::array::<NONCE_BYTES>()?;
         let aad = context.associated_data();
-        let ciphertext = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: key.expose_secret(), aad: &aad })
-            .map_err(|_| CryptoError::Malformed("key wrap failed"))?;
         let mut wrapped = Vec::with_capacity(WRAPPED_BYTES);
         wrapped.push(WRAP_FORMAT);
         wrapped.push(WRAP_ALGORITHM_XCHACHA20_POLY1305);
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&ciphertext);
+        self.cipher.seal_append(&nonce, &aad, key.expose_secret(), &mut wrapped)?;
         Ok(wrapped)
     }
 
@@ -110,14 +104,7 @@ impl KeyEncryptionKey {
             return Err(CryptoError::Malformed("unknown wrapped-key format"));
         }
         let aad = context.associated_data();
-        let mut plaintext = Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    XNonce::from_slice(&wrapped[2..2 + NONCE_BYTES]),
-                    Payload { msg: &wrapped[2 + NONCE_BYTES..], aad: &aad },
-                )
-                .map_err(|_| CryptoError::Integrity)?,
-        );
+        let mut plaintext = Zeroizing::new(self.cipher.open_framed(&aad, &wrapped[2..])?);
         Secret32::from_slice_zeroizing(&mut plaintext).ok_or(CryptoError::Malformed("wrapped key is not 32 bytes"))
     }
 }

@@ -4,6 +4,7 @@
 //! - [`keys`]: the key-encryption key, wrapping of random data and index keys.
 //! - [`seal`]: the sealed-record format (`docs/format/sealed-record.md`).
 //! - [`token`]: keyed tokens and access tokens.
+//! - [`xchacha`]: the AEAD under all of them (XChaCha20-Poly1305).
 //!
 //! Algorithms and parameters are written at their call sites, never left to defaults.
 
@@ -13,6 +14,7 @@ pub mod random;
 pub mod seal;
 pub mod secret;
 pub mod token;
+pub mod xchacha;
 
 pub use keys::{DataKey, IndexKey, KeyEncryptionKey, KeyPurpose, WrapContext};
 pub use master::{MasterKey, MasterKeySource};

@@ -1,8 +1,6 @@
 //! The sealed-record format, version 1 (`docs/format/sealed-record.md`).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-
+use crate::xchacha::{NonceSequence, XChaCha};
 use crate::{random, CryptoError, Secret32};
 
 const FORMAT: u8 = 0x01;
@@ -42,7 +40,7 @@ impl RecordIdentity<'_> {
 
 /// Seals and opens records under one data key.
 pub struct Sealer {
-    cipher: XChaCha20Poly1305,
+    cipher: XChaCha,
     #[cfg(feature = "danger-benchmark-unsealed")]
     danger_unsealed: bool,
 }
@@ -56,7 +54,7 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     pub fn new(data_key: &Secret32) -> Self {
         Self {
-            cipher: XChaCha20Poly1305::new(data_key.expose_secret().into()),
+            cipher: XChaCha::new(data_key),
             #[cfg(feature = "danger-benchmark-unsealed")]
             danger_unsealed: false,
         }
@@ -77,17 +75,35 @@ impl Sealer {
             sealed.extend_from_slice(plaintext);
             return Ok(sealed);
         }
-        let nonce = random::array::<NONCE_BYTES>()?;
+        self.seal_with(random::array::<NONCE_BYTES>()?, identity, plaintext)
+    }
+
+    /// [`Sealer::seal`] with the nonce taken from `nonces` instead of a system call: for
+    /// records sealed on a request's path (audit journal frames).
+    pub fn seal_sequenced(
+        &self,
+        nonces: &NonceSequence,
+        identity: &RecordIdentity<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        #[cfg(feature = "danger-benchmark-unsealed")]
+        if self.danger_unsealed {
+            return self.seal(identity, plaintext);
+        }
+        self.seal_with(nonces.next()?, identity, plaintext)
+    }
+
+    fn seal_with(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        identity: &RecordIdentity<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let aad = identity.associated_data()?;
         let mut sealed = Vec::with_capacity(HEADER_BYTES + plaintext.len() + TAG_BYTES);
         sealed.push(FORMAT);
         sealed.push(ALGORITHM_XCHACHA20_POLY1305);
-        sealed.extend_from_slice(&nonce);
-        let ciphertext = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
-            .map_err(|_| CryptoError::Malformed("record too large to seal"))?;
-        sealed.extend_from_slice(&ciphertext);
+        self.cipher.seal_append(&nonce, &aad, plaintext, &mut sealed)?;
         Ok(sealed)
     }
 
@@ -109,9 +125,7 @@ impl Sealer {
             return Err(CryptoError::Malformed("sealed record shorter than its tag"));
         }
         let aad = identity.associated_data()?;
-        self.cipher
-            .decrypt(XNonce::from_slice(&sealed[2..HEADER_BYTES]), Payload { msg: &sealed[HEADER_BYTES..], aad: &aad })
-            .map_err(|_| CryptoError::Integrity)
+        self.cipher.open_framed(&aad, &sealed[2..])
     }
 }
 

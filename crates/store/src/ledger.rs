@@ -15,6 +15,8 @@ pub struct LedgerSigner {
     key: SigningKey,
     store_id: [u8; 16],
     audit: std::sync::Arc<medvault_crypto::Sealer>,
+    /// Nonces of audit journal frames, sealed on the request's path: no system call each.
+    journal_nonces: medvault_crypto::xchacha::NonceSequence,
 }
 
 impl std::fmt::Debug for LedgerSigner {
@@ -29,8 +31,9 @@ impl LedgerSigner {
         key: SigningKey,
         store_id: [u8; 16],
         audit: std::sync::Arc<medvault_crypto::Sealer>,
-    ) -> Self {
-        Self { origin, key, store_id, audit }
+    ) -> Result<Self, StoreError> {
+        let journal_nonces = medvault_crypto::xchacha::NonceSequence::new()?;
+        Ok(Self { origin, key, store_id, audit, journal_nonces })
     }
 }
 
@@ -48,7 +51,9 @@ impl CheckpointSigner for LedgerSigner {
 
     fn seal_audit_journal(&self, sequence: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
         let key = crate::journal::frame_key(sequence);
-        self.audit.seal(&journal_identity(&self.store_id, &key), frame).map_err(|e| e.to_string())
+        self.audit
+            .seal_sequenced(&self.journal_nonces, &journal_identity(&self.store_id, &key), frame)
+            .map_err(|e| e.to_string())
     }
 
     fn open_audit_journal(&self, sequence: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {

@@ -356,7 +356,7 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .ok_or(StoreError::Corrupt("the store has no ledger origin".into()))?;
         let audit_sealer = audit::load_or_create_audit_key(engine.as_ref(), &keyring, clock.now_ms())?;
-        let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?, store_id, audit_sealer.clone());
+        let signer = ledger::LedgerSigner::new(origin, keyring.ledger_signing_key()?, store_id, audit_sealer.clone())?;
         engine.set_checkpoint_signer(Arc::new(signer))?;
         let search_key = search::state::ensure_key(&engine, &keyring, clock.now_ms())?;
         search::state::activate_if_empty(&engine, search_key)?;
