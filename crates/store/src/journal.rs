@@ -45,6 +45,8 @@ pub fn journal_paths(database: &Path) -> [PathBuf; 2] {
 #[derive(Debug)]
 pub(crate) struct AuditJournal {
     state: std::sync::Mutex<JournalState>,
+    /// The two files again, to sync without holding the state's lock (appends go on).
+    sync_handles: [File; 2],
 }
 
 #[derive(Debug)]
@@ -58,6 +60,8 @@ struct JournalState {
     last_sequence: u64,
     /// The files held frames when they were opened, not yet read back.
     unrecovered: bool,
+    /// Frames were written since the last [`AuditJournal::sync`].
+    unsynced: bool,
 }
 
 #[derive(Debug)]
@@ -73,7 +77,8 @@ struct JournalFile {
 /// What an append did.
 #[derive(Debug)]
 pub(crate) enum Appended {
-    /// Committed, the first record since the writer last took them: the writer must be told.
+    /// Committed, the first record since the writer last synced or took them: the writer
+    /// must be told (it syncs within `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`).
     First,
     /// Committed.
     More,
@@ -119,11 +124,15 @@ impl AuditJournal {
         let active = usize::from(files[1].last_sequence > files[0].last_sequence);
         let last_sequence = files[0].last_sequence.max(files[1].last_sequence);
         let unrecovered = files.iter().any(|f| f.last_sequence > 0);
-        let mut state = JournalState { files, active, staged: Vec::new(), last_sequence, unrecovered };
+        let sync_handles = [files[0].file.try_clone(), files[1].file.try_clone()];
+        let [Ok(first_handle), Ok(second_handle)] = sync_handles else {
+            return Err(StoreError::Io("cannot open the audit journal a second time for syncing".into()));
+        };
+        let mut state = JournalState { files, active, staged: Vec::new(), last_sequence, unrecovered, unsynced: false };
         if let Some(reason) = damage {
             state.set_aside(&reason)?;
         }
-        Ok(Some(Self { state: std::sync::Mutex::new(state) }))
+        Ok(Some(Self { state: std::sync::Mutex::new(state), sync_handles: [first_handle, second_handle] }))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, JournalState>, StoreError> {
@@ -173,8 +182,33 @@ impl AuditJournal {
         file.last_sequence = sequence;
         state.last_sequence = sequence;
         let was_empty = state.staged.is_empty() && !state.unrecovered;
+        let was_synced = !state.unsynced;
+        state.unsynced = true;
         state.staged.extend(records);
-        Ok(if was_empty { Appended::First } else { Appended::More })
+        Ok(if was_empty || was_synced { Appended::First } else { Appended::More })
+    }
+
+    /// Syncs to disk every frame written so far (power-loss safety). The state's lock is
+    /// held only to note that; appends go on while the disk works.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        {
+            let mut state = self.lock()?;
+            if !state.unsynced {
+                return Ok(());
+            }
+            state.unsynced = false;
+        }
+        let synced = self.sync_handles.iter().try_for_each(File::sync_data);
+        if let Err(error) = synced {
+            self.lock()?.unsynced = true;
+            return Err(journal_io("sync", &error));
+        }
+        Ok(())
+    }
+
+    /// Whether frames were written since the last sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.lock().map(|state| state.unsynced).unwrap_or(true)
     }
 
     /// Takes every record the journal holds that the database may not, oldest first. Frames

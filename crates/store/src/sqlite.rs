@@ -30,6 +30,11 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// Longest time a committed audit record of a read waits for a sync (power-loss safety).
 pub const AUDIT_SYNC_MS: u64 = 100;
+/// Longest time a read's audit record stays in the audit journal before the writer moves it
+/// into the database's blocks, index and ledger (with the next write if that is sooner). Each
+/// move costs about one index page per patient read since the last: fewer, larger moves
+/// cost less per record.
+pub const AUDIT_MOVE_MS: u64 = 1_000;
 /// Records in one audit block made from the audit journal: a report that needs one record
 /// opens a small block.
 pub const AUDIT_JOURNAL_BLOCK_RECORDS: usize = 256;
@@ -239,8 +244,8 @@ enum WriterJob {
     RevokeTokens(String, i64, Sender<Result<u64, StoreError>>),
     /// Moves what the audit journal holds into the database (before an audit query).
     Flush(Sender<Result<(), StoreError>>),
-    /// The audit journal got its first record since the writer last took them: take them
-    /// within `AUDIT_SYNC_MS`.
+    /// The audit journal got its first record since the writer last synced or took them:
+    /// sync them within `AUDIT_SYNC_MS`, take them within `AUDIT_MOVE_MS`.
     Nudge,
 }
 
@@ -422,8 +427,9 @@ impl SqliteEngine {
                 };
                 match result {
                     Ok(Appended::First) => {
-                        // The writer takes the records within AUDIT_SYNC_MS; when its queue
-                        // is full it is busy, and every commit of its takes them anyway.
+                        // The writer syncs the records within AUDIT_SYNC_MS and takes them
+                        // within AUDIT_MOVE_MS; when its queue is full it is busy, and every
+                        // commit of its takes them anyway.
                         let _ = sender.try_send(WriterJob::Nudge);
                         reply(Ok(()));
                     }
@@ -551,38 +557,46 @@ fn writer_loop(
         }
     }
     let mut writer = WriterState { commits: &commits, wal_path: &wal_path, journal, moved };
-    // Audit records committed without a sync (to the journal, or in audit-only groups when
-    // another process holds the journal) are moved, synced and signed by the next synced
-    // commit, or here, after AUDIT_SYNC_MS without one. A crash may have left such records
-    // or leaves: they are settled before anything else.
-    let mut unsynced = true;
-    let mut unsynced_since = std::time::Instant::now();
-    let sync_every = std::time::Duration::from_millis(AUDIT_SYNC_MS);
+    // Audit records committed to the journal are synced to disk within AUDIT_SYNC_MS and
+    // moved into the database (blocks, index, leaves, a signed checkpoint) within
+    // AUDIT_MOVE_MS, or with the next write. Audit-only groups committed without a sync
+    // (when another process holds the journal) are synced and signed within AUDIT_SYNC_MS.
+    // A crash may have left such records or leaves: they are settled before anything else.
+    let mut timers = AuditTimers { settle_due: Some(std::time::Instant::now()), journal_sync_due: None };
     let settle = |connection: &mut Connection, frontier: &mut Frontier, writer: &mut WriterState<'_>| {
         let signer = signer.lock().ok().and_then(|s| s.clone());
         let Some(signer) = signer else { return SyncState::Unchanged };
         commit_group(connection, Vec::new(), Some(&*signer), frontier, writer, true)
     };
     loop {
-        let first = if unsynced {
-            let wait = sync_every.saturating_sub(unsynced_since.elapsed());
-            match receiver.recv_timeout(wait) {
+        let first = match timers.next_due() {
+            Some(due) => match receiver.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    match settle(&mut connection, &mut frontier, &mut writer) {
-                        SyncState::Synced => unsynced = false,
-                        // Tried again after another AUDIT_SYNC_MS (the failure is logged).
-                        _ => unsynced_since = std::time::Instant::now(),
+                    let now = std::time::Instant::now();
+                    if timers.journal_sync_due.is_some_and(|due| due <= now) {
+                        timers.journal_sync_due = None;
+                        if let Some(Err(error)) = journal.map(AuditJournal::sync) {
+                            // Tried again after another AUDIT_SYNC_MS.
+                            tracing::error!(%error, "the audit journal could not be synced to disk");
+                            timers.journal_sync_due = Some(now + AUDIT_SYNC);
+                        }
+                    }
+                    if timers.settle_due.is_some_and(|due| due <= now) {
+                        match settle(&mut connection, &mut frontier, &mut writer) {
+                            SyncState::Synced => timers.settled(journal),
+                            // Tried again after another AUDIT_SYNC_MS (the failure is logged).
+                            _ => timers.settle_due = Some(now + AUDIT_SYNC),
+                        }
                     }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match receiver.recv() {
+            },
+            None => match receiver.recv() {
                 Ok(job) => job,
                 Err(_) => break,
-            }
+            },
         };
         let mut versions = first.version_count();
         let mut jobs = vec![first];
@@ -595,7 +609,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        // A nudge only starts the clock; a query of the audit trail that finds nothing in
+        // A nudge only starts the clocks; a query of the audit trail that finds nothing in
         // the journal needs no commit.
         let journaled = journal.is_some_and(AuditJournal::has_staged);
         if jobs.iter().all(|job| matches!(job, WriterJob::Flush(..) | WriterJob::Nudge))
@@ -606,36 +620,68 @@ fn writer_loop(
                     let _ = reply.send(Ok(()));
                 }
             }
-            if journaled && !unsynced {
-                unsynced = true;
-                unsynced_since = std::time::Instant::now();
-            }
+            timers.journal_appended(journal);
             continue;
         }
         let signer = signer.lock().ok().and_then(|s| s.clone());
-        // Under a steady stream of reads there is no idle moment: a group that comes due
-        // is synced and signed itself.
-        let force_sync = unsynced && unsynced_since.elapsed() >= sync_every;
+        // Under a steady stream of writes there may be no idle moment: a group that comes
+        // due is synced and signed itself.
+        let force_sync = timers.settle_due.is_some_and(|due| due <= std::time::Instant::now());
         match commit_group(&mut connection, jobs, signer.as_deref(), &mut frontier, &mut writer, force_sync) {
-            SyncState::Synced => unsynced = false,
+            SyncState::Synced => timers.settled(journal),
             SyncState::Unsynced => {
-                if !unsynced {
-                    unsynced_since = std::time::Instant::now();
-                }
-                unsynced = true;
+                timers.settle_due.get_or_insert_with(|| std::time::Instant::now() + AUDIT_SYNC);
             }
             SyncState::Unchanged => {}
         }
-        // Records appended while the group committed wait for the next one, or the clock.
-        if !unsynced && journal.is_some_and(AuditJournal::has_staged) {
-            unsynced = true;
-            unsynced_since = std::time::Instant::now();
-        }
+        // Records appended while the group committed wait for the next one, or the clocks.
+        timers.journal_appended(journal);
     }
-    if unsynced || journal.is_some_and(AuditJournal::has_staged) {
+    if let Some(Err(error)) = journal.map(AuditJournal::sync) {
+        tracing::error!(%error, "the audit journal could not be synced at close");
+    }
+    if timers.settle_due.is_some() || journal.is_some_and(AuditJournal::has_staged) {
         if let SyncState::Unchanged = settle(&mut connection, &mut frontier, &mut writer) {
             tracing::error!("syncing and signing the audit trail at close failed");
         }
+    }
+}
+
+const AUDIT_SYNC: std::time::Duration = std::time::Duration::from_millis(AUDIT_SYNC_MS);
+const AUDIT_MOVE: std::time::Duration = std::time::Duration::from_millis(AUDIT_MOVE_MS);
+
+/// When the writer must next sync the audit journal, and next settle the audit trail (move
+/// the journal into the database, sync, sign).
+struct AuditTimers {
+    settle_due: Option<std::time::Instant>,
+    journal_sync_due: Option<std::time::Instant>,
+}
+
+impl AuditTimers {
+    fn next_due(&self) -> Option<std::time::Instant> {
+        match (self.settle_due, self.journal_sync_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The journal may hold records written since its last sync or move: start the clocks
+    /// that are not running.
+    fn journal_appended(&mut self, journal: Option<&AuditJournal>) {
+        let Some(journal) = journal else { return };
+        let now = std::time::Instant::now();
+        if journal.has_unsynced() {
+            self.journal_sync_due.get_or_insert(now + AUDIT_SYNC);
+        }
+        if journal.has_staged() {
+            self.settle_due.get_or_insert(now + AUDIT_MOVE);
+        }
+    }
+
+    /// A synced commit took everything due; what was appended during it starts again.
+    fn settled(&mut self, journal: Option<&AuditJournal>) {
+        self.settle_due = None;
+        self.journal_appended(journal);
     }
 }
 

@@ -412,7 +412,7 @@ impl Store {
             None if last_version_leaf.is_some() => {
                 report.find(FindingKind::NotCovered, None, "no signed checkpoint covers any leaf".into())
             }
-            // Audit blocks of reads are signed within AUDIT_SYNC_MS, and at the next open
+            // Audit blocks of reads are signed within AUDIT_MOVE_MS, and at the next open
             // after a crash; only a version outside every checkpoint is a finding.
             Some(size) if size < report.leaves && last_version_leaf.is_some_and(|leaf| leaf >= size) => report.find(
                 FindingKind::NotCovered,

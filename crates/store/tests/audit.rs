@@ -77,8 +77,8 @@ fn records_are_committed_found_by_patient_and_covered_by_the_ledger() {
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!((report.audit_blocks, report.audit_records), (3, 4));
     assert_eq!(report.leaves, 6);
-    // A block of reads' records alone is signed within AUDIT_SYNC_MS, not at once.
-    std::thread::sleep(std::time::Duration::from_millis(medvault_store::sqlite::AUDIT_SYNC_MS + 200));
+    // A block of reads' records alone is signed within AUDIT_MOVE_MS, not at once.
+    std::thread::sleep(std::time::Duration::from_millis(medvault_store::sqlite::AUDIT_MOVE_MS + 200));
     let report = verify(&store);
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!(report.latest_checkpoint_size, Some(6), "audit leaves are covered by a signed checkpoint");
