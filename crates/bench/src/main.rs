@@ -35,7 +35,7 @@ use crate::wrk::WrkSettings;
 
 const USAGE: &str = "\
 usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-connections N]
-                      [--ledger-leaves N] [--ledger-only] [--auth-only] [--auth-patients N]
+                      [--ledger-leaves N] [--ledger-only] [--auth-only] [--auth-patients N] [--auth-rounds N]
                       [--json PATH]
        medvault-bench --backup-only [--backup-resources N]
        medvault-bench --search-only [--search-resources N]
@@ -50,6 +50,7 @@ usage: medvault-bench [--quick] [--resources N] [--duration-s S] [--import-conne
   --audit-only            only measure the audit trail's query by patient (in process)
   --audit-records N       audit records for --audit-only (default 1000000; 100000 with --quick)
   --auth-patients N       patients in the clinician's care for the auth reads (default 2000; 500 with --quick)
+  --auth-rounds N         interleaved rounds of the three read runs, each run's best kept (default 2)
   --backup-only           only the backup benchmark: medvault against restic on one store
                           (needs restic: apt-get install -y restic)
   --backup-resources N    resources in that store (default 1000000; 100000 with --quick)
@@ -75,6 +76,7 @@ struct Options {
     ledger_only: bool,
     auth_only: bool,
     auth_patients: usize,
+    auth_rounds: usize,
     audit_only: bool,
     audit_records: u64,
     backup_only: bool,
@@ -118,6 +120,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     let mut ledger_only = false;
     let mut auth_only = false;
     let mut auth_patients = None;
+    let mut auth_rounds = 2;
     let mut audit_only = false;
     let mut audit_records = None;
     let mut backup_only = false;
@@ -140,6 +143,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             "--audit-only" => audit_only = true,
             "--audit-records" => audit_records = Some(value("--audit-records")?.parse().context("--audit-records")?),
             "--auth-patients" => auth_patients = Some(value("--auth-patients")?.parse().context("--auth-patients")?),
+            "--auth-rounds" => auth_rounds = value("--auth-rounds")?.parse().context("--auth-rounds")?,
             "--backup-only" => backup_only = true,
             "--backup-resources" => {
                 backup_resources = Some(value("--backup-resources")?.parse().context("--backup-resources")?)
@@ -161,6 +165,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         ledger_only,
         auth_only,
         auth_patients: auth_patients.unwrap_or(if quick { 500 } else { 2000 }),
+        auth_rounds,
         audit_only,
         audit_records: audit_records.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
         backup_only,
@@ -170,6 +175,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
         json,
     };
     anyhow::ensure!(options.auth_patients > 0, "--auth-patients must be positive");
+    anyhow::ensure!((1..=20).contains(&options.auth_rounds), "--auth-rounds must be 1 to 20");
     anyhow::ensure!(options.resources > 0, "--resources must be positive");
     anyhow::ensure!(options.duration_s > 0, "--duration-s must be positive");
     anyhow::ensure!((1..=64).contains(&options.import_connections), "--import-connections must be 1 to 64");
@@ -257,7 +263,7 @@ fn run(options: &Options) -> anyhow::Result<()> {
     }
     let tools = find_tools()?;
     if options.auth_only {
-        let figures = auth::run(&tools.wrk, wrk_settings(options), options.auth_patients)?;
+        let figures = auth::run(&tools.wrk, wrk_settings(options), options.auth_patients, options.auth_rounds)?;
         println!();
         print!("{}", figures.table());
         return write_json(options, &json_with_machine(figures.to_json()));
@@ -324,7 +330,7 @@ fn run(options: &Options) -> anyhow::Result<()> {
         ledger,
     };
     // Authentication on a store of its own, with the other servers stopped.
-    let auth = auth::run(&tools.wrk, settings, options.auth_patients)?;
+    let auth = auth::run(&tools.wrk, settings, options.auth_patients, options.auth_rounds)?;
     println!();
     print!("{}", figures.table());
     print!("{}", auth.table());

@@ -234,27 +234,7 @@ impl Store {
     ) -> Result<Vec<AuditSlot>, StoreError> {
         self.engine.flush_audit()?;
         let token = self.keyring.compartment_token(patient_id);
-        let (before_ms, before_block, before_slot) = before.map_or((i64::MAX, i64::MAX, i64::MAX), |b| {
-            (b.recorded_ms, i64::try_from(b.block).unwrap_or(i64::MAX), i64::from(b.slot))
-        });
-        self.engine.query(|c| {
-            Ok(c.prepare_cached(
-                "SELECT recorded_ms, block, slot FROM audit_by_patient
-                 WHERE patient = ?1 AND recorded_ms >= ?2 AND recorded_ms < ?3
-                   AND (recorded_ms, block, slot) < (?4, ?5, ?6)
-                 ORDER BY recorded_ms DESC, block DESC, slot DESC LIMIT ?7",
-            )?
-            .query_map(params![&token[..], since_ms, until_ms, before_ms, before_block, before_slot, limit], |row| {
-                let block: i64 = row.get(1)?;
-                let slot: i64 = row.get(2)?;
-                Ok(AuditSlot {
-                    recorded_ms: row.get(0)?,
-                    block: u64::try_from(block).unwrap_or(0),
-                    slot: u32::try_from(slot).unwrap_or(0),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
-        })
+        self.engine.query(|c| crate::audit_index::slots_of_patient(c, &token, since_ms, until_ms, before, limit))
     }
 
     /// The records at `slots`, opening each block once.

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod audit;
+mod audit_index;
 pub mod backup;
 pub mod engine;
 mod journal;

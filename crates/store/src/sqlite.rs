@@ -14,13 +14,14 @@ use std::sync::Mutex;
 use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WRITE_QUEUE_JOBS_MAX};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::audit_index::{self, AuditIndexEntry};
 use crate::engine::*;
 use crate::journal::{Appended, AuditJournal, Taken};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "4";
+pub const SCHEMA_VERSION: &str = "5";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -290,6 +291,7 @@ impl SqliteEngine {
         transaction.execute_batch(SCHEMA_V2)?;
         transaction.execute_batch(SCHEMA_V3)?;
         transaction.execute_batch(SCHEMA_V4)?;
+        audit_index::migrate_from_v4(&transaction)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -492,6 +494,7 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
         Some(b"1") => 1,
         Some(b"2") => 2,
         Some(b"3") => 3,
+        Some(b"4") => 4,
         _ => return Ok(()),
     };
     if from == 1 {
@@ -506,9 +509,13 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
             "CREATE TABLE IF NOT EXISTS audit_canaries (patient BLOB PRIMARY KEY, created_ms INTEGER NOT NULL) WITHOUT ROWID;",
         )?;
     }
-    // The search index starts empty: a store with resources is reindexed before searches
-    // are answered (`docs/format/index-token.md`).
-    transaction.execute_batch(SCHEMA_V4)?;
+    if from <= 3 {
+        // The search index starts empty: a store with resources is reindexed before
+        // searches are answered (`docs/format/index-token.md`).
+        transaction.execute_batch(SCHEMA_V4)?;
+    }
+    // One index row per patient and commit instead of per record (`docs/format/audit.md`).
+    audit_index::migrate_from_v4(&transaction)?;
     transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
     transaction.commit()?;
     tracing::info!(path = %path.display(), "upgraded the store from format version {from} to {SCHEMA_VERSION}");
@@ -895,7 +902,7 @@ fn commit_group(
                 apply_audit_block(&transaction, block, size, frontier, signer, &mut index)?;
                 size += 1;
             }
-            insert_audit_index(&transaction, index)?;
+            audit_index::insert(&transaction, index)?;
             transaction.execute(
                 "INSERT INTO meta (name, value) VALUES ('audit_journal_seq', ?1)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -959,7 +966,7 @@ fn commit_group(
             }
             let mut index = Vec::with_capacity(records.len());
             apply_audit_block(&transaction, &records, size, frontier, signer, &mut index)?;
-            insert_audit_index(&transaction, index)?;
+            audit_index::insert(&transaction, index)?;
             size += 1;
         }
         // No write is acknowledged before a signed checkpoint covers it. A group of audit
@@ -1087,18 +1094,15 @@ enum SyncState {
 #[cfg(feature = "fault-injection")]
 pub static FAIL_AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// A row of `audit_by_patient`: patient token, recorded_ms, block, slot.
-type AuditIndexRow = ([u8; 32], i64, i64, usize);
-
 /// Writes one sealed block of audit records as ledger leaf `leaf_index`; adds its index
-/// rows to `index` (see [`insert_audit_index`]).
+/// entries to `index` (see [`audit_index::insert`]).
 fn apply_audit_block(
     connection: &Connection,
     records: &[&PendingAudit],
     leaf_index: u64,
     frontier: &mut Frontier,
     signer: &dyn CheckpointSigner,
-    index: &mut Vec<AuditIndexRow>,
+    index: &mut Vec<AuditIndexEntry>,
 ) -> Result<(), StoreError> {
     let mut block = Vec::with_capacity(4 + records.iter().map(|r| r.record.len() + 4).sum::<usize>());
     let count = u32::try_from(records.len()).map_err(|_| StoreError::Corrupt("too many audit records".into()))?;
@@ -1124,19 +1128,6 @@ fn apply_audit_block(
         .execute(params![seq, first_ms, last_ms, count, sealed])?;
     for (slot, record) in records.iter().enumerate() {
         index.extend(record.patients.iter().map(|patient| (*patient, record.recorded_ms, seq, slot)));
-    }
-    Ok(())
-}
-
-/// Inserts index rows in key order: a batch then touches each page of the index once, in
-/// order, instead of at random.
-fn insert_audit_index(connection: &Connection, mut rows: Vec<AuditIndexRow>) -> Result<(), StoreError> {
-    rows.sort_unstable();
-    let mut insert = connection.prepare_cached(
-        "INSERT INTO audit_by_patient (patient, recorded_ms, block, slot) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-    )?;
-    for (patient, recorded_ms, block, slot) in rows {
-        insert.execute(params![&patient[..], recorded_ms, block, slot])?;
     }
     Ok(())
 }

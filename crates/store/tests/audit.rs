@@ -136,3 +136,71 @@ fn editing_moving_or_deleting_an_audit_block_is_found() {
     database.execute("DELETE FROM audit_blocks WHERE seq = 3", []).expect("delete");
     assert!(kinds(&store).contains(&FindingKind::VersionMissing));
 }
+
+/// A format-4 store (one index row per patient and record) opens as format 5 with every
+/// record found again, in the same order, through every paging cursor.
+#[test]
+fn a_format_4_audit_index_is_migrated_and_answers_the_same() {
+    let dir = TempDir::new("audit-migrate");
+    let key = KeyFile { path: dir.path().join("master.key") };
+    let expected: Vec<Vec<AuditSlot>>;
+    let patients = ["p1", "p2", "p3"];
+    {
+        let store = store(&dir);
+        for i in 0..60i64 {
+            // Each patient in a different share of the records.
+            let named: Vec<&str> = patients
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !(i as usize + j).is_multiple_of(j + 2))
+                .map(|(_, p)| *p)
+                .collect();
+            store.audit(vec![entry(10_000 + i * 7, &named, &format!("read {i}"))]).expect("audit");
+        }
+        expected = patients
+            .iter()
+            .map(|p| store.audit_slots_of_patient(p, 0, i64::MAX, None, 1_000).expect("query"))
+            .collect();
+        assert!(expected.iter().all(|slots| slots.len() > 10));
+        // Rewrite the index as format 4 had it.
+        let tokens: Vec<[u8; 32]> = patients.iter().map(|p| store.compartment_token(p)).collect();
+        store.close();
+        let database = rusqlite::Connection::open(dir.path().join("data").join(medvault_store::sqlite::DATABASE_FILE))
+            .expect("sqlite");
+        database
+            .execute_batch(
+                "DROP TABLE audit_by_patient;
+                 CREATE TABLE audit_by_patient (patient BLOB NOT NULL, recorded_ms INTEGER NOT NULL,
+                   block INTEGER NOT NULL, slot INTEGER NOT NULL,
+                   PRIMARY KEY (patient, recorded_ms, block, slot)) WITHOUT ROWID;
+                 UPDATE meta SET value = CAST('4' AS BLOB) WHERE name = 'format_version';",
+            )
+            .expect("format 4");
+        for (token, slots) in tokens.iter().zip(&expected) {
+            for slot in slots {
+                database
+                    .execute(
+                        "INSERT INTO audit_by_patient VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![&token[..], slot.recorded_ms, slot.block as i64, slot.slot],
+                    )
+                    .expect("row");
+            }
+        }
+    }
+    let store = Store::open(&dir.path().join("data"), &key, Arc::new(SystemClock)).expect("open migrates");
+    for (patient, expected) in patients.iter().zip(&expected) {
+        assert_eq!(&store.audit_slots_of_patient(patient, 0, i64::MAX, None, 1_000).expect("query"), expected);
+        // Page by page, three at a time.
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.audit_slots_of_patient(patient, 0, i64::MAX, before, 3).expect("page");
+            let Some(last) = page.last().copied() else { break };
+            before = Some(last);
+            paged.extend(page);
+        }
+        assert_eq!(&paged, expected, "{patient}, paged");
+    }
+    let report = verify(&store);
+    assert!(report.ok(), "{:?}", report.findings);
+}
