@@ -24,6 +24,8 @@ pub const GROUP_COMMIT_JOBS_MAX: usize = 512;
 pub const GROUP_COMMIT_VERSIONS_MAX: usize = 20_000;
 /// Unwrapped data keys kept in memory.
 pub const DATA_KEY_CACHE_ENTRIES_MAX: usize = 65_536;
+/// Patient compartment tokens kept in memory (patient id to HMAC).
+pub const COMPARTMENT_TOKEN_CACHE_ENTRIES_MAX: usize = 65_536;
 /// Longest client name of an access token, in bytes.
 pub const CLIENT_NAME_BYTES_MAX: usize = 128;
 /// Longest line of an NDJSON import file, in bytes.

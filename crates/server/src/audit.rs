@@ -18,13 +18,16 @@ use crate::auth::{ClinicalAccess, Principal};
 use crate::error::ApiError;
 
 /// Makes and commits audit records; one per server.
+/// The canary patients' compartment tokens, shared by the requests that check them.
+type CanaryTokens = Arc<std::collections::HashSet<[u8; 32]>>;
+
 pub struct Auditor {
     store: Arc<Store>,
     /// Benchmark only: records nothing (`danger-benchmark-unchecked`).
     disabled: bool,
     alerts: Mutex<AlertEngine>,
     /// Canary patients' compartment tokens, reloaded every `CANARY_RELOAD_MS`.
-    canaries: Mutex<(std::collections::HashSet<[u8; 32]>, Option<i64>)>,
+    canaries: Mutex<(CanaryTokens, Option<i64>)>,
     /// The latest alerts, for auditors (`GET /admin/alerts`), newest last.
     recent: Mutex<std::collections::VecDeque<medvault_audit::Alert>>,
     /// Where alerts are sent besides the log: RFC 5424 over UDP.
@@ -52,7 +55,7 @@ impl Auditor {
             store,
             disabled: false,
             alerts: Mutex::new(AlertEngine::new(medvault_audit::AlertPolicy::DEFAULT)),
-            canaries: Mutex::new((std::collections::HashSet::new(), None)),
+            canaries: Mutex::new((Arc::default(), None)),
             recent: Mutex::new(std::collections::VecDeque::new()),
             sink: None,
             lockdown_enabled: false,
@@ -201,14 +204,14 @@ impl Auditor {
     }
 
     /// The canary tokens, re-read from the store at most every `CANARY_RELOAD_MS`.
-    fn canaries(&self) -> std::collections::HashSet<[u8; 32]> {
+    fn canaries(&self) -> CanaryTokens {
         let Ok(mut canaries) = self.canaries.lock() else { return Default::default() };
         let now_ms = self.store.clock().now_ms();
         let reload_ms = i64::try_from(CANARY_RELOAD_MS).unwrap_or(i64::MAX);
         let stale = canaries.1.is_none_or(|at| now_ms.saturating_sub(at) >= reload_ms);
         if stale {
             match self.store.canary_tokens() {
-                Ok(tokens) => *canaries = (tokens, Some(now_ms)),
+                Ok(tokens) => *canaries = (Arc::new(tokens), Some(now_ms)),
                 Err(error) => tracing::error!(%error, "the canary list could not be read"),
             }
         }
@@ -224,7 +227,11 @@ pub fn entries(records: Vec<AuditRecord>) -> Result<Vec<AuditEntry>, ApiError> {
             record.truncate_to_limits();
             let bytes = medvault_audit::encode(&record)
                 .map_err(|e| ApiError::internal(format!("an audit record does not encode: {e}")))?;
-            Ok(AuditEntry { recorded_ms: record.recorded_ms, patients: record.patients.clone(), record: bytes })
+            Ok(AuditEntry {
+                recorded_ms: record.recorded_ms,
+                patients: std::mem::take(&mut record.patients),
+                record: bytes,
+            })
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use medvault_base::limits::DATA_KEY_CACHE_ENTRIES_MAX;
+use medvault_base::limits::{COMPARTMENT_TOKEN_CACHE_ENTRIES_MAX, DATA_KEY_CACHE_ENTRIES_MAX};
 use medvault_crypto::{IndexKey, KeyEncryptionKey, KeyPurpose, Sealer, WrapContext};
 
 use crate::engine::{Engine, KeyRow, ResourceKey};
@@ -26,6 +26,10 @@ pub struct Keyring {
     shared_key_id: u64,
     shared: Arc<Sealer>,
     cache: RwLock<Cache>,
+    /// Compartment tokens of patient ids seen lately: every audited read names its patient,
+    /// and an HMAC costs more than a lookup. Emptied when it reaches
+    /// `COMPARTMENT_TOKEN_CACHE_ENTRIES_MAX`.
+    tokens: RwLock<HashMap<Box<str>, [u8; 32]>>,
     /// The Ed25519 seed that signs ledger checkpoints.
     ledger_seed: medvault_crypto::Secret32,
     /// Only ever true in a benchmark build (`danger-benchmark-unsealed`).
@@ -90,6 +94,7 @@ impl Keyring {
             shared: Arc::new(make_sealer(&shared_key, danger_unsealed)),
             kek,
             cache: RwLock::new(Cache::default()),
+            tokens: RwLock::new(HashMap::new()),
             danger_unsealed,
         })
     }
@@ -145,7 +150,17 @@ impl Keyring {
     }
 
     pub fn compartment_token(&self, patient_id: &str) -> [u8; 32] {
-        self.index.mac(&[b"compartment\0Patient\0", patient_id.as_bytes()])
+        if let Some(token) = self.tokens.read().ok().and_then(|tokens| tokens.get(patient_id).copied()) {
+            return token;
+        }
+        let token = self.index.mac(&[b"compartment\0Patient\0", patient_id.as_bytes()]);
+        if let Ok(mut tokens) = self.tokens.write() {
+            if tokens.len() >= COMPARTMENT_TOKEN_CACHE_ENTRIES_MAX {
+                tokens.clear();
+            }
+            tokens.insert(patient_id.into(), token);
+        }
+        token
     }
 
     /// The sealer for an existing key id (reads).

@@ -412,7 +412,7 @@ impl SqliteEngine {
     /// Queues audit records for the next group commit; `reply` gets the block's leaf index
     /// once they are committed, or the error (then the access must not be answered).
     pub(crate) fn submit_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
-        let sender = self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed)?;
+        let sender = || self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed);
         let signer = self.signer.lock().map_err(|_| StoreError::Poisoned)?.clone();
         match (&self.journal, signer) {
             // Committed here, on the caller's thread: one sealed `write` to the journal, no
@@ -432,14 +432,16 @@ impl SqliteEngine {
                         // The writer syncs the records within AUDIT_SYNC_MS and takes them
                         // within AUDIT_MOVE_MS; when its queue is full it is busy, and every
                         // commit of its takes them anyway.
-                        let _ = sender.try_send(WriterJob::Nudge);
+                        if let Ok(sender) = sender() {
+                            let _ = sender.try_send(WriterJob::Nudge);
+                        }
                         reply(Ok(()));
                     }
                     Ok(Appended::More) => reply(Ok(())),
                     // The database is behind: these records go through the writer, which
                     // takes the journal's first and makes this caller wait its turn.
                     Ok(Appended::Full(records)) => {
-                        return sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
+                        return sender()?.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
                     }
                     Err(error) => {
                         tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
@@ -448,7 +450,7 @@ impl SqliteEngine {
                 }
                 Ok(())
             }
-            _ => sender.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
+            _ => sender()?.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
         }
     }
 
