@@ -22,8 +22,8 @@
 //! - **No secret in any record, `Debug` output or error.** Records never hold passwords,
 //!   tokens, codes, keys or break-glass reasons (the caller's contract, stated on
 //!   [`AuditRecord`]); errors name the field and the limit, never the content.
-//! - **Untrusted bytes never panic the decoder**: [`decode`] and [`decode_block`] return an
-//!   error for every malformed input and allocate no more than the input holds.
+//! - **Untrusted bytes never panic the decoder**: [`decode`] returns an error for every
+//!   malformed input and allocates no more than the input holds.
 //! - **Every quantity input can grow has a named limit** (`pub const …_MAX`).
 //! - **Time is an argument**: records carry their time; the alert engine only moves
 //!   forward with the times it is given.
@@ -36,11 +36,9 @@ pub mod record;
 pub use alerts::{Alert, AlertEngine, AlertKind, AlertPolicy};
 pub use event::{to_audit_event, ServerIdentity};
 pub use export::{json_line, syslog_alert, syslog_rfc5424};
-pub use record::{
-    block_chunks, decode, decode_block, encode, encode_block, Action, Agent, AuditRecord, EventKind, Outcome,
-};
+pub use record::{decode, encode, Action, Agent, AuditRecord, EventKind, Outcome};
 
-/// Why a record or block could not be encoded or decoded. Names fields, counts and limits;
+/// Why a record could not be encoded or decoded. Names fields, counts and limits;
 /// never the content of a field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
@@ -58,13 +56,10 @@ pub enum AuditError {
     /// `encode` or `decode`: `recorded_ms` before 1970 or after 9999.
     #[error("audit record time {recorded_ms} ms is out of range")]
     TimeOutOfRange { recorded_ms: i64 },
-    /// `decode` or `decode_block`: the first byte is not a format version this build reads.
+    /// `decode`: the first byte is not a format version this build reads.
     #[error("audit format version {version} is not supported")]
     UnsupportedVersion { version: u8 },
     /// `decode`: the bytes are not a record of format version 1.
     #[error("malformed audit record: {reason}")]
     Malformed { reason: &'static str },
-    /// `decode_block`: the bytes are not a block of format version 1.
-    #[error("malformed audit block: {reason}")]
-    MalformedBlock { reason: &'static str },
 }

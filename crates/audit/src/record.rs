@@ -38,21 +38,10 @@
 //! other than 1 stops (versions are never mixed within a record). The record carries no
 //! checksum or signature: the store seals every block (AEAD) and makes it a ledger leaf.
 //!
-//! # Block format, version 1
+//! # Blocks
 //!
-//! The store seals one block per group commit:
-//!
-//! ```text
-//! offset size  field
-//! 0      1     block format version = 0x01
-//! 1      4     count: u32, 0 ..= AUDIT_BLOCK_RECORDS_MAX = 1,024
-//! 5      …     count × (u32 length n, 1 ..= AUDIT_RECORD_BYTES_MAX; then n bytes: one
-//!              encoded record, opaque at this level)
-//! end          nothing may follow; the whole block is at most AUDIT_BLOCK_BYTES_MAX
-//!              = 16 MiB
-//! ```
-//!
-//! [`decode_block`] checks the framing only; each record is then read with [`decode`].
+//! The store frames encoded records into sealed blocks itself (`docs/format/audit.md`);
+//! at this level a record is one encoded byte string.
 //!
 //! # Example
 //!
@@ -83,8 +72,6 @@ use crate::AuditError;
 
 /// The record format version written by [`encode`] (the first byte of every record).
 pub const AUDIT_FORMAT_VERSION: u8 = 1;
-/// The block format version written by [`encode_block`] (the first byte of every block).
-pub const AUDIT_BLOCK_FORMAT_VERSION: u8 = 1;
 /// The largest encoded record. Large enough for [`AUDIT_PATIENTS_MAX`] patient ids and
 /// [`AUDIT_ENTITIES_MAX`] version references of typical (UUID) length;
 /// [`AuditRecord::truncate_to_limits`] trims anything larger. Everything but the two lists
@@ -99,10 +86,6 @@ pub const AUDIT_ENTITIES_MAX: usize = 1_000;
 pub const AUDIT_TEXT_BYTES_MAX: usize = 1_024;
 /// The longest `query` (requests URLs are at most 8 KiB).
 pub const AUDIT_QUERY_BYTES_MAX: usize = 16 * 1_024;
-/// The most records in one block.
-pub const AUDIT_BLOCK_RECORDS_MAX: usize = 1_024;
-/// The largest encoded block.
-pub const AUDIT_BLOCK_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The earliest `recorded_ms` a record may carry (the Unix epoch).
 pub const AUDIT_RECORDED_MS_MIN: i64 = 0;
 /// The latest `recorded_ms` a record may carry: 9999-12-31T23:59:59.999Z, the last FHIR
@@ -833,101 +816,6 @@ impl<'a> Reader<'a> {
         }
         Ok(items)
     }
-}
-
-/// Frames encoded records into one block (see the module documentation).
-///
-/// # Panics
-///
-/// When the block would break its limits: more than [`AUDIT_BLOCK_RECORDS_MAX`] records,
-/// an empty record or one over [`AUDIT_RECORD_BYTES_MAX`] bytes, more than
-/// [`AUDIT_BLOCK_BYTES_MAX`] bytes in all. These are programmer errors (records come from
-/// [`encode`]; [`block_chunks`] splits any list into blocks that fit), and the assertion
-/// stays on in release builds so that a block `decode_block` would refuse is never sealed.
-pub fn encode_block(records: &[Vec<u8>]) -> Vec<u8> {
-    assert!(records.len() <= AUDIT_BLOCK_RECORDS_MAX, "audit block of {} records", records.len());
-    let bytes = block_len(records);
-    assert!(bytes <= AUDIT_BLOCK_BYTES_MAX, "audit block of {bytes} bytes");
-    let mut block = Vec::with_capacity(bytes);
-    block.push(AUDIT_BLOCK_FORMAT_VERSION);
-    block.extend_from_slice(&u32::try_from(records.len()).unwrap_or(u32::MAX).to_be_bytes());
-    for record in records {
-        assert!(
-            (1..=AUDIT_RECORD_BYTES_MAX).contains(&record.len()),
-            "audit record of {} bytes in a block",
-            record.len()
-        );
-        block.extend_from_slice(&u32::try_from(record.len()).unwrap_or(u32::MAX).to_be_bytes());
-        block.extend_from_slice(record);
-    }
-    block
-}
-
-/// The bytes [`encode_block`] writes for `records`: `5 + Σ (4 + record length)`.
-pub fn block_len(records: &[Vec<u8>]) -> usize {
-    5 + records.iter().map(|record| 4 + record.len()).sum::<usize>()
-}
-
-/// Splits encoded records, in order, into runs that each fit one block (at most
-/// [`AUDIT_BLOCK_RECORDS_MAX`] records and [`AUDIT_BLOCK_BYTES_MAX`] bytes). Every record
-/// from [`encode`] fits a block on its own. No runs for no records.
-pub fn block_chunks(records: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut bytes = 5;
-    for (index, record) in records.iter().enumerate() {
-        let count = index - start;
-        if count > 0 && (count == AUDIT_BLOCK_RECORDS_MAX || bytes + 4 + record.len() > AUDIT_BLOCK_BYTES_MAX) {
-            chunks.push(&records[start..index]);
-            start = index;
-            bytes = 5;
-        }
-        bytes += 4 + record.len();
-    }
-    if start < records.len() {
-        chunks.push(&records[start..]);
-    }
-    chunks
-}
-
-/// Splits a block written by [`encode_block`] into its encoded records (each still to be
-/// read with [`decode`]). Every malformed input is an error, never a panic: unknown
-/// version, truncation, a count over [`AUDIT_BLOCK_RECORDS_MAX`], a record length of 0 or
-/// over [`AUDIT_RECORD_BYTES_MAX`], bytes after the last record, a block over
-/// [`AUDIT_BLOCK_BYTES_MAX`].
-pub fn decode_block(bytes: &[u8]) -> Result<Vec<Vec<u8>>, AuditError> {
-    let malformed_block = |reason| AuditError::MalformedBlock { reason };
-    if bytes.len() > AUDIT_BLOCK_BYTES_MAX {
-        return Err(malformed_block("larger than the block limit"));
-    }
-    let mut reader = Reader { bytes, at: 0 };
-    let version = reader.u8().map_err(|_| malformed_block("empty"))?;
-    if version != AUDIT_BLOCK_FORMAT_VERSION {
-        return Err(AuditError::UnsupportedVersion { version });
-    }
-    let count = reader.array::<4>().map_err(|_| malformed_block("truncated count"))?;
-    let count = usize::try_from(u32::from_be_bytes(count)).unwrap_or(usize::MAX);
-    if count > AUDIT_BLOCK_RECORDS_MAX {
-        return Err(malformed_block("more records than the block limit"));
-    }
-    // Each record takes at least five bytes (length and one byte).
-    if count.saturating_mul(5) > bytes.len() - reader.at {
-        return Err(malformed_block("truncated"));
-    }
-    let mut records = Vec::with_capacity(count);
-    for _ in 0..count {
-        let length = reader.array::<4>().map_err(|_| malformed_block("truncated record length"))?;
-        let length = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
-        if !(1..=AUDIT_RECORD_BYTES_MAX).contains(&length) {
-            return Err(malformed_block("record length out of range"));
-        }
-        let record = reader.take(length).map_err(|_| malformed_block("truncated record"))?;
-        records.push(record.to_vec());
-    }
-    if reader.at != bytes.len() {
-        return Err(malformed_block("bytes after the last record"));
-    }
-    Ok(records)
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
-//! The binary record and block formats: round trips, the exact bytes of format version 1,
+//! The binary record format: round trips, the exact bytes of format version 1,
 //! every limit, and malformed input (random bytes, every truncation, every byte changed)
 //! refused without a panic.
 
 use medvault_audit::record::{
-    block_chunks, block_len, decode, decode_block, encode, encode_block, encoded_len, Action, Agent, AuditRecord,
-    EventKind, Outcome, AUDIT_BLOCK_BYTES_MAX, AUDIT_BLOCK_RECORDS_MAX, AUDIT_ENTITIES_MAX, AUDIT_PATIENTS_MAX,
-    AUDIT_QUERY_BYTES_MAX, AUDIT_RECORDED_MS_MAX, AUDIT_RECORD_BYTES_MAX, AUDIT_TEXT_BYTES_MAX,
+    decode, encode, encoded_len, Action, Agent, AuditRecord, EventKind, Outcome, AUDIT_ENTITIES_MAX,
+    AUDIT_PATIENTS_MAX, AUDIT_QUERY_BYTES_MAX, AUDIT_RECORDED_MS_MAX, AUDIT_RECORD_BYTES_MAX, AUDIT_TEXT_BYTES_MAX,
 };
 use medvault_audit::AuditError;
 
@@ -123,12 +122,6 @@ fn the_bytes_of_format_version_1_are_as_documented() {
     let bytes = encode(&record).expect("encodes");
     assert_eq!(medvault_base::hex::encode(&bytes), expected);
     assert_eq!(decode(&bytes).expect("decodes"), record);
-
-    let block = encode_block(&[bytes.clone(), vec![0xaa]]);
-    let mut expected_block = format!("0100000002{:08x}{expected}", bytes.len());
-    expected_block.push_str("00000001aa");
-    assert_eq!(medvault_base::hex::encode(&block), expected_block);
-    assert_eq!(block.len(), block_len(&[bytes.clone(), vec![0xaa]]));
 }
 
 #[test]
@@ -409,7 +402,7 @@ fn random_bytes_never_panic_the_decoders() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let valid = encode(&full_record()).expect("encodes");
     for round in 0..20_000 {
-        let mut bytes = match round % 3 {
+        let bytes = match round % 3 {
             0 => {
                 let len = rng.below(300);
                 rng.bytes(len)
@@ -434,86 +427,5 @@ fn random_bytes_never_panic_the_decoders() {
         if let Ok(record) = decode(&bytes) {
             assert_eq!(encode(&record).expect("re-encodes"), bytes);
         }
-        bytes.insert(0, 1);
-        let _ = decode_block(&bytes);
     }
-}
-
-#[test]
-fn blocks_round_trip_and_refuse_malformed_framing() {
-    let records: Vec<Vec<u8>> = (0..5)
-        .map(|i| {
-            let mut record = full_record();
-            record.request_id = format!("req-{i}");
-            encode(&record).expect("encodes")
-        })
-        .collect();
-    let block = encode_block(&records);
-    assert_eq!(decode_block(&block).expect("decodes"), records);
-    assert_eq!(decode_block(&encode_block(&[])).expect("empty block"), Vec::<Vec<u8>>::new());
-    assert_eq!(encode_block(&[]), vec![1, 0, 0, 0, 0]);
-
-    for len in 0..block.len() {
-        assert!(decode_block(&block[..len]).is_err(), "prefix of {len} bytes accepted");
-    }
-    let mut trailing = block.clone();
-    trailing.push(0);
-    assert_eq!(decode_block(&trailing), Err(AuditError::MalformedBlock { reason: "bytes after the last record" }));
-
-    let mut version = block.clone();
-    version[0] = 9;
-    assert_eq!(decode_block(&version), Err(AuditError::UnsupportedVersion { version: 9 }));
-
-    let mut count = vec![1u8];
-    count.extend_from_slice(&(AUDIT_BLOCK_RECORDS_MAX as u32 + 1).to_be_bytes());
-    assert_eq!(decode_block(&count), Err(AuditError::MalformedBlock { reason: "more records than the block limit" }));
-
-    let huge_count = [1u8, 0, 0, 4, 0]; // 1,024 records announced, none present
-    assert_eq!(decode_block(&huge_count), Err(AuditError::MalformedBlock { reason: "truncated" }));
-
-    let empty_record = [1u8, 0, 0, 0, 1, 0, 0, 0, 0, 0xaa];
-    assert_eq!(decode_block(&empty_record), Err(AuditError::MalformedBlock { reason: "record length out of range" }));
-
-    let mut too_long = vec![1u8, 0, 0, 0, 1];
-    too_long.extend_from_slice(&(AUDIT_RECORD_BYTES_MAX as u32 + 1).to_be_bytes());
-    too_long.push(1);
-    assert_eq!(decode_block(&too_long), Err(AuditError::MalformedBlock { reason: "record length out of range" }));
-
-    assert_eq!(
-        decode_block(&vec![1u8; AUDIT_BLOCK_BYTES_MAX + 1]),
-        Err(AuditError::MalformedBlock { reason: "larger than the block limit" })
-    );
-}
-
-#[test]
-fn block_chunks_split_by_count_and_by_bytes() {
-    assert!(block_chunks(&[]).is_empty());
-
-    let tiny: Vec<Vec<u8>> = (0..2 * AUDIT_BLOCK_RECORDS_MAX + 1).map(|i| vec![i as u8]).collect();
-    let chunks = block_chunks(&tiny);
-    assert_eq!(chunks.iter().map(|chunk| chunk.len()).collect::<Vec<_>>(), [1_024, 1_024, 1]);
-    assert_eq!(chunks.concat(), tiny, "order kept, nothing lost");
-
-    let large: Vec<Vec<u8>> = (0..200).map(|i| vec![i as u8; 200 * 1024]).collect();
-    let chunks = block_chunks(&large);
-    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
-    for chunk in &chunks {
-        assert!(block_len(chunk) <= AUDIT_BLOCK_BYTES_MAX);
-        assert_eq!(decode_block(&encode_block(chunk)).expect("decodes"), chunk.to_vec());
-    }
-    // Each chunk is as full as it can be.
-    assert!(block_len(&[chunks[0], &chunks[1][..1]].concat()) > AUDIT_BLOCK_BYTES_MAX);
-    assert_eq!(chunks.concat(), large);
-}
-
-#[test]
-#[should_panic(expected = "audit block of 1025 records")]
-fn encode_block_refuses_too_many_records() {
-    encode_block(&vec![vec![1u8]; AUDIT_BLOCK_RECORDS_MAX + 1]);
-}
-
-#[test]
-#[should_panic(expected = "audit record of 0 bytes in a block")]
-fn encode_block_refuses_an_empty_record() {
-    encode_block(&[Vec::new()]);
 }
