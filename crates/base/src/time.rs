@@ -76,21 +76,45 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     }
     let mut rest = &b[19..];
     let mut millisecond = 0i64;
-    if rest.first() == Some(&b'.') {
-        let fraction_len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if fraction_len == 0 {
-            return None;
-        }
-        let fraction = &rest[1..1 + fraction_len];
-        for (index, place) in [100i64, 10, 1].iter().enumerate() {
-            if let Some(digit) = fraction.get(index) {
-                millisecond += i64::from(digit - b'0') * place;
-            }
-        }
+    if let Some((ms, fraction_len)) = fraction(rest)? {
+        millisecond = ms;
         rest = &rest[1 + fraction_len..];
     }
-    let offset_minutes = match rest {
-        [b'Z'] => 0,
+    let offset_minutes = zone_offset_minutes(rest)?;
+    let days = days_from_civil(year, month, day);
+    let local_ms = days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millisecond;
+    Some(local_ms - offset_minutes * 60_000)
+}
+
+/// The value of ASCII decimal digits; `None` if empty or any byte is not a digit.
+pub fn digits(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0i64, |value, c| c.is_ascii_digit().then(|| value * 10 + i64::from(c - b'0')))
+}
+
+/// A fraction of a second at the start of `rest` (`.` and at least one digit): its whole
+/// milliseconds (digits beyond the third truncated) and its number of digits;
+/// `Some(None)` when `rest` does not start with `.`; `None` (malformed) if the dot has no
+/// digit.
+pub fn fraction(rest: &[u8]) -> Option<Option<(i64, usize)>> {
+    if rest.first() != Some(&b'.') {
+        return Some(None);
+    }
+    let len = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if len == 0 {
+        return None;
+    }
+    let ms = [100i64, 10, 1].iter().zip(&rest[1..1 + len]).map(|(place, digit)| i64::from(digit - b'0') * place).sum();
+    Some(Some((ms, len)))
+}
+
+/// A zone designator, the whole of `zone`: `Z` or `±hh:mm` (at most ±14:00), in minutes
+/// east of UTC; `None` otherwise.
+pub fn zone_offset_minutes(zone: &[u8]) -> Option<i64> {
+    match zone {
+        [b'Z'] => Some(0),
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let hours = digits(&[*h1, *h2])?;
             let minutes = digits(&[*m1, *m2])?;
@@ -98,21 +122,10 @@ pub fn parse_instant(text: &str) -> Option<i64> {
                 return None;
             }
             let total = hours * 60 + minutes;
-            if *sign == b'-' {
-                -total
-            } else {
-                total
-            }
+            Some(if *sign == b'-' { -total } else { total })
         }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let local_ms = days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millisecond;
-    Some(local_ms - offset_minutes * 60_000)
-}
-
-fn digits(bytes: &[u8]) -> Option<i64> {
-    bytes.iter().try_fold(0i64, |value, c| c.is_ascii_digit().then(|| value * 10 + i64::from(c - b'0')))
+        _ => None,
+    }
 }
 
 pub fn days_in_month(year: i64, month: u32) -> u32 {

@@ -1,6 +1,6 @@
 //! FHIR dates as time ranges: a date covers its whole precision (R4 search, "date").
 
-use medvault_base::time::{days_from_civil, days_in_month};
+use medvault_base::time::{days_from_civil, days_in_month, digits as number, fraction, zone_offset_minutes};
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -59,44 +59,16 @@ pub(crate) fn date_range(text: &str) -> Option<(i64, i64)> {
         start += second * 1000;
         width_ms = 1000;
         rest = &rest[3..];
-        if rest.first() == Some(&b'.') {
-            let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-            if digits == 0 {
-                return None;
-            }
-            for (index, place) in [100i64, 10, 1].iter().enumerate().take(digits) {
-                start += i64::from(rest[1 + index] - b'0') * place;
-            }
+        if let Some((ms, digits)) = fraction(rest)? {
+            start += ms;
             width_ms = [100, 10, 1][digits.min(3) - 1];
             rest = &rest[1 + digits..];
         }
     }
-    let offset_minutes = match rest {
-        [] | [b'Z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = number(&[*h1, *h2])?;
-            let minutes = number(&[*m1, *m2])?;
-            if hours > 14 || minutes > 59 {
-                return None;
-            }
-            let total = hours * 60 + minutes;
-            if *sign == b'-' {
-                -total
-            } else {
-                total
-            }
-        }
-        _ => return None,
-    };
+    // No zone: UTC (see above).
+    let offset_minutes = if rest.is_empty() { 0 } else { zone_offset_minutes(rest)? };
     let start = start - offset_minutes * 60_000;
     Some((start, start + width_ms - 1))
-}
-
-fn number(bytes: &[u8]) -> Option<i64> {
-    if bytes.is_empty() {
-        return None;
-    }
-    bytes.iter().try_fold(0i64, |value, c| c.is_ascii_digit().then(|| value * 10 + i64::from(c - b'0')))
 }
 
 #[cfg(test)]
