@@ -113,6 +113,13 @@ impl Store {
         receiver.recv().map_err(|_| StoreError::Closed)?
     }
 
+    /// Moves every audit record committed so far (some wait in the audit journal up to
+    /// `AUDIT_MOVE_MS`) into the database's blocks, index and ledger, as every audit query
+    /// does first.
+    pub fn settle_audit(&self) -> Result<(), StoreError> {
+        self.engine.flush_audit()
+    }
+
     /// Blocks whose records end at or after `since_ms` and begin before `until_ms`, in
     /// ledger order, from leaf `after_seq` (exclusive), at most `limit`.
     pub fn audit_blocks(
