@@ -1,7 +1,9 @@
 //! The audit trail's query speed: a store holding 1,000,000 audit records (written as reads
 //! write them: sealed blocks, ledger leaves, the index by patient), then the first page
 //! (50 records, newest first) of "who accessed this patient" for random patients, timed
-//! in process (`medvault-bench --audit-only`).
+//! in process (`medvault-bench --audit-only`); then what one read's audit record costs in
+//! CPU, on the request's thread and in the writer, measured in process where other work on
+//! the machine cannot move it much.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +19,8 @@ use crate::dataset::Xorshift64;
 /// Records per `Store::audit` call: a busy server's group commit.
 const RECORDS_PER_BLOCK: usize = 256;
 const QUERIES: usize = 1_000;
+/// Reads whose audit record is committed one by one, as the server commits them.
+const READS: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct AuditFigures {
@@ -27,6 +31,12 @@ pub struct AuditFigures {
     /// Milliseconds of one first page by patient, sorted.
     pub query_ms: Vec<f64>,
     pub page_records: f64,
+    /// CPU µs per read's audit record on the request's thread (`Auditor::commit_blocking`
+    /// of one record: alert rules, encoding, the journal's sealed append).
+    pub per_read_thread_us: f64,
+    /// CPU µs per read's audit record in the rest of the process (the writer's moves into
+    /// blocks, index and ledger, and the journal's syncs).
+    pub per_read_writer_us: f64,
 }
 
 impl AuditFigures {
@@ -49,6 +59,11 @@ impl AuditFigures {
             p99,
             self.page_records,
             if p99 <= 20.0 { "MET" } else { "MISSED" }
+        ) + &format!(
+            "  CPU per audited read          {:.2} µs on the request's thread + {:.2} µs in the writer ({} reads, one record each, in process)\n",
+            self.per_read_thread_us,
+            self.per_read_writer_us,
+            crate::report::thousands(READS as f64),
         )
     }
 
@@ -57,6 +72,7 @@ impl AuditFigures {
             "records": self.records, "patients": self.patients, "build_s": self.build_s,
             "query_p50_ms": self.percentile(0.5), "query_p99_ms": self.percentile(0.99),
             "page_records": self.page_records,
+            "per_read_thread_us": self.per_read_thread_us, "per_read_writer_us": self.per_read_writer_us,
         })
     }
 }
@@ -115,6 +131,37 @@ pub fn run(records: u64, seed: u64) -> anyhow::Result<AuditFigures> {
         page_total += decoded.len();
     }
     query_ms.sort_by(f64::total_cmp);
+
+    crate::progress(format!("[audit] {READS} reads' audit records, one commit each"));
+    let store = Arc::new(store);
+    let auditor = medvault_server::audit::Auditor::new(store.clone());
+    // Built beforehand: the server builds a read's record whether auditing is on or not.
+    let reads: Vec<AuditRecord> = (0..READS)
+        .map(|i| {
+            let agent = Agent {
+                name: "clinician-1".into(),
+                role: "clinician".into(),
+                user_id: Some(1),
+                purpose_of_use: Some("TREAT".into()),
+                address: Some("10.0.0.7".into()),
+            };
+            let at_ms = start_ms + i64::try_from(records).unwrap_or(0) * 100 + i64::try_from(i).unwrap_or(0);
+            let mut record = AuditRecord::new(at_ms, EventKind::Read, agent, format!("req-read-{i}"));
+            let patient = format!("patient-{}", random.below(patients));
+            record.entities = vec![format!("Observation/{}/_history/1", random.uuid())];
+            record.patients = vec![patient];
+            record
+        })
+        .collect();
+    store.settle_audit()?;
+    let (process_started, thread_started) = (crate::cpu::process_s(), crate::cpu::thread_s());
+    for record in reads {
+        auditor.commit_blocking(vec![record]).map_err(|e| anyhow::anyhow!("audit: {e:?}"))?;
+    }
+    let thread_s = crate::cpu::thread_s().zip(thread_started).map(|(end, start)| end - start);
+    store.settle_audit()?;
+    let process_s = crate::cpu::process_s().zip(process_started).map(|(end, start)| end - start);
+    let (thread_s, process_s) = (thread_s.unwrap_or(f64::NAN), process_s.unwrap_or(f64::NAN));
     store.close();
     Ok(AuditFigures {
         records,
@@ -123,5 +170,7 @@ pub fn run(records: u64, seed: u64) -> anyhow::Result<AuditFigures> {
         records_per_s: records as f64 / build_s,
         query_ms,
         page_records: page_total as f64 / QUERIES as f64,
+        per_read_thread_us: thread_s / READS as f64 * 1e6,
+        per_read_writer_us: (process_s - thread_s) / READS as f64 * 1e6,
     })
 }
