@@ -213,6 +213,33 @@ impl Store {
     }
 }
 
+/// For the backup benchmark only: a store that keeps no search index, so that a store of a
+/// million resources builds in minutes and its data directory holds what a backup restores.
+/// Search tables are never backed up ([`EPHEMERAL_TABLES`]), so such a store is what a
+/// restored store is until it is reindexed.
+#[cfg(feature = "bench-no-search-index")]
+impl Store {
+    /// Removes the search index's generations from an empty store: writes then index
+    /// nothing, searches answer "must be rebuilt", and reopening does not start one (a store
+    /// with resources is not activated). Refused once the store holds a resource.
+    pub fn danger_drop_search_index_for_benchmark(&self) -> Result<(), StoreError> {
+        let names = [crate::search::state::ACTIVE, crate::search::state::BUILDING];
+        self.engine.execute(Box::new(move |c| {
+            let resources: Option<i64> =
+                c.query_row("SELECT 1 FROM resources LIMIT 1", [], |row| row.get(0)).optional()?;
+            if resources.is_some() {
+                return Err(StoreError::Corrupt("the search index is dropped only from an empty store".into()));
+            }
+            for name in names {
+                c.execute("DELETE FROM meta WHERE name = ?1", [name])?;
+            }
+            Ok(0)
+        }))?;
+        self.reload_search_state()?;
+        Ok(())
+    }
+}
+
 fn read_schema(connection: &Connection) -> Result<(Vec<DumpTable>, Vec<String>), StoreError> {
     let entries = connection
         .prepare("SELECT type, name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY rowid")?
