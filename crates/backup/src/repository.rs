@@ -12,14 +12,16 @@ use base64::Engine as _;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
-use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::backup::{
+    DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE, LEAF_PROVEN_TABLES,
+};
 use medvault_store::Store;
 use serde_json::{json, Value};
 
 use crate::chunker::Chunker;
 use crate::keys::{self, BlobCipher, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
 use crate::manifest::{self, Config, Erasure, Manifest};
-use crate::pack::{self, BlobRef, PackWriter};
+use crate::pack::{self, BlobRef, IdCheck, PackWriter};
 use crate::storage::{ObjectStore, PruneStore, StorageError};
 use crate::BackupError;
 
@@ -389,6 +391,10 @@ impl Repository {
     /// Restores `snapshot` into `data_dir` (which must not exist or be empty): refuses it if
     /// it is older than `witness` (a signed checkpoint the operator holds); proves that the
     /// restored leaves reproduce the signed root; applies every erasure record.
+    ///
+    /// The rows of `versions` and `audit_blocks` are proven by the store's `verify`, not
+    /// here (their blobs' ids are not recomputed: `IdCheck`): open the restored store and
+    /// run it before trusting them, as `medvault backup restore` and `drill` do.
     pub fn restore(
         &self,
         snapshot: &Snapshot,
@@ -427,13 +433,15 @@ impl Repository {
             root["tables"].as_array().into_iter().flatten().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
                 + root["leaves"]["bytes"].as_u64().unwrap_or(0);
         // Streams in the order the rebuild takes them: each dumped table, then the leaves.
+        // Whose blobs' ids are recomputed: see `IdCheck` and "Restore" in the format.
         let mut streams = Vec::new();
         for (table, json) in tables.iter().zip(root["tables"].as_array().into_iter().flatten()) {
             if table.content == TableContent::Rows {
-                streams.push(table_tree(json)?);
+                let proven = LEAF_PROVEN_TABLES.contains(&table.name.as_str());
+                streams.push((table_tree(json)?, proven));
             }
         }
-        streams.push(table_tree(&root["leaves"])?);
+        streams.push((table_tree(&root["leaves"])?, true));
         let mut rebuild = Rebuild::create(data_dir, &tables, &schema, &erasures)?;
         let mut report = RestoreReport {
             snapshot: snapshot.name.clone(),
@@ -974,12 +982,13 @@ impl<'a> BlobReader<'a> {
 
     /// Reads, opens and checks a data blob into `buffer` (reused), keeping its pack open for
     /// the next; returns the buffer holding the plaintext and where. `spare` is a second
-    /// buffer for decompression.
+    /// buffer for decompression. Its id is recomputed unless `proven_by_ledger`.
     fn read_data_into(
         &mut self,
         blob_ref: &BlobRef,
         mut buffer: Vec<u8>,
         spare: &mut Vec<u8>,
+        proven_by_ledger: bool,
     ) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
         if self.open_pack.as_ref().map(|(id, _)| id) != Some(&blob_ref.pack) {
             let name = pack::pack_name(&blob_ref.pack);
@@ -995,7 +1004,8 @@ impl<'a> BlobReader<'a> {
             self.pack_ciphers.insert(blob_ref.pack, cipher);
         }
         let cipher = &self.pack_ciphers[&blob_ref.pack];
-        pack::open_blob_into(cipher, &self.keys, &self.repository.config.repository_id, blob_ref, buffer, spare)
+        let id_check = if proven_by_ledger { IdCheck::ProvenByLedger } else { IdCheck::Recompute(&self.keys) };
+        pack::open_blob_into(cipher, id_check, &self.repository.config.repository_id, blob_ref, buffer, spare)
     }
 
     fn open_pack_key(&self, id: &[u8; 32]) -> Result<BlobCipher, BackupError> {
@@ -1171,17 +1181,19 @@ enum Piece {
 }
 
 /// The reading thread: every stream's data blobs in order, each opened and checked, into
-/// buffers the writer sends back once read. Returns the bytes read; stops quietly if the
-/// writer hung up (it reports its own error).
+/// buffers the writer sends back once read. A stream marked proven by the ledger has its
+/// data blobs' ids taken from the AEAD rather than recomputed ([`IdCheck`]); tree blobs are
+/// always rechecked. Returns the bytes read; stops quietly if the writer hung up (it
+/// reports its own error).
 fn read_streams(
     mut reader: BlobReader<'_>,
-    streams: Vec<Option<BlobRef>>,
+    streams: Vec<(Option<BlobRef>, bool)>,
     sender: std::sync::mpsc::SyncSender<Piece>,
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<u64, BackupError> {
     let mut spare = Vec::new();
     let mut batch = Vec::with_capacity(PIPE_BATCH_BLOBS);
-    for tree in streams {
+    for (tree, proven_by_ledger) in streams {
         let mut stack: Vec<(Vec<BlobRef>, usize)> = Vec::new();
         if let Some(tree) = tree {
             stack.push((BlobRef::decode_all(&reader.read(&tree)?)?, 0));
@@ -1200,7 +1212,7 @@ fn read_streams(
                 continue;
             }
             let buffer = recycled.try_recv().unwrap_or_default();
-            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare)?);
+            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare, proven_by_ledger)?);
             if batch.len() == PIPE_BATCH_BLOBS {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
                 if sender.send(Piece::Blobs(full, reader.bytes_read)).is_err() {

@@ -38,6 +38,12 @@ pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
 /// a dump keeps the rows of the leaves its checkpoint covers.
 pub const LEAF_BOUND_TABLES: &[(&str, &str)] =
     &[("versions", "seq"), ("audit_blocks", "seq"), ("audit_by_patient", "block")];
+/// Tables each of whose rows the ledger proves: the store's `verify` recomputes every row's
+/// leaf hash (a version's from its row and sealed body, an audit block's from its row) and
+/// compares it with the ledger, whose root a restore proves against the signed checkpoint.
+/// Restore takes their blobs' ids from the AEAD instead of recomputing them
+/// (`backup-repository.md`, "Restore").
+pub const LEAF_PROVEN_TABLES: &[&str] = &["versions", "audit_blocks"];
 /// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
 pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
 /// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
