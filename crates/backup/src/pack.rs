@@ -124,16 +124,23 @@ impl std::fmt::Debug for PackWriter {
 
 impl PackWriter {
     pub fn new(recovery_public: &[u8; 32], repository_id: &[u8; 16], target_bytes: usize) -> Result<Self, BackupError> {
+        Self::with_buffer(recovery_public, repository_id, target_bytes, Vec::new())
+    }
+
+    /// A pack written into `buffer` (cleared): the buffer of a pack already stored, so that
+    /// its memory is not touched afresh.
+    pub fn with_buffer(
+        recovery_public: &[u8; 32],
+        repository_id: &[u8; 16],
+        target_bytes: usize,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self, BackupError> {
         let pack_key = Secret32::random().map_err(|e| BackupError::Key(e.to_string()))?;
         let wrapped_key = keys::wrap(recovery_public, pack_key.expose_secret(), "pack-key", repository_id)?;
         let id = medvault_crypto::random::array::<32>().map_err(|e| BackupError::Key(e.to_string()))?;
-        Ok(Self {
-            id,
-            cipher: keys::cipher(&pack_key),
-            wrapped_key,
-            buffer: Vec::with_capacity(target_bytes + BACKUP_CHUNK_BYTES_MAX + 4096),
-            entries: Vec::new(),
-        })
+        buffer.clear();
+        buffer.reserve(target_bytes + BACKUP_CHUNK_BYTES_MAX + 4096);
+        Ok(Self { id, cipher: keys::cipher(&pack_key), wrapped_key, buffer, entries: Vec::new() })
     }
 
     pub fn len(&self) -> usize {

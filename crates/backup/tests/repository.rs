@@ -465,3 +465,92 @@ fn a_version_resealed_under_its_old_id_with_the_recovery_key_fails_the_restored_
     let report = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
     assert!(!report.ok(), "the repository's verify finds it too");
 }
+
+/// A store that lost a version below its checkpoint is not backed up: the dump counts the
+/// leaves as they stream, and the snapshot stops before its manifest (packs stored meanwhile
+/// are left unreferenced, as by any interrupted backup).
+#[test]
+fn a_store_that_lost_a_version_gets_no_snapshot() {
+    let f = fixture();
+    load(&f.store, 0, 100);
+    f.store.close();
+    let data = f.dir.path().join("data");
+    let database = rusqlite::Connection::open(data.join("medvault.db")).expect("open");
+    assert_eq!(database.execute("DELETE FROM versions WHERE seq = 7", []).expect("delete"), 1);
+    drop(database);
+    let store = Store::open(&data, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+    let error = f.repository.create_snapshot(&store, &mut |_, _, _| {}).expect_err("refused");
+    assert!(error.to_string().contains("covers 200 leaves but the store holds 199"), "{error}");
+    let (snapshots, refused) = f.repository.snapshots().expect("list");
+    assert!(snapshots.is_empty() && refused.is_empty(), "no manifest was written");
+    store.close();
+}
+
+/// A medium that fills up: packs after the first cannot be stored.
+#[derive(Debug)]
+struct FullMedium {
+    inner: DirectoryStore,
+    packs_allowed: std::sync::atomic::AtomicUsize,
+}
+
+impl medvault_backup::ObjectStore for FullMedium {
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), medvault_backup::StorageError> {
+        use std::sync::atomic::Ordering;
+        let allowed = self.packs_allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if name.starts_with("packs/") && allowed.is_err() {
+            return Err(medvault_backup::StorageError::Io("no space left on the medium".into()));
+        }
+        self.inner.put_new(name, bytes)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>, medvault_backup::StorageError> {
+        self.inner.get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, length: usize) -> Result<Vec<u8>, medvault_backup::StorageError> {
+        self.inner.get_range(name, offset, length)
+    }
+    fn open(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn medvault_backup::storage::ObjectReader>, medvault_backup::StorageError> {
+        self.inner.open(name)
+    }
+    fn size(&self, name: &str) -> Result<u64, medvault_backup::StorageError> {
+        self.inner.size(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, medvault_backup::StorageError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// Packs are stored on a thread of their own while the next is sealed: a storage failure
+/// there is the snapshot's error (not a hang, not a vaguer one), and no manifest is written.
+#[test]
+fn a_pack_that_cannot_be_stored_stops_the_snapshot_with_the_storage_error() {
+    let f = fixture();
+    // Enough rows for several 16 MiB packs.
+    for batch in 0..10 {
+        let writes: Vec<Write> = (0..500)
+            .map(|i| {
+                let id = format!("big{batch}-{i}");
+                let noise: String = (0..12_000u32).map(|j| char::from(b'a' + ((j * 7 + i * 13) % 26) as u8)).collect();
+                Write {
+                    resource_type: "Patient".into(),
+                    id: id.clone(),
+                    action: WriteAction::Put(json!({"resourceType": "Patient", "id": id, "name": [{"family": noise}]})),
+                    if_match: None,
+                    must_be_new: false,
+                }
+            })
+            .collect();
+        f.store.write(&writes, "loader").expect("write");
+    }
+    let medium = FullMedium {
+        inner: DirectoryStore::new(&f.dir.path().join("repo")).expect("repo"),
+        packs_allowed: std::sync::atomic::AtomicUsize::new(1),
+    };
+    let repository = Repository::open(Arc::new(medium), None).expect("open");
+    let error = repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect_err("the medium is full");
+    assert!(error.to_string().contains("no space left"), "{error}");
+    let (snapshots, _) = repository.snapshots().expect("list");
+    assert!(snapshots.is_empty(), "no manifest was written");
+}

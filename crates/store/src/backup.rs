@@ -123,6 +123,10 @@ pub struct BackupDump {
     /// `CREATE INDEX`, `CREATE TRIGGER` and `CREATE VIEW` statements, in schema order.
     pub schema: Vec<String>,
     pub destroyed_keys: Vec<DestroyedKey>,
+    /// Rows of [`LEAF_PROVEN_TABLES`] (each a ledger leaf) and leaf hashes streamed so far,
+    /// for [`BackupDump::check_leaves`].
+    leaf_rows_streamed: std::cell::Cell<u64>,
+    leaf_hashes_streamed: std::cell::Cell<u64>,
 }
 
 impl Store {
@@ -151,23 +155,15 @@ impl Store {
             .optional()?
             .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
         let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
-        // Every ledger leaf is a version or a block of audit records (`audit.md`). The leaves
-        // below `size` must all be there; beyond it there may be audit blocks of reads, not
-        // yet signed (a write is signed before it commits, so never a version).
-        let (covered, next_version): (i64, i64) = connection.query_row(
-            "SELECT (SELECT COUNT(*) FROM versions WHERE seq < ?1) + (SELECT COUNT(*) FROM audit_blocks WHERE seq < ?1),
-                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM versions)",
-            [size],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        let (leaves, next_leaf): (i64, i64) = connection.query_row(
-            "SELECT COUNT(*), COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0 AND node_index < ?1",
-            [size],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        if covered != size || next_version > size || leaves != size || next_leaf != size {
+        // Every ledger leaf is a version or a block of audit records (`audit.md`). Beyond the
+        // checkpoint there may be audit blocks of reads, not yet signed, but never a version
+        // (a write is signed before it commits). That the leaves below it are all there is
+        // counted as they stream (`check_leaves`): counting first would read them twice.
+        let next_version: i64 =
+            connection.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM versions", [], |row| row.get(0))?;
+        if next_version > size {
             return Err(StoreError::Corrupt(format!(
-                "the latest signed checkpoint covers {size} leaves but the store holds {covered} versions and audit blocks and {leaves} leaf hashes below it, and versions up to {next_version}; run `medvault verify`"
+                "the latest signed checkpoint covers {size} leaves but the store holds versions up to {next_version}; run `medvault verify`"
             )));
         }
         let last_leaf_ms: i64 = if size == 0 {
@@ -198,7 +194,16 @@ impl Store {
                 Err(error) => Some(Err(error)),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(BackupDump { connection, checkpoint, last_leaf_ms, tables, schema, destroyed_keys })
+        Ok(BackupDump {
+            connection,
+            checkpoint,
+            last_leaf_ms,
+            tables,
+            schema,
+            destroyed_keys,
+            leaf_rows_streamed: std::cell::Cell::new(0),
+            leaf_hashes_streamed: std::cell::Cell::new(0),
+        })
     }
 
     /// A key for the backup repository derived from the store's index key, so that a store
@@ -342,7 +347,25 @@ impl BackupDump {
         if !buffer.is_empty() {
             sink(&buffer).map_err(sink_error)?;
         }
+        if LEAF_PROVEN_TABLES.contains(&table.name.as_str()) {
+            self.leaf_rows_streamed.set(self.leaf_rows_streamed.get() + count);
+        }
         Ok(count)
+    }
+
+    /// After every table and the leaf hashes have streamed: checks that the dump held every
+    /// leaf its checkpoint covers — a version or an audit block for each, and each leaf's
+    /// hash — so that a snapshot is never made of a store that lost leaves. Inside the read
+    /// transaction, so it speaks of exactly what was dumped.
+    pub fn check_leaves(&self) -> Result<(), StoreError> {
+        let size = self.checkpoint.tree_size;
+        let (rows, hashes) = (self.leaf_rows_streamed.get(), self.leaf_hashes_streamed.get());
+        if rows != size || hashes != size {
+            return Err(StoreError::Corrupt(format!(
+                "the latest signed checkpoint covers {size} leaves but the store holds {rows} versions and audit blocks and {hashes} leaf hashes below it; run `medvault verify`"
+            )));
+        }
+        Ok(())
     }
 
     /// Streams the leaf hashes of the leaves the checkpoint covers (32 bytes each, leaf
@@ -375,6 +398,7 @@ impl BackupDump {
         if !buffer.is_empty() {
             sink(&buffer).map_err(|e| StoreError::Io(format!("backup sink: {e}")))?;
         }
+        self.leaf_hashes_streamed.set(count);
         Ok(count)
     }
 }
