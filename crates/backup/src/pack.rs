@@ -114,6 +114,8 @@ pub struct PackWriter {
     wrapped_key: Vec<u8>,
     buffer: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// Scratch space for compression, reused from blob to blob.
+    compressed: Vec<u8>,
 }
 
 impl std::fmt::Debug for PackWriter {
@@ -140,7 +142,14 @@ impl PackWriter {
         let id = medvault_crypto::random::array::<32>().map_err(|e| BackupError::Key(e.to_string()))?;
         buffer.clear();
         buffer.reserve(target_bytes + BACKUP_CHUNK_BYTES_MAX + 4096);
-        Ok(Self { id, cipher: keys::cipher(&pack_key), wrapped_key, buffer, entries: Vec::new() })
+        Ok(Self {
+            id,
+            cipher: keys::cipher(&pack_key),
+            wrapped_key,
+            buffer,
+            entries: Vec::new(),
+            compressed: Vec::new(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -155,8 +164,9 @@ impl PackWriter {
         self.entries.len()
     }
 
-    /// Compresses (when it saves at least 1/8), seals and appends one blob; returns its
-    /// reference. Tree blobs are sealed under `metadata`, data blobs under the pack key.
+    /// Compresses (if `try_compress`, and when it saves at least 1/8), seals and appends one
+    /// blob; returns its reference. Tree blobs are sealed under `metadata`, data blobs under
+    /// the pack key. Readers take a blob stored either way.
     pub fn add(
         &mut self,
         repository_id: &[u8; 16],
@@ -164,14 +174,20 @@ impl PackWriter {
         blob_type: BlobType,
         id: [u8; 32],
         plaintext: &[u8],
+        try_compress: bool,
     ) -> Result<BlobRef, BackupError> {
         let raw_length = u32::try_from(plaintext.len()).map_err(|_| BackupError::Integrity("blob too large".into()))?;
-        let compressed = lz4_flex::block::compress(plaintext);
-        let (payload, compression) = if compressed.len() <= plaintext.len() - plaintext.len() / 8 {
-            (compressed.as_slice(), COMPRESSION_LZ4)
-        } else {
-            (plaintext, COMPRESSION_NONE)
+        let mut compressed = std::mem::take(&mut self.compressed);
+        let saves = try_compress && {
+            compressed.clear();
+            compressed.resize(lz4_flex::block::get_maximum_output_size(plaintext.len()), 0);
+            let written = lz4_flex::block::compress_into(plaintext, &mut compressed)
+                .map_err(|_| BackupError::Io("a blob does not compress into its bound".into()))?;
+            compressed.truncate(written);
+            written <= plaintext.len() - plaintext.len() / 8
         };
+        let (payload, compression) =
+            if saves { (compressed.as_slice(), COMPRESSION_LZ4) } else { (plaintext, COMPRESSION_NONE) };
         let offset = u32::try_from(self.buffer.len()).map_err(|_| BackupError::Integrity("pack too large".into()))?;
         let identity = BlobIdentity { repository_id, blob_type, id: &id, raw_length, compression };
         let cipher = if blob_type == BlobType::Tree { metadata } else { &self.cipher };
@@ -179,6 +195,7 @@ impl PackWriter {
         let stored_length = self.buffer.len() as u32 - offset;
         let entry = PackEntry { blob_type, compression, id, offset, stored_length, raw_length };
         self.entries.push(entry);
+        self.compressed = compressed;
         Ok(BlobRef { id, pack: self.id, offset, stored_length, raw_length, blob_type, compression })
     }
 
@@ -427,12 +444,13 @@ mod tests {
         let metadata = crate::keys::cipher(&keys.metadata_key);
         let mut pack = PackWriter::new(&recovery.public_key(), &repository, 1 << 20).expect("pack");
         let text = b"compressible compressible compressible compressible compressible".repeat(20);
-        let data_ref =
-            pack.add(&repository, &metadata, BlobType::Data, keys.blob_id(BlobType::Data, &text), &text).expect("add");
+        let data_ref = pack
+            .add(&repository, &metadata, BlobType::Data, keys.blob_id(BlobType::Data, &text), &text, true)
+            .expect("add");
         assert_eq!(data_ref.compression, COMPRESSION_LZ4);
         let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let tree_ref = pack
-            .add(&repository, &metadata, BlobType::Tree, keys.blob_id(BlobType::Tree, &noise), &noise)
+            .add(&repository, &metadata, BlobType::Tree, keys.blob_id(BlobType::Tree, &noise), &noise, true)
             .expect("add");
         let bytes = pack.finish(&repository, &metadata).expect("finish");
         let (start, length) =

@@ -46,6 +46,11 @@ const DUMP_BATCH_BYTES: usize = 256 * 1024;
 const DUMP_BATCHES: usize = 8;
 /// Closed packs waiting for the storing thread (16 MiB each).
 const PACKS_IN_FLIGHT: usize = 2;
+/// After this many new data blobs of a stream in a row did not compress (most of a store
+/// is sealed records: ciphertext), compression is tried on one in
+/// `COMPRESS_PROBE_INTERVAL` until one does again.
+const INCOMPRESSIBLE_RUN_MIN: u64 = 16;
+const COMPRESS_PROBE_INTERVAL: u64 = 16;
 
 /// A snapshot whose manifest verified.
 #[derive(Debug, Clone)]
@@ -827,6 +832,8 @@ struct SnapshotWriter<'a> {
     /// Where closed packs go to be hashed and stored (a thread of their own); without one,
     /// they are stored in turn.
     pack_sink: Option<PackSink>,
+    /// New data blobs of the current stream stored raw in a row.
+    incompressible_run: u64,
 }
 
 /// The storing thread's side of the channel, and the buffers it hands back.
@@ -972,6 +979,7 @@ impl<'a> SnapshotWriter<'a> {
             blobs_reused: 0,
             packs_written: 0,
             pack_sink: None,
+            incompressible_run: 0,
         })
     }
 
@@ -1021,7 +1029,12 @@ impl<'a> SnapshotWriter<'a> {
             )?);
         }
         let pack = self.pack.as_mut().ok_or_else(|| BackupError::State("no open pack".into()))?;
-        let blob_ref = pack.add(&config.repository_id, &self.metadata, blob_type, id, plaintext)?;
+        let run = self.incompressible_run;
+        let try_compress = blob_type == BlobType::Tree || worth_compressing(run);
+        let blob_ref = pack.add(&config.repository_id, &self.metadata, blob_type, id, plaintext, try_compress)?;
+        if blob_type == BlobType::Data {
+            self.incompressible_run = if blob_ref.compression == pack::COMPRESSION_NONE { run + 1 } else { 0 };
+        }
         self.blobs_new += 1;
         self.written.insert(id, blob_ref);
         if pack.len() as u64 >= config.pack_target_bytes
@@ -1060,6 +1073,7 @@ impl<'a> SnapshotWriter<'a> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Option<(BlobRef, u32)>, u64, u64), BackupError> {
         let mut refs = Vec::new();
+        self.incompressible_run = 0;
         let (rows, bytes) = loop {
             match pipe.chunks.recv() {
                 Ok(DumpPiece::Chunks(bytes, ends, dumped)) => {
@@ -1113,6 +1127,13 @@ impl<'a> SnapshotWriter<'a> {
             depth += 1;
         }
     }
+}
+
+/// Whether to try compressing the next data blob of a stream after `run` new ones in a row
+/// were stored raw: always at first, then one in `COMPRESS_PROBE_INTERVAL`.
+fn worth_compressing(run: u64) -> bool {
+    run < INCOMPRESSIBLE_RUN_MIN
+        || (run - INCOMPRESSIBLE_RUN_MIN) % COMPRESS_PROBE_INTERVAL == COMPRESS_PROBE_INTERVAL - 1
 }
 
 /// Where a tree blob ends: content-defined on the references' (keyed) ids, on reference
@@ -1547,5 +1568,20 @@ impl Read for TreeStream<'_, '_> {
         buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
         self.position += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_is_tried_on_every_blob_then_on_one_in_the_probe_interval_after_a_raw_run() {
+        let tried: Vec<u64> =
+            (0..INCOMPRESSIBLE_RUN_MIN + 4 * COMPRESS_PROBE_INTERVAL).filter(|run| worth_compressing(*run)).collect();
+        let first_probe = INCOMPRESSIBLE_RUN_MIN + COMPRESS_PROBE_INTERVAL - 1;
+        let mut expected: Vec<u64> = (0..INCOMPRESSIBLE_RUN_MIN).collect();
+        expected.extend((0..4).map(|n| first_probe + n * COMPRESS_PROBE_INTERVAL));
+        assert_eq!(tried, expected);
     }
 }
