@@ -114,6 +114,8 @@ pub struct PackWriter {
     wrapped_key: Vec<u8>,
     buffer: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// Scratch space for compression, reused from blob to blob.
+    compressed: Vec<u8>,
 }
 
 impl std::fmt::Debug for PackWriter {
@@ -124,15 +126,29 @@ impl std::fmt::Debug for PackWriter {
 
 impl PackWriter {
     pub fn new(recovery_public: &[u8; 32], repository_id: &[u8; 16], target_bytes: usize) -> Result<Self, BackupError> {
+        Self::with_buffer(recovery_public, repository_id, target_bytes, Vec::new())
+    }
+
+    /// A pack written into `buffer` (cleared): the buffer of a pack already stored, so that
+    /// its memory is not touched afresh.
+    pub fn with_buffer(
+        recovery_public: &[u8; 32],
+        repository_id: &[u8; 16],
+        target_bytes: usize,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self, BackupError> {
         let pack_key = Secret32::random().map_err(|e| BackupError::Key(e.to_string()))?;
         let wrapped_key = keys::wrap(recovery_public, pack_key.expose_secret(), "pack-key", repository_id)?;
         let id = medvault_crypto::random::array::<32>().map_err(|e| BackupError::Key(e.to_string()))?;
+        buffer.clear();
+        buffer.reserve(target_bytes + BACKUP_CHUNK_BYTES_MAX + 4096);
         Ok(Self {
             id,
             cipher: keys::cipher(&pack_key),
             wrapped_key,
-            buffer: Vec::with_capacity(target_bytes + BACKUP_CHUNK_BYTES_MAX + 4096),
+            buffer,
             entries: Vec::new(),
+            compressed: Vec::new(),
         })
     }
 
@@ -148,8 +164,9 @@ impl PackWriter {
         self.entries.len()
     }
 
-    /// Compresses (when it saves at least 1/8), seals and appends one blob; returns its
-    /// reference. Tree blobs are sealed under `metadata`, data blobs under the pack key.
+    /// Compresses (if `try_compress`, and when it saves at least 1/8), seals and appends one
+    /// blob; returns its reference. Tree blobs are sealed under `metadata`, data blobs under
+    /// the pack key. Readers take a blob stored either way.
     pub fn add(
         &mut self,
         repository_id: &[u8; 16],
@@ -157,14 +174,20 @@ impl PackWriter {
         blob_type: BlobType,
         id: [u8; 32],
         plaintext: &[u8],
+        try_compress: bool,
     ) -> Result<BlobRef, BackupError> {
         let raw_length = u32::try_from(plaintext.len()).map_err(|_| BackupError::Integrity("blob too large".into()))?;
-        let compressed = lz4_flex::block::compress(plaintext);
-        let (payload, compression) = if compressed.len() <= plaintext.len() - plaintext.len() / 8 {
-            (compressed.as_slice(), COMPRESSION_LZ4)
-        } else {
-            (plaintext, COMPRESSION_NONE)
+        let mut compressed = std::mem::take(&mut self.compressed);
+        let saves = try_compress && {
+            compressed.clear();
+            compressed.resize(lz4_flex::block::get_maximum_output_size(plaintext.len()), 0);
+            let written = lz4_flex::block::compress_into(plaintext, &mut compressed)
+                .map_err(|_| BackupError::Io("a blob does not compress into its bound".into()))?;
+            compressed.truncate(written);
+            written <= plaintext.len() - plaintext.len() / 8
         };
+        let (payload, compression) =
+            if saves { (compressed.as_slice(), COMPRESSION_LZ4) } else { (plaintext, COMPRESSION_NONE) };
         let offset = u32::try_from(self.buffer.len()).map_err(|_| BackupError::Integrity("pack too large".into()))?;
         let identity = BlobIdentity { repository_id, blob_type, id: &id, raw_length, compression };
         let cipher = if blob_type == BlobType::Tree { metadata } else { &self.cipher };
@@ -172,6 +195,7 @@ impl PackWriter {
         let stored_length = self.buffer.len() as u32 - offset;
         let entry = PackEntry { blob_type, compression, id, offset, stored_length, raw_length };
         self.entries.push(entry);
+        self.compressed = compressed;
         Ok(BlobRef { id, pack: self.id, offset, stored_length, raw_length, blob_type, compression })
     }
 
@@ -334,12 +358,26 @@ pub fn open_blob(
     Ok(plaintext)
 }
 
+/// Whether opening a data blob recomputes its keyed id from its plaintext
+/// (`backup-repository.md`, "Blob sealing", "Restore").
+#[derive(Clone, Copy)]
+pub enum IdCheck<'k> {
+    /// Recompute and compare. The AEAD binds a blob to its id, but a holder of the recovery
+    /// key can unwrap the pack's key and seal other bytes under the same id; only the
+    /// recomputed id ties the content, through the trees, to the signed manifest.
+    Recompute(&'k crate::keys::RepositoryKeys),
+    /// The AEAD and the length only: for the streams whose every byte the ledger proves on
+    /// its own (the leaf hashes against the signed root, each `versions` or `audit_blocks`
+    /// row against its leaf by the store's `verify`). `Repository::verify` never uses it.
+    ProvenByLedger,
+}
+
 /// [`open_blob`] without copying: `stored` (the sealed blob) is opened in place, and
 /// decompressed into `spare` if it was compressed. Returns the buffer that holds the
 /// plaintext and where; the other buffer is left in `spare` for reuse.
 pub fn open_blob_into(
     cipher: &BlobCipher,
-    keys: &crate::keys::RepositoryKeys,
+    id_check: IdCheck<'_>,
     repository_id: &[u8; 16],
     blob_ref: &BlobRef,
     mut stored: Vec<u8>,
@@ -373,8 +411,13 @@ pub fn open_blob_into(
         _ => return Err(BackupError::Integrity(format!("{} has an unknown compression", name()))),
     };
     let bytes = &plaintext[range.clone()];
-    if bytes.len() != blob_ref.raw_length as usize || keys.blob_id(blob_ref.blob_type, bytes) != blob_ref.id {
-        return Err(BackupError::Integrity(format!("{} does not match its id", name())));
+    if bytes.len() != blob_ref.raw_length as usize {
+        return Err(BackupError::Integrity(format!("{} does not have its length", name())));
+    }
+    if let IdCheck::Recompute(keys) = id_check {
+        if keys.blob_id(blob_ref.blob_type, bytes) != blob_ref.id {
+            return Err(BackupError::Integrity(format!("{} does not match its id", name())));
+        }
     }
     Ok((plaintext, range))
 }
@@ -401,12 +444,13 @@ mod tests {
         let metadata = crate::keys::cipher(&keys.metadata_key);
         let mut pack = PackWriter::new(&recovery.public_key(), &repository, 1 << 20).expect("pack");
         let text = b"compressible compressible compressible compressible compressible".repeat(20);
-        let data_ref =
-            pack.add(&repository, &metadata, BlobType::Data, keys.blob_id(BlobType::Data, &text), &text).expect("add");
+        let data_ref = pack
+            .add(&repository, &metadata, BlobType::Data, keys.blob_id(BlobType::Data, &text), &text, true)
+            .expect("add");
         assert_eq!(data_ref.compression, COMPRESSION_LZ4);
         let noise: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let tree_ref = pack
-            .add(&repository, &metadata, BlobType::Tree, keys.blob_id(BlobType::Tree, &noise), &noise)
+            .add(&repository, &metadata, BlobType::Tree, keys.blob_id(BlobType::Tree, &noise), &noise, true)
             .expect("add");
         let bytes = pack.finish(&repository, &metadata).expect("finish");
         let (start, length) =

@@ -12,14 +12,17 @@ use base64::Engine as _;
 use medvault_base::hex;
 use medvault_base::limits::BACKUP_TREE_DEPTH_MAX;
 use medvault_ledger::{RootBuilder, Verifier};
-use medvault_store::backup::{DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE};
+use medvault_store::backup::BackupDump;
+use medvault_store::backup::{
+    DestroyedKey, Rebuild, RebuildTable, RebuiltLedger, TableContent, LEAF_HASHES_TABLE, LEAF_PROVEN_TABLES,
+};
 use medvault_store::Store;
 use serde_json::{json, Value};
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, CHUNK_MAX_BYTES};
 use crate::keys::{self, BlobCipher, BlobType, PruneKey, RecoverySecret, RepositoryKeys};
 use crate::manifest::{self, Config, Erasure, Manifest};
-use crate::pack::{self, BlobRef, PackWriter};
+use crate::pack::{self, BlobRef, IdCheck, PackWriter};
 use crate::storage::{ObjectStore, PruneStore, StorageError};
 use crate::BackupError;
 
@@ -37,6 +40,17 @@ const TREE_REFS_MAX: usize = 256;
 const PIPE_BATCH_BLOBS: usize = 16;
 /// Batches the reading thread may run ahead of the writer.
 const PIPE_BATCHES: usize = 16;
+/// Bytes of chunks the dumping thread hands the sealing thread at once.
+const DUMP_BATCH_BYTES: usize = 256 * 1024;
+/// Batches the dumping thread may run ahead of the sealing one.
+const DUMP_BATCHES: usize = 8;
+/// Closed packs waiting for the storing thread (16 MiB each).
+const PACKS_IN_FLIGHT: usize = 2;
+/// After this many new data blobs of a stream in a row did not compress (most of a store
+/// is sealed records: ciphertext), compression is tried on one in
+/// `COMPRESS_PROBE_INTERVAL` until one does again.
+const INCOMPRESSIBLE_RUN_MIN: u64 = 16;
+const COMPRESS_PROBE_INTERVAL: u64 = 16;
 
 /// A snapshot whose manifest verified.
 #[derive(Debug, Clone)]
@@ -295,28 +309,82 @@ impl Repository {
         let database_bytes = std::fs::metadata(store.data_dir().join(medvault_store::sqlite::DATABASE_FILE))
             .map(|m| m.len())
             .unwrap_or(0);
-        let mut tables_json = Vec::new();
-        for table in &dump.tables {
-            let (tree, rows, bytes) = writer.write_stream(&mut |sink| dump.stream_rows(table, sink), &mut |done| {
-                progress("dump", done, database_bytes)
-            })?;
-            report.tables.push((table.name.clone(), rows, bytes));
-            tables_json.push(json!({
-                "name": table.name, "create": table.create_sql, "columns": table.columns,
-                "content": table.content.name(), "rows": rows, "bytes": bytes,
-                "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d),
-            }));
-        }
-        let (tree, leaves, bytes) = writer.write_stream(&mut |sink| dump.stream_leaf_hashes(sink), &mut |done| {
-            progress("dump", done, database_bytes)
+        let checkpoint = dump.checkpoint.clone();
+        let destroyed_keys = dump.destroyed_keys.clone();
+        let schema = dump.schema.clone();
+        let dump_tables = dump.tables.clone();
+        // Three threads: this one dedupes, compresses and seals; one dumps rows and cuts
+        // them into chunks; one hashes and stores the packs as they close.
+        let chunker = Chunker::new(keys.id_key.expose_secret());
+        let root_ref = std::thread::scope(|scope| -> Result<BlobRef, BackupError> {
+            let (chunk_sender, chunks) = std::sync::mpsc::sync_channel(DUMP_BATCHES);
+            let (recycle, recycled) = std::sync::mpsc::sync_channel(DUMP_BATCHES + 2);
+            let dumper = std::thread::Builder::new()
+                .name("backup-dump".into())
+                .spawn_scoped(scope, move || dump_streams(dump, chunker, chunk_sender, recycled))
+                .map_err(|e| BackupError::Io(format!("cannot start the backup's dumping thread: {e}")))?;
+            let (pack_sender, packs) = std::sync::mpsc::sync_channel(PACKS_IN_FLIGHT);
+            let (buffer_back, buffers) = std::sync::mpsc::sync_channel(PACKS_IN_FLIGHT + 2);
+            let objects = self.objects.as_ref();
+            let storer = std::thread::Builder::new()
+                .name("backup-packs".into())
+                .spawn_scoped(scope, move || store_packs(objects, packs, buffer_back));
+            let storer = match storer {
+                Ok(storer) => storer,
+                Err(error) => {
+                    drop(chunks);
+                    let _ = dumper.join();
+                    return Err(BackupError::Io(format!("cannot start the backup's pack thread: {error}")));
+                }
+            };
+            writer.pack_sink = Some(PackSink { sender: pack_sender, buffers });
+            let mut pipe = DumpPipe { chunks, recycle };
+            let sealed = (|| -> Result<BlobRef, BackupError> {
+                let mut tables_json = Vec::new();
+                for table in &dump_tables {
+                    let (tree, rows, bytes) =
+                        writer.seal_stream(&mut pipe, &mut |done| progress("dump", done, database_bytes))?;
+                    report.tables.push((table.name.clone(), rows, bytes));
+                    tables_json.push(json!({
+                        "name": table.name, "create": table.create_sql, "columns": table.columns,
+                        "content": table.content.name(), "rows": rows, "bytes": bytes,
+                        "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d),
+                    }));
+                }
+                let (tree, leaves, bytes) =
+                    writer.seal_stream(&mut pipe, &mut |done| progress("dump", done, database_bytes))?;
+                report.tables.push((LEAF_HASHES_TABLE.to_string(), leaves, bytes));
+                let root = json!({
+                    "version": 1, "tree_size": checkpoint.tree_size, "schema": schema, "tables": tables_json,
+                    "leaves": {"rows": leaves, "bytes": bytes, "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d)},
+                });
+                let root_bytes = serde_json::to_vec(&root).map_err(|e| BackupError::Io(e.to_string()))?;
+                let root_ref = writer.add_blob(BlobType::Tree, &root_bytes)?;
+                writer.flush_pack()?;
+                Ok(root_ref)
+            })();
+            // Hang up on both threads (after a failure, either may wait on a channel), then
+            // take their results: a thread's own failure is the cause of the sealer's.
+            drop(pipe);
+            writer.pack_sink = None;
+            let dumped =
+                dumper.join().map_err(|_| BackupError::State("the backup's dumping thread panicked".into()))?;
+            let stored = storer.join().map_err(|_| BackupError::State("the backup's pack thread panicked".into()))?;
+            match (sealed, dumped, stored) {
+                (Err(BackupError::State(message)), Err(error), _) if message == DUMP_STOPPED => Err(error),
+                (Err(BackupError::State(message)), _, Err(error)) if message == PACKS_STOPPED => Err(error),
+                (Err(error), _, _) => Err(error),
+                (Ok(_), Err(error), _) | (Ok(_), _, Err(error)) => Err(error),
+                (Ok(root_ref), Ok(()), Ok(stored)) => {
+                    for (id, sha, bytes) in stored {
+                        writer.packs_used.insert(id, sha);
+                        writer.bytes_written += bytes;
+                        writer.packs_written += 1;
+                    }
+                    Ok(root_ref)
+                }
+            }
         })?;
-        report.tables.push((LEAF_HASHES_TABLE.to_string(), leaves, bytes));
-        let root = json!({
-            "version": 1, "tree_size": dump.checkpoint.tree_size, "schema": dump.schema, "tables": tables_json,
-            "leaves": {"rows": leaves, "bytes": bytes, "tree": tree.map(|(r, _)| r.to_hex()), "depth": tree.map_or(0, |(_, d)| d)},
-        });
-        let root_bytes = serde_json::to_vec(&root).map_err(|e| BackupError::Io(e.to_string()))?;
-        let root_ref = writer.add_blob(BlobType::Tree, &root_bytes)?;
         report.dump_bytes = writer.dump_bytes;
         if let Some(parent) = parent {
             if parent.manifest.snapshot_root.id == root_ref.id && writer.blobs_new == 0 {
@@ -326,8 +394,7 @@ impl Repository {
                 return Ok(report);
             }
         }
-        writer.flush_pack()?;
-        for destroyed in &dump.destroyed_keys {
+        for destroyed in &destroyed_keys {
             let erasure = Erasure {
                 repository_id: self.config.repository_id,
                 key_id: destroyed.key_id,
@@ -348,10 +415,10 @@ impl Repository {
         let manifest = Manifest {
             repository_id: self.config.repository_id,
             parent: parent.map(|p| p.name.clone()),
-            tree_size: dump.checkpoint.tree_size,
-            root: dump.checkpoint.root,
-            last_leaf_ms: dump.last_leaf_ms,
-            checkpoint: dump.checkpoint.note.clone(),
+            tree_size: checkpoint.tree_size,
+            root: checkpoint.root,
+            last_leaf_ms: report.last_leaf_ms,
+            checkpoint: checkpoint.note.clone(),
             snapshot_root: root_ref,
             packs: writer.packs_used.iter().map(|(id, sha)| (*id, *sha)).collect(),
         };
@@ -389,6 +456,10 @@ impl Repository {
     /// Restores `snapshot` into `data_dir` (which must not exist or be empty): refuses it if
     /// it is older than `witness` (a signed checkpoint the operator holds); proves that the
     /// restored leaves reproduce the signed root; applies every erasure record.
+    ///
+    /// The rows of `versions` and `audit_blocks` are proven by the store's `verify`, not
+    /// here (their blobs' ids are not recomputed: `IdCheck`): open the restored store and
+    /// run it before trusting them, as `medvault backup restore` and `drill` do.
     pub fn restore(
         &self,
         snapshot: &Snapshot,
@@ -427,13 +498,15 @@ impl Repository {
             root["tables"].as_array().into_iter().flatten().filter_map(|t| t["bytes"].as_u64()).sum::<u64>()
                 + root["leaves"]["bytes"].as_u64().unwrap_or(0);
         // Streams in the order the rebuild takes them: each dumped table, then the leaves.
+        // Whose blobs' ids are recomputed: see `IdCheck` and "Restore" in the format.
         let mut streams = Vec::new();
         for (table, json) in tables.iter().zip(root["tables"].as_array().into_iter().flatten()) {
             if table.content == TableContent::Rows {
-                streams.push(table_tree(json)?);
+                let proven = LEAF_PROVEN_TABLES.contains(&table.name.as_str());
+                streams.push((table_tree(json)?, proven));
             }
         }
-        streams.push(table_tree(&root["leaves"])?);
+        streams.push((table_tree(&root["leaves"])?, true));
         let mut rebuild = Rebuild::create(data_dir, &tables, &schema, &erasures)?;
         let mut report = RestoreReport {
             snapshot: snapshot.name.clone(),
@@ -756,6 +829,137 @@ struct SnapshotWriter<'a> {
     blobs_new: u64,
     blobs_reused: u64,
     packs_written: u64,
+    /// Where closed packs go to be hashed and stored (a thread of their own); without one,
+    /// they are stored in turn.
+    pack_sink: Option<PackSink>,
+    /// New data blobs of the current stream stored raw in a row.
+    incompressible_run: u64,
+}
+
+/// The storing thread's side of the channel, and the buffers it hands back.
+struct PackSink {
+    sender: std::sync::mpsc::SyncSender<([u8; 32], Vec<u8>)>,
+    buffers: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// What the dumping thread hands the sealing one: chunks of a stream (their bytes end to
+/// end, where each ends, and the stream's bytes dumped so far), or a stream's end (its rows
+/// and bytes).
+enum DumpPiece {
+    Chunks(Vec<u8>, Vec<usize>, u64),
+    End(u64, u64),
+}
+
+/// The sealing thread's end of the dump.
+struct DumpPipe {
+    chunks: std::sync::mpsc::Receiver<DumpPiece>,
+    recycle: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+/// The sealing thread's error when the dumping thread stopped (with an error of its own).
+const DUMP_STOPPED: &str = "the backup's dumping thread stopped";
+/// The sealing thread's error when the storing thread stopped (with an error of its own).
+const PACKS_STOPPED: &str = "the backup's pack thread stopped";
+
+/// The dumping thread: every table's rows, then the leaf hashes, cut into chunks, in
+/// batches; each stream followed by its end. Stops quietly if the sealer hung up (it
+/// reports its own error).
+fn dump_streams(
+    dump: BackupDump,
+    mut chunker: Chunker,
+    sender: std::sync::mpsc::SyncSender<DumpPiece>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(), BackupError> {
+    let mut batch =
+        DumpBatch { bytes: Vec::new(), ends: Vec::new(), sender: &sender, recycled: &recycled, hung_up: false };
+    batch.renew();
+    for stream in 0..dump.tables.len() + 1 {
+        let mut dumped = 0u64;
+        let rows = {
+            let mut sink = |data: &[u8]| -> Result<(), String> {
+                dumped += data.len() as u64;
+                let so_far = dumped;
+                chunker.push(data, &mut |chunk| batch.add(chunk, so_far))
+            };
+            match dump.tables.get(stream) {
+                Some(table) => dump.stream_rows(table, &mut sink),
+                None => dump.stream_leaf_hashes(&mut sink),
+            }
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(_) if batch.hung_up => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        if chunker.finish(&mut |chunk| batch.add(chunk, dumped)).is_err()
+            || batch.send(dumped).is_err()
+            || sender.send(DumpPiece::End(rows, dumped)).is_err()
+        {
+            return Ok(());
+        }
+    }
+    // Before the sealer may finish: a failure here stops the snapshot before its manifest.
+    Ok(dump.check_leaves()?)
+}
+
+/// The chunks being gathered for the sealer.
+struct DumpBatch<'c> {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    sender: &'c std::sync::mpsc::SyncSender<DumpPiece>,
+    recycled: &'c std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The sealer hung up: it reports its own error.
+    hung_up: bool,
+}
+
+impl DumpBatch<'_> {
+    fn renew(&mut self) {
+        let mut bytes =
+            self.recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(DUMP_BATCH_BYTES + CHUNK_MAX_BYTES));
+        bytes.clear();
+        self.bytes = bytes;
+        self.ends = Vec::with_capacity(DUMP_BATCH_BYTES / 1024);
+    }
+
+    fn add(&mut self, chunk: &[u8], dumped: u64) -> Result<(), String> {
+        self.bytes.extend_from_slice(chunk);
+        self.ends.push(self.bytes.len());
+        if self.bytes.len() >= DUMP_BATCH_BYTES {
+            self.send(dumped)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, dumped: u64) -> Result<(), String> {
+        let bytes = std::mem::take(&mut self.bytes);
+        let ends = std::mem::take(&mut self.ends);
+        self.renew();
+        if self.sender.send(DumpPiece::Chunks(bytes, ends, dumped)).is_err() {
+            self.hung_up = true;
+            return Err("the sealer stopped".into());
+        }
+        Ok(())
+    }
+}
+
+/// The storing thread: hashes and stores each closed pack, hands its buffer back for the
+/// next, and returns what it stored (id, SHA-256, bytes).
+#[allow(clippy::type_complexity)]
+fn store_packs(
+    objects: &dyn ObjectStore,
+    packs: std::sync::mpsc::Receiver<([u8; 32], Vec<u8>)>,
+    buffers: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<Vec<([u8; 32], [u8; 32], u64)>, BackupError> {
+    let mut stored = Vec::new();
+    for (id, mut bytes) in packs {
+        let sha = keys::sha256(&bytes);
+        objects.put_new(&pack::pack_name(&id), &bytes)?;
+        stored.push((id, sha, bytes.len() as u64));
+        bytes.clear();
+        // The sealer allocates anew when none comes back.
+        let _ = buffers.try_send(bytes);
+    }
+    Ok(stored)
 }
 
 impl<'a> SnapshotWriter<'a> {
@@ -774,6 +978,8 @@ impl<'a> SnapshotWriter<'a> {
             blobs_new: 0,
             blobs_reused: 0,
             packs_written: 0,
+            pack_sink: None,
+            incompressible_run: 0,
         })
     }
 
@@ -814,14 +1020,21 @@ impl<'a> SnapshotWriter<'a> {
         }
         let config = &self.repository.config;
         if self.pack.is_none() {
-            self.pack = Some(PackWriter::new(
+            let buffer = self.pack_sink.as_ref().and_then(|sink| sink.buffers.try_recv().ok()).unwrap_or_default();
+            self.pack = Some(PackWriter::with_buffer(
                 &config.recovery_public,
                 &config.repository_id,
                 config.pack_target_bytes as usize,
+                buffer,
             )?);
         }
         let pack = self.pack.as_mut().ok_or_else(|| BackupError::State("no open pack".into()))?;
-        let blob_ref = pack.add(&config.repository_id, &self.metadata, blob_type, id, plaintext)?;
+        let run = self.incompressible_run;
+        let try_compress = blob_type == BlobType::Tree || worth_compressing(run);
+        let blob_ref = pack.add(&config.repository_id, &self.metadata, blob_type, id, plaintext, try_compress)?;
+        if blob_type == BlobType::Data {
+            self.incompressible_run = if blob_ref.compression == pack::COMPRESSION_NONE { run + 1 } else { 0 };
+        }
         self.blobs_new += 1;
         self.written.insert(id, blob_ref);
         if pack.len() as u64 >= config.pack_target_bytes
@@ -839,6 +1052,10 @@ impl<'a> SnapshotWriter<'a> {
         }
         let id = pack.id;
         let bytes = pack.finish(&self.repository.config.repository_id, &self.metadata)?;
+        if let Some(sink) = &self.pack_sink {
+            // A closed channel means the storing thread failed; it reports why.
+            return sink.sender.send((id, bytes)).map_err(|_| BackupError::State(PACKS_STOPPED.into()));
+        }
         let sha = keys::sha256(&bytes);
         self.repository.objects.put_new(&pack::pack_name(&id), &bytes)?;
         self.packs_used.insert(id, sha);
@@ -847,50 +1064,32 @@ impl<'a> SnapshotWriter<'a> {
         Ok(())
     }
 
-    /// Chunks one stream into data blobs and builds its trees; returns the top tree and its
-    /// depth (none for an empty stream), the rows the feed reported, and the stream's bytes.
+    /// Seals the chunks of the dump's next stream as data blobs and builds its trees; returns
+    /// the top tree and its depth (none for an empty stream), its rows and its bytes.
     #[allow(clippy::type_complexity)]
-    fn write_stream(
+    fn seal_stream(
         &mut self,
-        feed: &mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, medvault_store::StoreError>,
+        pipe: &mut DumpPipe,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(Option<(BlobRef, u32)>, u64, u64), BackupError> {
-        let mut chunker = Chunker::new(self.keys.id_key.expose_secret());
         let mut refs = Vec::new();
-        let mut failure: Option<BackupError> = None;
-        let mut bytes = 0u64;
-        let rows = {
-            let mut emit = |chunk: &[u8]| -> Result<(), String> {
-                match self.add_blob(BlobType::Data, chunk) {
-                    Ok(blob_ref) => {
-                        refs.push(blob_ref);
-                        Ok(())
+        self.incompressible_run = 0;
+        let (rows, bytes) = loop {
+            match pipe.chunks.recv() {
+                Ok(DumpPiece::Chunks(bytes, ends, dumped)) => {
+                    let mut start = 0;
+                    for end in &ends {
+                        refs.push(self.add_blob(BlobType::Data, &bytes[start..*end])?);
+                        start = *end;
                     }
-                    Err(error) => {
-                        let message = error.to_string();
-                        failure = Some(error);
-                        Err(message)
-                    }
+                    progress(dumped);
+                    // The dumper allocates anew when none comes back.
+                    let _ = pipe.recycle.try_send(bytes);
                 }
-            };
-            let mut sink = |data: &[u8]| -> Result<(), String> {
-                bytes += data.len() as u64;
-                chunker.push(data, &mut emit)?;
-                progress(bytes);
-                Ok(())
-            };
-            let result = feed(&mut sink);
-            match result {
-                Ok(rows) => {
-                    chunker.finish(&mut emit).map_err(BackupError::Io)?;
-                    rows
-                }
-                Err(error) => return Err(failure.take().unwrap_or(BackupError::Store(error))),
+                Ok(DumpPiece::End(rows, bytes)) => break (rows, bytes),
+                Err(_) => return Err(BackupError::State(DUMP_STOPPED.into())),
             }
         };
-        if let Some(error) = failure {
-            return Err(error);
-        }
         self.dump_bytes += bytes;
         Ok((self.build_tree(refs)?, rows, bytes))
     }
@@ -928,6 +1127,13 @@ impl<'a> SnapshotWriter<'a> {
             depth += 1;
         }
     }
+}
+
+/// Whether to try compressing the next data blob of a stream after `run` new ones in a row
+/// were stored raw: always at first, then one in `COMPRESS_PROBE_INTERVAL`.
+fn worth_compressing(run: u64) -> bool {
+    run < INCOMPRESSIBLE_RUN_MIN
+        || (run - INCOMPRESSIBLE_RUN_MIN) % COMPRESS_PROBE_INTERVAL == COMPRESS_PROBE_INTERVAL - 1
 }
 
 /// Where a tree blob ends: content-defined on the references' (keyed) ids, on reference
@@ -974,12 +1180,13 @@ impl<'a> BlobReader<'a> {
 
     /// Reads, opens and checks a data blob into `buffer` (reused), keeping its pack open for
     /// the next; returns the buffer holding the plaintext and where. `spare` is a second
-    /// buffer for decompression.
+    /// buffer for decompression. Its id is recomputed unless `proven_by_ledger`.
     fn read_data_into(
         &mut self,
         blob_ref: &BlobRef,
         mut buffer: Vec<u8>,
         spare: &mut Vec<u8>,
+        proven_by_ledger: bool,
     ) -> Result<(Vec<u8>, std::ops::Range<usize>), BackupError> {
         if self.open_pack.as_ref().map(|(id, _)| id) != Some(&blob_ref.pack) {
             let name = pack::pack_name(&blob_ref.pack);
@@ -995,7 +1202,8 @@ impl<'a> BlobReader<'a> {
             self.pack_ciphers.insert(blob_ref.pack, cipher);
         }
         let cipher = &self.pack_ciphers[&blob_ref.pack];
-        pack::open_blob_into(cipher, &self.keys, &self.repository.config.repository_id, blob_ref, buffer, spare)
+        let id_check = if proven_by_ledger { IdCheck::ProvenByLedger } else { IdCheck::Recompute(&self.keys) };
+        pack::open_blob_into(cipher, id_check, &self.repository.config.repository_id, blob_ref, buffer, spare)
     }
 
     fn open_pack_key(&self, id: &[u8; 32]) -> Result<BlobCipher, BackupError> {
@@ -1171,17 +1379,19 @@ enum Piece {
 }
 
 /// The reading thread: every stream's data blobs in order, each opened and checked, into
-/// buffers the writer sends back once read. Returns the bytes read; stops quietly if the
-/// writer hung up (it reports its own error).
+/// buffers the writer sends back once read. A stream marked proven by the ledger has its
+/// data blobs' ids taken from the AEAD rather than recomputed ([`IdCheck`]); tree blobs are
+/// always rechecked. Returns the bytes read; stops quietly if the writer hung up (it
+/// reports its own error).
 fn read_streams(
     mut reader: BlobReader<'_>,
-    streams: Vec<Option<BlobRef>>,
+    streams: Vec<(Option<BlobRef>, bool)>,
     sender: std::sync::mpsc::SyncSender<Piece>,
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<u64, BackupError> {
     let mut spare = Vec::new();
     let mut batch = Vec::with_capacity(PIPE_BATCH_BLOBS);
-    for tree in streams {
+    for (tree, proven_by_ledger) in streams {
         let mut stack: Vec<(Vec<BlobRef>, usize)> = Vec::new();
         if let Some(tree) = tree {
             stack.push((BlobRef::decode_all(&reader.read(&tree)?)?, 0));
@@ -1200,7 +1410,7 @@ fn read_streams(
                 continue;
             }
             let buffer = recycled.try_recv().unwrap_or_default();
-            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare)?);
+            batch.push(reader.read_data_into(&blob_ref, buffer, &mut spare, proven_by_ledger)?);
             if batch.len() == PIPE_BATCH_BLOBS {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPE_BATCH_BLOBS));
                 if sender.send(Piece::Blobs(full, reader.bytes_read)).is_err() {
@@ -1358,5 +1568,20 @@ impl Read for TreeStream<'_, '_> {
         buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
         self.position += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_is_tried_on_every_blob_then_on_one_in_the_probe_interval_after_a_raw_run() {
+        let tried: Vec<u64> =
+            (0..INCOMPRESSIBLE_RUN_MIN + 4 * COMPRESS_PROBE_INTERVAL).filter(|run| worth_compressing(*run)).collect();
+        let first_probe = INCOMPRESSIBLE_RUN_MIN + COMPRESS_PROBE_INTERVAL - 1;
+        let mut expected: Vec<u64> = (0..INCOMPRESSIBLE_RUN_MIN).collect();
+        expected.extend((0..4).map(|n| first_probe + n * COMPRESS_PROBE_INTERVAL));
+        assert_eq!(tried, expected);
     }
 }

@@ -335,3 +335,222 @@ fn prune_removes_old_snapshots_and_only_their_packs_and_the_rest_still_restore()
         verified.findings.iter().filter(|f| f.kind == "snapshot-missing").map(|f| f.object.as_str()).collect();
     assert_eq!(missing, [snapshots[2].name.as_str()]);
 }
+
+/// What a holder of the offline recovery key (and of the medium, but not of the server's log
+/// key) can do to a data blob: unwrap its pack's key and seal other bytes in its place,
+/// under its old id and length, so that the AEAD still opens it. `alter` changes the
+/// plaintext of the first data blob of `table`, keeping its length.
+fn reseal_first_blob_of(f: &Fixture, snapshot: &str, table: &str, alter: &dyn Fn(&mut Vec<u8>)) {
+    use medvault_backup::keys::{self, BlobIdentity, RepositoryKeys};
+    use medvault_backup::pack::{self, BlobRef};
+    let config = f.repository.config();
+    let repository_id = config.repository_id;
+    let wrapped = f.recovery.unwrap(&config.wrapped_keys, "repository-keys", &repository_id).expect("keys");
+    let repository_keys = RepositoryKeys::from_bytes(&wrapped).expect("keys");
+    let metadata = keys::cipher(&repository_keys.metadata_key);
+    let repo = f.dir.path().join("repo");
+    let stored = |blob_ref: &BlobRef| {
+        let bytes = std::fs::read(repo.join(pack::pack_name(&blob_ref.pack))).expect("pack");
+        bytes[blob_ref.offset as usize..(blob_ref.offset + blob_ref.stored_length) as usize].to_vec()
+    };
+    let open_tree = |blob_ref: &BlobRef| {
+        pack::open_blob(&metadata, &repository_keys, &repository_id, blob_ref, &stored(blob_ref)).expect("tree")
+    };
+    let manifest = f.repository.find_snapshot(snapshot).expect("find").manifest;
+    let root: serde_json::Value = serde_json::from_slice(&open_tree(&manifest.snapshot_root)).expect("root");
+    let tables = root["tables"].as_array().expect("tables");
+    let entry = tables.iter().find(|t| t["name"] == table).expect("the table");
+    let mut blob_ref = BlobRef::from_hex(entry["tree"].as_str().expect("rows")).expect("tree");
+    while blob_ref.blob_type == keys::BlobType::Tree {
+        blob_ref = BlobRef::decode_all(&open_tree(&blob_ref)).expect("refs")[0];
+    }
+    let pack_path = repo.join(pack::pack_name(&blob_ref.pack));
+    let mut pack_bytes = std::fs::read(&pack_path).expect("pack");
+    let trailer = &pack_bytes[pack_bytes.len() - pack::trailer_bytes()..];
+    let (start, length) = pack::header_location(pack_bytes.len() as u64, trailer).expect("trailer");
+    let sealed_header = &pack_bytes[start as usize..start as usize + length];
+    let header = pack::open_header(&metadata, &repository_id, sealed_header, start).expect("header");
+    let mut pack_key = f.recovery.unwrap(&header.wrapped_key, "pack-key", &repository_id).expect("pack key").to_vec();
+    let data_cipher = keys::cipher(&medvault_crypto::Secret32::from_slice_zeroizing(&mut pack_key).expect("32"));
+    let mut plaintext =
+        pack::open_blob(&data_cipher, &repository_keys, &repository_id, &blob_ref, &stored(&blob_ref)).expect("data");
+    let original = plaintext.clone();
+    alter(&mut plaintext);
+    assert!(plaintext != original && plaintext.len() == original.len(), "the forgery keeps the length");
+    let payload = match blob_ref.compression {
+        pack::COMPRESSION_NONE => plaintext,
+        _ => lz4_flex::block::compress(&plaintext),
+    };
+    let identity = BlobIdentity {
+        repository_id: &repository_id,
+        blob_type: blob_ref.blob_type,
+        id: &blob_ref.id,
+        raw_length: blob_ref.raw_length,
+        compression: blob_ref.compression,
+    };
+    let mut forged = Vec::new();
+    keys::seal_blob(&data_cipher, &identity, &payload, &mut forged).expect("seal");
+    assert_eq!(forged.len(), blob_ref.stored_length as usize, "the forged blob fits in the old one's place");
+    pack_bytes[blob_ref.offset as usize..(blob_ref.offset + blob_ref.stored_length) as usize].copy_from_slice(&forged);
+    std::fs::remove_file(&pack_path).expect("remove (as an attacker with the medium)");
+    std::fs::write(&pack_path, pack_bytes).expect("write");
+}
+
+/// Where the values of the first row of a dump stream lie (format: "The logical dump").
+fn first_row_values(stream: &[u8], columns: usize) -> Vec<std::ops::Range<usize>> {
+    let mut at = 0;
+    let mut values = Vec::new();
+    for _ in 0..columns {
+        let tag = stream[at];
+        at += 1;
+        let length = match tag {
+            0 => 0,
+            1 | 2 => 8,
+            _ => {
+                let length = u32::from_be_bytes(stream[at..at + 4].try_into().expect("4 bytes")) as usize;
+                at += 4;
+                length
+            }
+        };
+        values.push(at..at + length);
+        at += length;
+    }
+    values
+}
+
+/// Restore takes the ids of the blobs of `versions` from their AEAD without recomputing them
+/// (their rows are proven by the ledger), and recomputes every other blob's: a blob resealed
+/// under its old id by a holder of the recovery key is refused by restore if it is outside
+/// the ledger, and found by the restored store's `verify` if it is a version; the
+/// repository's `verify`, which recomputes every id, names both.
+#[test]
+fn a_blob_resealed_under_its_old_id_with_the_recovery_key_is_refused_or_found() {
+    let f = fixture();
+    load(&f.store, 0, 200);
+    f.store.create_service_token("ward-app", "system/*.rs", None).expect("token");
+    let snapshot = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot");
+
+    // Outside the ledger: a read-only service token made a deleting one.
+    reseal_first_blob_of(&f, &snapshot.name, "tokens", &|bytes| {
+        let at = bytes.windows(11).position(|w| w == b"system/*.rs").expect("the token's scopes");
+        bytes[at + 9] = b'd';
+    });
+    let found = f.repository.find_snapshot(&snapshot.name).expect("find");
+    let target = f.dir.path().join("forged-token");
+    let error = f.repository.restore(&found, &f.recovery, &target, None, &mut |_, _, _| {}).expect_err("refused");
+    assert!(error.to_string().contains("does not match its id"), "{error}");
+    assert!(!target.exists(), "a refused restore leaves nothing behind");
+    let report = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    assert!(report.findings.iter().any(|x| x.kind == "pack-damaged"), "{:?}", report.findings);
+}
+
+#[test]
+fn a_version_resealed_under_its_old_id_with_the_recovery_key_fails_the_restored_stores_verify() {
+    let f = fixture();
+    load(&f.store, 0, 200);
+    let snapshot = f.repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect("snapshot");
+    // A byte in the middle of the first version's sealed body.
+    reseal_first_blob_of(&f, &snapshot.name, "versions", &|bytes| {
+        let sealed = first_row_values(bytes, 9)[7].clone();
+        bytes[(sealed.start + sealed.end) / 2] ^= 0x01;
+    });
+    let found = f.repository.find_snapshot(&snapshot.name).expect("find");
+    let target = f.dir.path().join("forged-version");
+    f.repository.restore(&found, &f.recovery, &target, None, &mut |_, _, _| {}).expect("the rows are well formed");
+    let store = Store::open(&target, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+    let verified = store.verify(Some(f.repository.log_key()), &[], &[], &mut |_, _| {}).expect("verify");
+    store.close();
+    assert!(!verified.ok(), "the restored store's verify finds the altered version");
+    assert!(verified.findings.iter().any(|x| x.leaf_index == Some(0)), "{:?}", verified.findings);
+    let report = f.repository.verify(Some(&f.recovery), &mut |_, _, _| {}).expect("verify");
+    assert!(!report.ok(), "the repository's verify finds it too");
+}
+
+/// A store that lost a version below its checkpoint is not backed up: the dump counts the
+/// leaves as they stream, and the snapshot stops before its manifest (packs stored meanwhile
+/// are left unreferenced, as by any interrupted backup).
+#[test]
+fn a_store_that_lost_a_version_gets_no_snapshot() {
+    let f = fixture();
+    load(&f.store, 0, 100);
+    f.store.close();
+    let data = f.dir.path().join("data");
+    let database = rusqlite::Connection::open(data.join("medvault.db")).expect("open");
+    assert_eq!(database.execute("DELETE FROM versions WHERE seq = 7", []).expect("delete"), 1);
+    drop(database);
+    let store = Store::open(&data, &key_file(f.dir.path()), Arc::new(medvault_base::SystemClock)).expect("open");
+    let error = f.repository.create_snapshot(&store, &mut |_, _, _| {}).expect_err("refused");
+    assert!(error.to_string().contains("covers 200 leaves but the store holds 199"), "{error}");
+    let (snapshots, refused) = f.repository.snapshots().expect("list");
+    assert!(snapshots.is_empty() && refused.is_empty(), "no manifest was written");
+    store.close();
+}
+
+/// A medium that fills up: packs after the first cannot be stored.
+#[derive(Debug)]
+struct FullMedium {
+    inner: DirectoryStore,
+    packs_allowed: std::sync::atomic::AtomicUsize,
+}
+
+impl medvault_backup::ObjectStore for FullMedium {
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), medvault_backup::StorageError> {
+        use std::sync::atomic::Ordering;
+        let allowed = self.packs_allowed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if name.starts_with("packs/") && allowed.is_err() {
+            return Err(medvault_backup::StorageError::Io("no space left on the medium".into()));
+        }
+        self.inner.put_new(name, bytes)
+    }
+    fn get(&self, name: &str) -> Result<Vec<u8>, medvault_backup::StorageError> {
+        self.inner.get(name)
+    }
+    fn get_range(&self, name: &str, offset: u64, length: usize) -> Result<Vec<u8>, medvault_backup::StorageError> {
+        self.inner.get_range(name, offset, length)
+    }
+    fn open(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn medvault_backup::storage::ObjectReader>, medvault_backup::StorageError> {
+        self.inner.open(name)
+    }
+    fn size(&self, name: &str) -> Result<u64, medvault_backup::StorageError> {
+        self.inner.size(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, medvault_backup::StorageError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// Packs are stored on a thread of their own while the next is sealed: a storage failure
+/// there is the snapshot's error (not a hang, not a vaguer one), and no manifest is written.
+#[test]
+fn a_pack_that_cannot_be_stored_stops_the_snapshot_with_the_storage_error() {
+    let f = fixture();
+    // Enough rows for several 16 MiB packs.
+    for batch in 0..10 {
+        let writes: Vec<Write> = (0..500)
+            .map(|i| {
+                let id = format!("big{batch}-{i}");
+                let noise: String = (0..12_000u32).map(|j| char::from(b'a' + ((j * 7 + i * 13) % 26) as u8)).collect();
+                Write {
+                    resource_type: "Patient".into(),
+                    id: id.clone(),
+                    action: WriteAction::Put(json!({"resourceType": "Patient", "id": id, "name": [{"family": noise}]})),
+                    if_match: None,
+                    must_be_new: false,
+                }
+            })
+            .collect();
+        f.store.write(&writes, "loader").expect("write");
+    }
+    let medium = FullMedium {
+        inner: DirectoryStore::new(&f.dir.path().join("repo")).expect("repo"),
+        packs_allowed: std::sync::atomic::AtomicUsize::new(1),
+    };
+    let repository = Repository::open(Arc::new(medium), None).expect("open");
+    let error = repository.create_snapshot(&f.store, &mut |_, _, _| {}).expect_err("the medium is full");
+    assert!(error.to_string().contains("no space left"), "{error}");
+    let (snapshots, _) = repository.snapshots().expect("list");
+    assert!(snapshots.is_empty(), "no manifest was written");
+}

@@ -38,12 +38,21 @@ pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
 /// a dump keeps the rows of the leaves its checkpoint covers.
 pub const LEAF_BOUND_TABLES: &[(&str, &str)] =
     &[("versions", "seq"), ("audit_blocks", "seq"), ("audit_by_patient", "block")];
+/// Tables each of whose rows the ledger proves: the store's `verify` recomputes every row's
+/// leaf hash (a version's from its row and sealed body, an audit block's from its row) and
+/// compares it with the ledger, whose root a restore proves against the signed checkpoint.
+/// Restore takes their blobs' ids from the AEAD instead of recomputing them
+/// (`backup-repository.md`, "Restore").
+pub const LEAF_PROVEN_TABLES: &[&str] = &["versions", "audit_blocks"];
 /// The pseudo-table that carries the ledger's leaf hashes (level 0 of `ledger_nodes`).
 pub const LEAF_HASHES_TABLE: &str = "medvault_ledger_leaves";
 /// The first lines of the texts [`Store::sign_backup_note`] agrees to sign.
 pub const BACKUP_NOTE_DOMAINS: &[&str] =
     &["medvault/v1/backup-config\n", "medvault/v1/backup-manifest\n", "medvault/v1/backup-erasure\n"];
 
+/// Bytes of the database a dump reads through a memory mapping (SQLite caps it at
+/// `SQLITE_MAX_MMAP_SIZE`, 0x7fff0000 on 64-bit builds; the rest is read as usual).
+const DUMP_MMAP_BYTES: u64 = 0x7fff_0000;
 /// Bytes of row data buffered before they are handed to the sink.
 const DUMP_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -117,6 +126,10 @@ pub struct BackupDump {
     /// `CREATE INDEX`, `CREATE TRIGGER` and `CREATE VIEW` statements, in schema order.
     pub schema: Vec<String>,
     pub destroyed_keys: Vec<DestroyedKey>,
+    /// Rows of [`LEAF_PROVEN_TABLES`] (each a ledger leaf) and leaf hashes streamed so far,
+    /// for [`BackupDump::check_leaves`].
+    leaf_rows_streamed: std::cell::Cell<u64>,
+    leaf_hashes_streamed: std::cell::Cell<u64>,
 }
 
 impl Store {
@@ -127,7 +140,13 @@ impl Store {
         let connection =
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
-        connection.execute_batch("PRAGMA cache_size = -65536; BEGIN DEFERRED;")?;
+        // The dump reads every page once: mapped (up to SQLite's own cap of 2 GiB), they are
+        // not copied into SQLite's cache first. An I/O error under a mapping ends the process
+        // with a signal instead of an error: this is `medvault backup create`'s own process,
+        // never the server's.
+        connection.execute_batch(&format!(
+            "PRAGMA cache_size = -65536; PRAGMA mmap_size = {DUMP_MMAP_BYTES}; BEGIN DEFERRED;"
+        ))?;
         let checkpoint = connection
             .query_row(
                 "SELECT tree_size, root, note, created_ms FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
@@ -145,23 +164,15 @@ impl Store {
             .optional()?
             .ok_or_else(|| StoreError::Missing("a signed checkpoint to back up (the store is empty)".into()))?;
         let size = i64::try_from(checkpoint.tree_size).map_err(|_| StoreError::Corrupt("tree size overflow".into()))?;
-        // Every ledger leaf is a version or a block of audit records (`audit.md`). The leaves
-        // below `size` must all be there; beyond it there may be audit blocks of reads, not
-        // yet signed (a write is signed before it commits, so never a version).
-        let (covered, next_version): (i64, i64) = connection.query_row(
-            "SELECT (SELECT COUNT(*) FROM versions WHERE seq < ?1) + (SELECT COUNT(*) FROM audit_blocks WHERE seq < ?1),
-                    (SELECT COALESCE(MAX(seq) + 1, 0) FROM versions)",
-            [size],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        let (leaves, next_leaf): (i64, i64) = connection.query_row(
-            "SELECT COUNT(*), COALESCE(MAX(node_index) + 1, 0) FROM ledger_nodes WHERE level = 0 AND node_index < ?1",
-            [size],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        if covered != size || next_version > size || leaves != size || next_leaf != size {
+        // Every ledger leaf is a version or a block of audit records (`audit.md`). Beyond the
+        // checkpoint there may be audit blocks of reads, not yet signed, but never a version
+        // (a write is signed before it commits). That the leaves below it are all there is
+        // counted as they stream (`check_leaves`): counting first would read them twice.
+        let next_version: i64 =
+            connection.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM versions", [], |row| row.get(0))?;
+        if next_version > size {
             return Err(StoreError::Corrupt(format!(
-                "the latest signed checkpoint covers {size} leaves but the store holds {covered} versions and audit blocks and {leaves} leaf hashes below it, and versions up to {next_version}; run `medvault verify`"
+                "the latest signed checkpoint covers {size} leaves but the store holds versions up to {next_version}; run `medvault verify`"
             )));
         }
         let last_leaf_ms: i64 = if size == 0 {
@@ -192,7 +203,16 @@ impl Store {
                 Err(error) => Some(Err(error)),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(BackupDump { connection, checkpoint, last_leaf_ms, tables, schema, destroyed_keys })
+        Ok(BackupDump {
+            connection,
+            checkpoint,
+            last_leaf_ms,
+            tables,
+            schema,
+            destroyed_keys,
+            leaf_rows_streamed: std::cell::Cell::new(0),
+            leaf_hashes_streamed: std::cell::Cell::new(0),
+        })
     }
 
     /// A key for the backup repository derived from the store's index key, so that a store
@@ -210,6 +230,33 @@ impl Store {
         let key = self.keyring.ledger_signing_key()?;
         medvault_ledger::sign_note(body, &self.ledger_origin()?, &key)
             .map_err(|e| StoreError::Crypto(format!("backup note signature: {e}")))
+    }
+}
+
+/// For the backup benchmark only: a store that keeps no search index, so that a store of a
+/// million resources builds in minutes and its data directory holds what a backup restores.
+/// Search tables are never backed up ([`EPHEMERAL_TABLES`]), so such a store is what a
+/// restored store is until it is reindexed.
+#[cfg(feature = "bench-no-search-index")]
+impl Store {
+    /// Removes the search index's generations from an empty store: writes then index
+    /// nothing, searches answer "must be rebuilt", and reopening does not start one (a store
+    /// with resources is not activated). Refused once the store holds a resource.
+    pub fn danger_drop_search_index_for_benchmark(&self) -> Result<(), StoreError> {
+        let names = [crate::search::state::ACTIVE, crate::search::state::BUILDING];
+        self.engine.execute(Box::new(move |c| {
+            let resources: Option<i64> =
+                c.query_row("SELECT 1 FROM resources LIMIT 1", [], |row| row.get(0)).optional()?;
+            if resources.is_some() {
+                return Err(StoreError::Corrupt("the search index is dropped only from an empty store".into()));
+            }
+            for name in names {
+                c.execute("DELETE FROM meta WHERE name = ?1", [name])?;
+            }
+            Ok(0)
+        }))?;
+        self.reload_search_state()?;
+        Ok(())
     }
 }
 
@@ -309,7 +356,25 @@ impl BackupDump {
         if !buffer.is_empty() {
             sink(&buffer).map_err(sink_error)?;
         }
+        if LEAF_PROVEN_TABLES.contains(&table.name.as_str()) {
+            self.leaf_rows_streamed.set(self.leaf_rows_streamed.get() + count);
+        }
         Ok(count)
+    }
+
+    /// After every table and the leaf hashes have streamed: checks that the dump held every
+    /// leaf its checkpoint covers — a version or an audit block for each, and each leaf's
+    /// hash — so that a snapshot is never made of a store that lost leaves. Inside the read
+    /// transaction, so it speaks of exactly what was dumped.
+    pub fn check_leaves(&self) -> Result<(), StoreError> {
+        let size = self.checkpoint.tree_size;
+        let (rows, hashes) = (self.leaf_rows_streamed.get(), self.leaf_hashes_streamed.get());
+        if rows != size || hashes != size {
+            return Err(StoreError::Corrupt(format!(
+                "the latest signed checkpoint covers {size} leaves but the store holds {rows} versions and audit blocks and {hashes} leaf hashes below it; run `medvault verify`"
+            )));
+        }
+        Ok(())
     }
 
     /// Streams the leaf hashes of the leaves the checkpoint covers (32 bytes each, leaf
@@ -342,6 +407,7 @@ impl BackupDump {
         if !buffer.is_empty() {
             sink(&buffer).map_err(|e| StoreError::Io(format!("backup sink: {e}")))?;
         }
+        self.leaf_hashes_streamed.set(count);
         Ok(count)
     }
 }

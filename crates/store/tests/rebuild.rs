@@ -153,6 +153,7 @@ fn dump(store: &Store) -> Dump {
         Ok(())
     })
     .expect("leaves");
+    dump.check_leaves().expect("the dump holds every leaf its checkpoint covers");
     let tables = dump
         .tables
         .iter()
@@ -590,4 +591,31 @@ fn a_dump_holds_the_leaves_its_checkpoint_covers_not_later_audit_blocks() {
     let slots = store.audit_slots_of_patient("p11", 5_000_000, i64::MAX, None, 10).expect("audit by patient");
     assert_eq!(slots.iter().map(|slot| slot.block).collect::<Vec<_>>(), [dump.tree_size]);
     store.close();
+}
+
+/// A store that lost a version (or a leaf hash) below its checkpoint is not backed up: the
+/// dump counts the leaves as they stream and refuses before a snapshot could be made.
+#[test]
+fn a_dump_of_a_store_that_lost_a_leaf_is_refused() {
+    for (what, statement) in [
+        ("a version", "DELETE FROM versions WHERE seq = 3"),
+        ("a leaf hash", "DELETE FROM ledger_nodes WHERE level = 0 AND node_index = 3"),
+    ] {
+        let source = source();
+        source.store.close();
+        let data = source.dir.path().join("data");
+        let database = rusqlite::Connection::open(data.join("medvault.db")).expect("open");
+        assert_eq!(database.execute(statement, []).expect(what), 1, "{what}");
+        drop(database);
+        let store = Store::open(&data, &key_file(source.dir.path()), Arc::new(SystemClock)).expect("open store");
+        let dump = store.backup_dump().expect("dump");
+        for table in &dump.tables {
+            dump.stream_rows(table, &mut |_| Ok(())).expect("stream");
+        }
+        dump.stream_leaf_hashes(&mut |_| Ok(())).ok();
+        let error = dump.check_leaves().expect_err(what);
+        assert!(error.to_string().contains("covers"), "{what}: {error}");
+        drop(dump);
+        store.close();
+    }
 }

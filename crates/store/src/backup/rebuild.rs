@@ -7,7 +7,9 @@
 //! `index_xinfo` pragmas — which b-trees exist, which columns each record holds in which
 //! order, and how each index sorts. Rows stream into their tables' b-trees; index entries
 //! are collected as order-preserving byte keys, sorted (spilling to disk beyond
-//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after. What the writer cannot reproduce
+//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after — a large table's indexes (and
+//! `resources`, from `versions`) on a thread of their own, beside the tables after it and
+//! the ledger, their pages appended to the same file under a lock (`SharedPages`). What the writer cannot reproduce
 //! exactly as SQLite would — partial or expression indexes, collations other than BINARY,
 //! CHECK constraints, generated columns, STRICT tables, AUTOINCREMENT, REAL values in index
 //! keys, a value SQLite would have converted to its column's affinity — is refused, never
@@ -30,7 +32,9 @@ use medvault_base::limits::{BACKUP_RESTORE_SORT_BYTES_MAX, BACKUP_VALUE_BYTES_MA
 use medvault_ledger::{Hash, RootBuilder};
 use rusqlite::{Connection, OpenFlags};
 
-use super::sqlite_file::{encode_record, IndexTree, PageFile, SchemaRow, TableTree, TreeError, Val};
+use super::sqlite_file::{
+    encode_record, IndexTree, PageFile, PageSink, SchemaRow, SharedPages, TableTree, TreeError, Val,
+};
 use super::{DestroyedKey, TableContent, TAG_BLOB, TAG_INTEGER, TAG_NULL, TAG_REAL, TAG_TEXT};
 use crate::sqlite::DATABASE_FILE;
 use crate::StoreError;
@@ -62,13 +66,15 @@ pub struct Rebuild {
     data_dir: PathBuf,
     /// Where the database is built; renamed to `data_dir` by `finish`.
     build_dir: PathBuf,
-    file: Option<PageFile>,
+    /// Shared with the threads writing a large table's indexes.
+    file: Option<SharedPages>,
     schema: Vec<SchemaEntry>,
     tables: Vec<TableLayout>,
     /// Each table's secondary index entries, by table name, in the order of its indexes.
     sorters: HashMap<String, Vec<Sorter>>,
-    /// Sorters of tables already written, sorting on threads of their own.
-    sorting: Vec<(String, Vec<SortingThread>)>,
+    /// Large tables already written whose indexes (and, for `versions`, `resources`) are
+    /// being sorted and written on a thread of their own.
+    indexing: Vec<(String, IndexingThread)>,
     /// Root page of every b-tree written, by table or index name.
     roots: HashMap<String, u32>,
     rows_written: HashMap<String, u64>,
@@ -80,9 +86,19 @@ pub struct Rebuild {
     finished: bool,
 }
 
-/// A sorter sorting on a thread of its own; joined by `finish`, or by `drop` before the
-/// build directory (where it may be writing a run) is removed.
+/// A sorter sorting on a thread of its own; joined by its indexing thread.
 type SortingThread = JoinHandle<Result<Sorter, StoreError>>;
+
+/// A table's indexes being sorted and written; joined by `finish`, or by `drop` before the
+/// build directory (where it may be writing sort runs) is removed.
+type IndexingThread = JoinHandle<Result<IndexesWritten, StoreError>>;
+
+/// What an indexing thread wrote: each index's root page, and `resources` (rows, root).
+#[derive(Debug, Default)]
+struct IndexesWritten {
+    roots: Vec<(String, u32)>,
+    resources: Option<(u64, u32)>,
+}
 
 #[derive(Debug, Clone)]
 struct SchemaEntry {
@@ -190,7 +206,7 @@ impl Rebuild {
             data_dir.with_file_name(format!("{name}.restore-incomplete-{}", medvault_base::hex::encode(&suffix)));
         crate::create_private_dir(&build_dir)?;
         let file = match PageFile::create(&build_dir.join(DATABASE_FILE)) {
-            Ok(file) => file,
+            Ok(file) => file.share(),
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&build_dir);
                 return Err(io_error(&build_dir, error));
@@ -217,7 +233,7 @@ impl Rebuild {
             schema: schema_entries,
             tables: layouts,
             sorters,
-            sorting: Vec::new(),
+            indexing: Vec::new(),
             roots: HashMap::new(),
             rows_written: HashMap::new(),
             erasures,
@@ -284,10 +300,19 @@ impl Rebuild {
         let root = writer.finish(file)?;
         self.roots.insert(table.to_string(), root);
         self.rows_written.insert(table.to_string(), count);
-        if count >= BACKGROUND_SORT_ROWS_MIN {
+        if count >= BACKGROUND_SORT_ROWS_MIN && !layout.indexes.is_empty() {
+            // Its indexes are written beside the tables after it and the ledger.
             let sorters = self.sorters.remove(table).expect("sorters per table");
-            let handles = sorters.into_iter().map(Sorter::sort_in_background).collect::<Result<_, _>>()?;
-            self.sorting.push((table.to_string(), handles));
+            let resources = match &self.resources {
+                Some(current) if table == "versions" => {
+                    let resources = self.tables.iter().find(|t| t.name == "resources").expect("resources is derived");
+                    Some((current.clone(), resources.clone()))
+                }
+                _ => None,
+            };
+            let file = self.file.clone().expect("the file is open until finish");
+            let handle = write_indexes_in_background(file, layout.indexes.clone(), sorters, resources)?;
+            self.indexing.push((table.to_string(), handle));
         }
         Ok(count)
     }
@@ -405,19 +430,23 @@ impl Rebuild {
         let mut file = self.file.take().expect("the file is open until finish");
         let current = self.resources.take();
         // Every thread is joined before an error is returned: none may outlive the rebuild.
-        let mut joined = Vec::new();
-        for (table, handles) in std::mem::take(&mut self.sorting) {
-            let sorted: Vec<_> = handles
-                .into_iter()
-                .map(|handle| handle.join().map_err(|_| StoreError::Corrupt("a sorting thread panicked".into()))?)
-                .collect();
-            joined.push((table, sorted));
-        }
-        for (table, sorted) in joined {
-            self.sorters.insert(table, sorted.into_iter().collect::<Result<_, _>>()?);
+        let joined: Vec<_> = std::mem::take(&mut self.indexing)
+            .into_iter()
+            .map(|(_, handle)| handle.join().map_err(|_| StoreError::Corrupt("an indexing thread panicked".into()))?)
+            .collect();
+        for written in joined {
+            let written = written?;
+            self.roots.extend(written.roots);
+            if let (Some((rows, root)), Some(layout)) =
+                (written.resources, self.tables.iter().find(|t| t.name == "resources"))
+            {
+                self.roots.insert(layout.name.clone(), root);
+                self.rows_written.insert(layout.name.clone(), rows);
+            }
         }
         let mut sorters = std::mem::take(&mut self.sorters);
-        if let (Some(current), Some(layout)) = (&current, self.tables.iter().find(|t| t.name == "resources")) {
+        let resources_pending = self.tables.iter().find(|t| t.name == "resources" && !self.roots.contains_key(&t.name));
+        if let (Some(current), Some(layout)) = (&current, resources_pending) {
             let versions = self.tables.iter().find(|t| t.name == "versions").expect("resources come from versions");
             let position =
                 versions.indexes.iter().position(|i| &i.name == current).expect("the index resources come from");
@@ -446,7 +475,8 @@ impl Rebuild {
             self.rows_written.insert(layout.name.clone(), 0);
         }
         for layout in &self.tables {
-            let table_sorters = sorters.remove(&layout.name).expect("sorters per table");
+            // A large table's indexes were written by its indexing thread.
+            let Some(table_sorters) = sorters.remove(&layout.name) else { continue };
             for (index, sorter) in layout.indexes.iter().zip(table_sorters) {
                 if self.roots.contains_key(&index.name) {
                     continue;
@@ -473,6 +503,7 @@ impl Rebuild {
             });
         }
         let path = self.build_dir.join(DATABASE_FILE);
+        let file = file.into_inner().map_err(|e| io_error(&path, e))?;
         let database = file.finish(&schema).map_err(|e| io_error(&path, e))?;
         database.sync_all().map_err(|e| io_error(&path, e))?;
         drop(database);
@@ -519,11 +550,9 @@ impl Rebuild {
 
 impl Drop for Rebuild {
     fn drop(&mut self) {
-        for (_, handles) in std::mem::take(&mut self.sorting) {
-            for handle in handles {
-                // Its result is moot: the rebuild is abandoned or finished.
-                let _ = handle.join();
-            }
+        for (_, handle) in std::mem::take(&mut self.indexing) {
+            // Its result is moot: the rebuild is abandoned or finished.
+            let _ = handle.join();
         }
         if !self.finished {
             let _ = std::fs::remove_dir_all(&self.build_dir);
@@ -604,7 +633,12 @@ impl<'a> ResourcesWriter<'a> {
 
     /// One entry of the versions index: (resource key, version, seq), carrying the
     /// version's resource type and deleted value.
-    fn entry(&mut self, file: &mut PageFile, fields: &[(KeyField, usize)], scratch: &[u8]) -> Result<(), StoreError> {
+    fn entry(
+        &mut self,
+        file: &mut dyn PageSink,
+        fields: &[(KeyField, usize)],
+        scratch: &[u8],
+    ) -> Result<(), StoreError> {
         let [(KeyField::Blob(start, end), _), (KeyField::Int(version), _), (KeyField::Int(seq), _), (KeyField::Text(type_start, type_end), _), (KeyField::Int(deleted), _)] =
             fields
         else {
@@ -622,7 +656,7 @@ impl<'a> ResourcesWriter<'a> {
         Ok(())
     }
 
-    fn emit(&mut self, file: &mut PageFile) -> Result<(), StoreError> {
+    fn emit(&mut self, file: &mut dyn PageSink) -> Result<(), StoreError> {
         let Some((version, deleted, seq)) = self.last.take() else { return Ok(()) };
         let mut values = [Val::Null; 5];
         let [key_at, type_at, version_at, deleted_at, seq_at] = self.columns;
@@ -642,7 +676,7 @@ impl<'a> ResourcesWriter<'a> {
         Ok(())
     }
 
-    fn finish(mut self, file: &mut PageFile) -> Result<(u64, u32), StoreError> {
+    fn finish(mut self, file: &mut dyn PageSink) -> Result<(u64, u32), StoreError> {
         self.emit(file)?;
         let rows = self.writer.rows;
         Ok((rows, self.writer.finish(file)?))
@@ -847,7 +881,7 @@ impl<'l> TableWriter<'l> {
 
     /// Checks and writes one row (values in table column order); returns its rowid (the row
     /// number for a `WITHOUT ROWID` table).
-    fn push(&mut self, file: &mut PageFile, sorters: &mut [Sorter], values: &[Val<'_>]) -> Result<i64, StoreError> {
+    fn push(&mut self, file: &mut dyn PageSink, sorters: &mut [Sorter], values: &[Val<'_>]) -> Result<i64, StoreError> {
         let layout = self.layout;
         for (value, column) in values.iter().zip(&layout.columns) {
             check_value(&layout.name, column, *value)?;
@@ -915,7 +949,7 @@ impl<'l> TableWriter<'l> {
 
     /// Writes a row of a derived `WITHOUT ROWID` table that the rebuild made itself, in key
     /// order (the caller asserts it), with values of the column types: no checks to repeat.
-    fn push_derived(&mut self, file: &mut PageFile, values: &[Val<'_>]) -> Result<(), StoreError> {
+    fn push_derived(&mut self, file: &mut dyn PageSink, values: &[Val<'_>]) -> Result<(), StoreError> {
         let (Tree::Keyed(tree), Some(primary)) = (&mut self.tree, self.layout.primary.as_ref()) else {
             panic!("derived rows go to a WITHOUT ROWID table");
         };
@@ -932,7 +966,7 @@ impl<'l> TableWriter<'l> {
         tree.push(file, &self.record).map_err(|e| StoreError::Io(e.to_string()))
     }
 
-    fn finish(self, file: &mut PageFile) -> Result<u32, StoreError> {
+    fn finish(self, file: &mut dyn PageSink) -> Result<u32, StoreError> {
         match self.tree {
             Tree::Rowid(tree) => tree.finish(file),
             Tree::Keyed(tree) => tree.finish(file),
@@ -958,7 +992,7 @@ fn root_nodes(size: u64) -> Vec<(u32, u64)> {
 /// Writes one `ledger_nodes` row.
 fn push_node(
     writer: &mut TableWriter<'_>,
-    file: &mut PageFile,
+    file: &mut dyn PageSink,
     (level_at, index_at, hash_at): (usize, usize, usize),
     level: i64,
     index: u64,
@@ -1123,12 +1157,12 @@ fn decode_key(
 
 /// Called with each index entry written: its values (where each ends in the key) and the
 /// scratch buffer their bytes are in.
-type EachEntry<'e> = dyn FnMut(&mut PageFile, &[(KeyField, usize)], &[u8]) -> Result<(), StoreError> + 'e;
+type EachEntry<'e> = dyn FnMut(&mut dyn PageSink, &[(KeyField, usize)], &[u8]) -> Result<(), StoreError> + 'e;
 
 /// Writes an index from its sorted entries, checking unique keys, and hands each entry's
 /// values to `each`; returns its root page.
 fn write_index(
-    file: &mut PageFile,
+    file: &mut dyn PageSink,
     index: &IndexLayout,
     sorter: Sorter,
     each: &mut EachEntry<'_>,
@@ -1160,6 +1194,46 @@ fn write_index(
         each(file, &fields, &scratch)
     })?;
     tree.finish(file).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+/// Sorts a table's index entries and writes its indexes on a thread of its own (each index
+/// sorted on a thread of its own first); with `resources` (the name of the `versions`
+/// index it comes from, and its layout), writes `resources` while that index is written.
+fn write_indexes_in_background(
+    mut file: SharedPages,
+    indexes: Vec<IndexLayout>,
+    sorters: Vec<Sorter>,
+    resources: Option<(String, TableLayout)>,
+) -> Result<IndexingThread, StoreError> {
+    std::thread::Builder::new()
+        .name("restore-index".into())
+        .spawn(move || {
+            let sorting: Vec<Result<SortingThread, StoreError>> =
+                sorters.into_iter().map(Sorter::sort_in_background).collect();
+            // Every sorting thread is joined before an error is returned.
+            let sorted: Vec<Result<Sorter, StoreError>> = sorting
+                .into_iter()
+                .map(|handle| handle?.join().map_err(|_| StoreError::Corrupt("a sorting thread panicked".into()))?)
+                .collect();
+            let mut written = IndexesWritten::default();
+            for (index, sorter) in indexes.iter().zip(sorted) {
+                let sorter = sorter?;
+                let root = match &resources {
+                    Some((current, layout)) if *current == index.name => {
+                        let mut rows = ResourcesWriter::new(layout)?;
+                        let root = write_index(&mut file, index, sorter, &mut |file, fields, scratch| {
+                            rows.entry(file, fields, scratch)
+                        })?;
+                        written.resources = Some(rows.finish(&mut file)?);
+                        root
+                    }
+                    _ => write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?,
+                };
+                written.roots.push((index.name.clone(), root));
+            }
+            Ok(written)
+        })
+        .map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))
 }
 
 /// Byte keys sorted in memory, or in sorted runs on disk beyond a budget, then merged.

@@ -17,7 +17,65 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+/// Where a b-tree puts its pages. Every call appends complete pages and returns their
+/// numbers, so that several trees can be written into one file at once.
+pub trait PageSink {
+    /// Appends one page; returns its number.
+    fn append_page(&mut self, bytes: &[u8]) -> std::io::Result<u32>;
+    /// Appends the overflow chain holding `rest` of a payload (each page: the next page's
+    /// number, then up to `USABLE - 4` bytes); returns its first page.
+    fn append_overflow(&mut self, rest: &[u8]) -> std::io::Result<u32>;
+}
+
+impl PageSink for PageFile {
+    fn append_page(&mut self, bytes: &[u8]) -> std::io::Result<u32> {
+        self.append(bytes)
+    }
+
+    fn append_overflow(&mut self, rest: &[u8]) -> std::io::Result<u32> {
+        let pages: Vec<u32> = (0..rest.len().div_ceil(USABLE - 4)).map(|_| self.allocate()).collect();
+        let mut page = [0u8; PAGE_BYTES];
+        for (index, chunk) in rest.chunks(USABLE - 4).enumerate() {
+            page.fill(0);
+            let next = pages.get(index + 1).copied().unwrap_or(0);
+            page[..4].copy_from_slice(&next.to_be_bytes());
+            page[4..4 + chunk.len()].copy_from_slice(chunk);
+            self.write(pages[index], &page)?;
+        }
+        Ok(pages[0])
+    }
+}
+
+/// A [`PageFile`] shared by the threads that build b-trees side by side.
+#[derive(Debug, Clone)]
+pub struct SharedPages(Arc<Mutex<PageFile>>);
+
+impl SharedPages {
+    fn lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, PageFile>> {
+        self.0.lock().map_err(|_| std::io::Error::other("a thread writing the database panicked"))
+    }
+
+    /// The file back, once every other holder is gone.
+    pub fn into_inner(self) -> std::io::Result<PageFile> {
+        Arc::try_unwrap(self.0)
+            .map_err(|_| std::io::Error::other("the database is still shared"))?
+            .into_inner()
+            .map_err(|_| std::io::Error::other("a thread writing the database panicked"))
+    }
+}
+
+impl PageSink for SharedPages {
+    fn append_page(&mut self, bytes: &[u8]) -> std::io::Result<u32> {
+        self.lock()?.append(bytes)
+    }
+
+    fn append_overflow(&mut self, rest: &[u8]) -> std::io::Result<u32> {
+        self.lock()?.append_overflow(rest)
+    }
+}
 
 /// The page size of a new store (SQLite's default, what `Store::create` gets).
 pub const PAGE_BYTES: usize = 4096;
@@ -121,6 +179,13 @@ impl PageFile {
         let page = self.allocate();
         self.write(page, bytes)?;
         Ok(page)
+    }
+
+    /// Shares the file between threads, each appending whole pages (or whole overflow
+    /// chains) under a lock: b-trees can then be built side by side, their pages
+    /// interleaved in the file.
+    pub fn share(self) -> SharedPages {
+        SharedPages(Arc::new(Mutex::new(self)))
     }
 
     /// Writes the schema table (rooted at page 1) and the header, and returns the file,
@@ -315,7 +380,7 @@ fn local_bytes(kind: TreeKind, payload: usize) -> usize {
 /// bytes and the first overflow page — writing the rest of the payload to overflow pages.
 fn payload_cell(
     out: &mut Vec<u8>,
-    file: &mut PageFile,
+    file: &mut dyn PageSink,
     kind: TreeKind,
     rowid: Option<i64>,
     payload: &[u8],
@@ -329,17 +394,8 @@ fn payload_cell(
     if local == payload.len() {
         return Ok(());
     }
-    let rest = &payload[local..];
-    let pages: Vec<u32> = (0..rest.len().div_ceil(USABLE - 4)).map(|_| file.allocate()).collect();
-    out.extend_from_slice(&pages[0].to_be_bytes());
-    let mut page = [0u8; PAGE_BYTES];
-    for (index, chunk) in rest.chunks(USABLE - 4).enumerate() {
-        page.fill(0);
-        let next = pages.get(index + 1).copied().unwrap_or(0);
-        page[..4].copy_from_slice(&next.to_be_bytes());
-        page[4..4 + chunk.len()].copy_from_slice(chunk);
-        file.write(pages[index], &page)?;
-    }
+    let first = file.append_overflow(&payload[local..])?;
+    out.extend_from_slice(&first.to_be_bytes());
     Ok(())
 }
 
@@ -473,7 +529,7 @@ impl TableTree {
         Self { leaf: PageBuilder::new(LEAF_TABLE, 0), children: Vec::new(), last_rowid: None, cell: Vec::new() }
     }
 
-    pub fn push(&mut self, file: &mut PageFile, rowid: i64, record: &[u8]) -> Result<(), TreeError> {
+    pub fn push(&mut self, file: &mut dyn PageSink, rowid: i64, record: &[u8]) -> Result<(), TreeError> {
         if self.last_rowid.is_some_and(|last| rowid <= last) {
             return Err(TreeError::OutOfOrder);
         }
@@ -488,7 +544,7 @@ impl TableTree {
         }
         let tail = if local { record } else { &[] };
         if !self.leaf.fits(self.cell.len() + tail.len()) {
-            let page = file.append(self.leaf.bytes())?;
+            let page = file.append_page(self.leaf.bytes())?;
             self.children.push((page, self.last_rowid.expect("a full leaf has rows")));
             self.leaf.reset();
         }
@@ -498,15 +554,15 @@ impl TableTree {
     }
 
     /// Writes the last leaf and the interior pages; returns the root page.
-    pub fn finish(mut self, file: &mut PageFile) -> std::io::Result<u32> {
-        let page = file.append(self.leaf.bytes())?;
+    pub fn finish(mut self, file: &mut dyn PageSink) -> std::io::Result<u32> {
+        let page = file.append_page(self.leaf.bytes())?;
         self.children.push((page, self.last_rowid.unwrap_or(0)));
         let mut level = self.children;
         while level.len() > 1 {
             let pages = table_interior_pages(&level, 0);
             level = Vec::with_capacity(pages.len());
             for (mut page, key) in pages {
-                level.push((file.append(page.bytes())?, key));
+                level.push((file.append_page(page.bytes())?, key));
             }
         }
         Ok(level[0].0)
@@ -610,7 +666,7 @@ impl IndexTree {
         }
     }
 
-    pub fn push(&mut self, file: &mut PageFile, record: &[u8]) -> std::io::Result<()> {
+    pub fn push(&mut self, file: &mut dyn PageSink, record: &[u8]) -> std::io::Result<()> {
         self.cell.clear();
         let local = record.len() <= max_local(TreeKind::Index);
         if local {
@@ -620,7 +676,7 @@ impl IndexTree {
         }
         let tail = if local { record } else { &[] };
         if let Some((mut closed, separator)) = self.closed.take() {
-            let page = file.append(closed.bytes())?;
+            let page = file.append_page(closed.bytes())?;
             self.children.push((page, separator));
             self.leaf.push_parts(&self.cell, tail);
             closed.reset();
@@ -637,24 +693,24 @@ impl IndexTree {
     }
 
     /// Writes the last leaves and the interior pages; returns the root page.
-    pub fn finish(mut self, file: &mut PageFile) -> std::io::Result<u32> {
+    pub fn finish(mut self, file: &mut dyn PageSink) -> std::io::Result<u32> {
         if let Some((mut closed, separator)) = self.closed.take() {
             // The entries ended with a separator and no leaf after it: the closed leaf's
             // last entry becomes the separator, and the next leaf holds the entry that ended.
             let last = closed.pop_last();
             assert!(closed.cells > 0, "a full leaf keeps entries after giving one away");
-            let page = file.append(closed.bytes())?;
+            let page = file.append_page(closed.bytes())?;
             self.children.push((page, last));
             self.leaf.push(&separator);
         }
-        let mut right = file.append(self.leaf.bytes())?;
+        let mut right = file.append_page(self.leaf.bytes())?;
         let mut children = self.children;
         while !children.is_empty() {
             let pages = index_interior_pages(children, right);
             children = Vec::with_capacity(pages.len());
             let last = pages.len() - 1;
             for (index, (mut page, separator)) in pages.into_iter().enumerate() {
-                let number = file.append(page.bytes())?;
+                let number = file.append_page(page.bytes())?;
                 if index == last {
                     right = number;
                 } else {
@@ -737,13 +793,13 @@ fn schema_root(file: &mut PageFile, rows: &[SchemaRow]) -> std::io::Result<Vec<u
     let mut children = Vec::new();
     for (cell, rowid) in &cells {
         if !leaves.leaf.fits(cell.len()) {
-            children.push((file.append(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
+            children.push((file.append_page(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
             leaves.leaf = PageBuilder::new(LEAF_TABLE, 0);
         }
         leaves.leaf.push(cell);
         leaves.last_rowid = Some(*rowid);
     }
-    children.push((file.append(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
+    children.push((file.append_page(leaves.leaf.bytes())?, leaves.last_rowid.expect("rows")));
     loop {
         let in_root = table_interior_pages(&children, HEADER_BYTES);
         if in_root.len() == 1 {
@@ -753,7 +809,7 @@ fn schema_root(file: &mut PageFile, rows: &[SchemaRow]) -> std::io::Result<Vec<u
         let pages = table_interior_pages(&children, 0);
         children = Vec::with_capacity(pages.len());
         for (mut page, key) in pages {
-            children.push((file.append(page.bytes())?, key));
+            children.push((file.append_page(page.bytes())?, key));
         }
     }
 }
@@ -897,6 +953,72 @@ mod tests {
         }
         assert_eq!(build(50, 100, 50, 100, 60), (ok.clone(), [50; 3]));
         assert_eq!(build(5, 100, 5, 100, 2000), (ok, [5; 3]));
+    }
+
+    /// Trees written at once from two threads into one shared file (their pages, and the
+    /// overflow chains of large payloads, interleaved) make a sound database.
+    #[test]
+    fn trees_written_side_by_side_into_shared_pages_are_sound() {
+        let dir = medvault_testkit::TempDir::new("sqlite-shared");
+        let path = dir.path().join("db");
+        let shared = PageFile::create(&path).expect("create").share();
+        let value = |index: usize, bytes: usize| {
+            let mut value = vec![(index % 251) as u8; bytes.max(8)];
+            value[..8].copy_from_slice(&(index as u64).to_be_bytes());
+            value
+        };
+        let (table_root, keyed_root) = std::thread::scope(|scope| {
+            let mut file = shared.clone();
+            let table = scope.spawn(move || {
+                let mut table = TableTree::new();
+                let mut record = Vec::new();
+                for row in 0..3000usize {
+                    // One row in ten spills onto overflow pages.
+                    let blob = value(row, if row % 10 == 0 { 9000 } else { 300 });
+                    record.clear();
+                    encode_record(&mut record, [Val::Null, Val::Blob(&blob)].into_iter());
+                    table.push(&mut file, row as i64 + 1, &record).expect("row");
+                }
+                table.finish(&mut file).expect("t")
+            });
+            let mut file = shared.clone();
+            let keyed = scope.spawn(move || {
+                let mut keyed = IndexTree::new();
+                let mut record = Vec::new();
+                for entry in 0..3000usize {
+                    let blob = value(entry, if entry % 7 == 0 { 6000 } else { 200 });
+                    record.clear();
+                    encode_record(&mut record, [Val::Blob(&blob), Val::Text(b"v")].into_iter());
+                    keyed.push(&mut file, &record).expect("entry");
+                }
+                keyed.finish(&mut file).expect("w")
+            });
+            (table.join().expect("table thread"), keyed.join().expect("keyed thread"))
+        });
+        let file = shared.into_inner().expect("no other holder");
+        let schema = [
+            SchemaRow {
+                kind: "table".into(),
+                name: "t".into(),
+                table_name: "t".into(),
+                root_page: table_root,
+                sql: Some("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)".into()),
+            },
+            SchemaRow {
+                kind: "table".into(),
+                name: "w".into(),
+                table_name: "w".into(),
+                root_page: keyed_root,
+                sql: Some("CREATE TABLE w(k BLOB PRIMARY KEY, v TEXT) WITHOUT ROWID".into()),
+            },
+        ];
+        file.finish(&schema).expect("finish").sync_all().expect("sync");
+        let connection = rusqlite::Connection::open(&path).expect("open");
+        let check: String = connection.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+        assert_eq!(check, "ok");
+        let count = |sql: &str| connection.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+        assert_eq!((count("SELECT COUNT(*) FROM t"), count("SELECT COUNT(*) FROM w")), (3000, 3000));
+        assert_eq!(count("SELECT COUNT(*) FROM t WHERE length(b) = 9000"), 300);
     }
 
     #[test]
