@@ -382,17 +382,15 @@ pub fn open_blob_in_place(
 
 /// The cipher of blobs and pack headers (under a pack key or the metadata key).
 pub fn cipher(key: &Secret32) -> BlobCipher {
-    BlobCipher { key: Secret32::from_bytes(*key.expose_secret()) }
+    BlobCipher { inner: medvault_crypto::xchacha::XChaCha::new(key) }
 }
 
-/// XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha-03 §2.3) for blobs and pack headers:
-/// HChaCha20 (the `chacha20` crate) derives a subkey from the key and the nonce's first 16
-/// bytes, and ring's ChaCha20-Poly1305 (RFC 8439) seals under it with the nonce
-/// `0u32 || nonce[16..24]`. The same bytes as `chacha20poly1305::XChaCha20Poly1305` (a test
-/// compares them), at about twice its speed on the machines we measured, which matters
-/// because restore and verify open every byte of a repository.
+/// XChaCha20-Poly1305 for blobs and pack headers: the store's own implementation
+/// (`medvault_crypto::xchacha`, HChaCha20 + ring's ChaCha20-Poly1305), the same bytes as
+/// `chacha20poly1305::XChaCha20Poly1305` (a test here compares them too) at about twice its
+/// speed, which matters because restore and verify open every byte of a repository.
 pub struct BlobCipher {
-    key: Secret32,
+    inner: medvault_crypto::xchacha::XChaCha,
 }
 
 impl std::fmt::Debug for BlobCipher {
@@ -402,35 +400,15 @@ impl std::fmt::Debug for BlobCipher {
 }
 
 impl BlobCipher {
-    fn subkey(&self, nonce: &XNonce) -> Result<(ring::aead::LessSafeKey, ring::aead::Nonce), chacha20poly1305::Error> {
-        use chacha20::cipher::consts::U10;
-        use chacha20::cipher::generic_array::GenericArray;
-        let mut subkey: [u8; 32] = chacha20::hchacha::<U10>(
-            GenericArray::from_slice(self.key.expose_secret()),
-            GenericArray::from_slice(&nonce[..16]),
-        )
-        .into();
-        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &subkey);
-        zeroize::Zeroize::zeroize(&mut subkey);
-        let mut short = [0u8; 12];
-        short[4..].copy_from_slice(&nonce[16..]);
-        Ok((
-            ring::aead::LessSafeKey::new(key.map_err(|_| chacha20poly1305::Error)?),
-            ring::aead::Nonce::assume_unique_for_key(short),
-        ))
-    }
-
     pub fn encrypt_in_place_detached(
         &self,
         nonce: &XNonce,
         aad: &[u8],
         buffer: &mut [u8],
     ) -> Result<Tag, chacha20poly1305::Error> {
-        let (key, nonce) = self.subkey(nonce)?;
-        let tag = key
-            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buffer)
-            .map_err(|_| chacha20poly1305::Error)?;
-        Ok(*Tag::from_slice(tag.as_ref()))
+        let nonce: &[u8; NONCE_BYTES] = nonce.as_slice().try_into().map_err(|_| chacha20poly1305::Error)?;
+        let tag = self.inner.seal_in_place(nonce, aad, buffer).map_err(|_| chacha20poly1305::Error)?;
+        Ok(*Tag::from_slice(&tag))
     }
 
     pub fn decrypt_in_place_detached(
@@ -440,11 +418,9 @@ impl BlobCipher {
         buffer: &mut [u8],
         tag: &Tag,
     ) -> Result<(), chacha20poly1305::Error> {
-        let (key, nonce) = self.subkey(nonce)?;
-        let tag = ring::aead::Tag::try_from(tag.as_slice()).map_err(|_| chacha20poly1305::Error)?;
-        key.open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), tag, buffer, 0..)
-            .map(|_| ())
-            .map_err(|_| chacha20poly1305::Error)
+        let nonce: &[u8; NONCE_BYTES] = nonce.as_slice().try_into().map_err(|_| chacha20poly1305::Error)?;
+        let tag: &[u8; TAG_BYTES] = tag.as_slice().try_into().map_err(|_| chacha20poly1305::Error)?;
+        self.inner.open_in_place(nonce, aad, buffer, tag).map_err(|_| chacha20poly1305::Error)
     }
 }
 
