@@ -23,6 +23,9 @@ const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The `resource_type` in the sealed-record identity of a journal frame: not a FHIR type.
 pub const AUDIT_JOURNAL_TYPE: &str = ":audit-journal";
 
+/// Records staged from which the writer moves the journal without waiting.
+const JOURNAL_HALF_FULL: usize = AUDIT_JOURNAL_RECORDS_MAX / 2;
+
 /// The sealed-record `resource_key` of frame `sequence`.
 pub fn frame_key(sequence: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
@@ -77,8 +80,9 @@ struct JournalFile {
 /// What an append did.
 #[derive(Debug)]
 pub(crate) enum Appended {
-    /// Committed, the first record since the writer last synced or took them: the writer
-    /// must be told (it syncs within `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`).
+    /// Committed, the first record since the writer last synced or took them, or the one
+    /// that filled half the journal: the writer must be told (it syncs within
+    /// `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`, at once when half full).
     First,
     /// Committed.
     More,
@@ -183,9 +187,18 @@ impl AuditJournal {
         state.last_sequence = sequence;
         let was_empty = state.staged.is_empty() && !state.unrecovered;
         let was_synced = !state.unsynced;
+        let was_below_half = state.staged.len() < JOURNAL_HALF_FULL;
         state.unsynced = true;
         state.staged.extend(records);
-        Ok(if was_empty || was_synced { Appended::First } else { Appended::More })
+        let crossed_half = was_below_half && state.staged.len() >= JOURNAL_HALF_FULL;
+        Ok(if was_empty || was_synced || crossed_half { Appended::First } else { Appended::More })
+    }
+
+    /// Whether the journal holds half of `AUDIT_JOURNAL_RECORDS_MAX` or more: the writer then
+    /// moves it at once instead of waiting for `AUDIT_MOVE_MS`, so that a burst of reads
+    /// rarely meets a full journal (whose records then wait for the writer).
+    pub fn is_half_full(&self) -> bool {
+        self.lock().map(|state| state.staged.len() >= JOURNAL_HALF_FULL).unwrap_or(false)
     }
 
     /// Syncs to disk every frame written so far (power-loss safety). The state's lock is
@@ -476,5 +489,45 @@ mod tests {
         assert!(decode_frame(&longer).is_none());
         assert!(decode_frame(&plain[..plain.len() - 1]).is_none());
         assert_eq!(&HEADER[..4], b"MVAJ");
+    }
+
+    /// Seals nothing: enough to drive `append` (recovery's opening is tested through the
+    /// store, `tests/audit.rs` and the CLI's kill test).
+    #[derive(Debug)]
+    struct PlainSigner;
+
+    impl CheckpointSigner for PlainSigner {
+        fn sign(&self, _: u64, _: &[u8; 32]) -> Result<String, String> {
+            Err("unused".into())
+        }
+
+        fn seal_audit_journal(&self, _: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(frame.to_vec())
+        }
+    }
+
+    fn records(count: usize) -> Vec<PendingAudit> {
+        (0..count).map(|_| PendingAudit { recorded_ms: 1, patients: vec![], record: b"r".to_vec() }).collect()
+    }
+
+    #[test]
+    fn the_writer_is_told_first_after_a_sync_and_at_half_full() {
+        let dir = medvault_testkit::TempDir::new("journal-half");
+        let journal = AuditJournal::open(&dir.path().join("medvault.db")).expect("open").expect("lock");
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)));
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
+        journal.sync().expect("sync");
+        assert!(!journal.has_unsynced());
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "unsynced again");
+        assert!(!journal.is_half_full());
+        assert!(matches!(journal.append(records(JOURNAL_HALF_FULL - 4), &PlainSigner), Ok(Appended::More)));
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "crossed half");
+        assert!(journal.is_half_full());
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
+        let taken = journal.take(0, &PlainSigner).expect("take").expect("records");
+        assert_eq!(taken.records.len(), JOURNAL_HALF_FULL + 1);
+        assert!(!journal.is_half_full());
+        let full = journal.append(records(AUDIT_JOURNAL_RECORDS_MAX + 1), &PlainSigner).expect("append");
+        assert!(matches!(full, Appended::Full(_)), "over the limit the records come back");
     }
 }
