@@ -23,8 +23,10 @@ const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The `resource_type` in the sealed-record identity of a journal frame: not a FHIR type.
 pub const AUDIT_JOURNAL_TYPE: &str = ":audit-journal";
 
-/// Records staged from which the writer moves the journal without waiting.
-const JOURNAL_HALF_FULL: usize = AUDIT_JOURNAL_RECORDS_MAX / 2;
+/// Records staged from which the writer moves the journal without waiting: four fifths of
+/// the limit, above what a second of reads stages at the rates this server sustains, so
+/// the one-second moves stay the rule and the last fifth absorbs a move's duration.
+const JOURNAL_MOVE_AT: usize = AUDIT_JOURNAL_RECORDS_MAX / 5 * 4;
 
 /// The sealed-record `resource_key` of frame `sequence`.
 pub fn frame_key(sequence: u64) -> [u8; 16] {
@@ -81,8 +83,8 @@ struct JournalFile {
 #[derive(Debug)]
 pub(crate) enum Appended {
     /// Committed, the first record since the writer last synced or took them, or the one
-    /// that filled half the journal: the writer must be told (it syncs within
-    /// `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`, at once when half full).
+    /// that filled four fifths of the journal: the writer must be told (it syncs within
+    /// `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`, at once when nearly full).
     First,
     /// Committed.
     More,
@@ -187,18 +189,18 @@ impl AuditJournal {
         state.last_sequence = sequence;
         let was_empty = state.staged.is_empty() && !state.unrecovered;
         let was_synced = !state.unsynced;
-        let was_below_half = state.staged.len() < JOURNAL_HALF_FULL;
+        let was_below = state.staged.len() < JOURNAL_MOVE_AT;
         state.unsynced = true;
         state.staged.extend(records);
-        let crossed_half = was_below_half && state.staged.len() >= JOURNAL_HALF_FULL;
-        Ok(if was_empty || was_synced || crossed_half { Appended::First } else { Appended::More })
+        let crossed = was_below && state.staged.len() >= JOURNAL_MOVE_AT;
+        Ok(if was_empty || was_synced || crossed { Appended::First } else { Appended::More })
     }
 
-    /// Whether the journal holds half of `AUDIT_JOURNAL_RECORDS_MAX` or more: the writer then
-    /// moves it at once instead of waiting for `AUDIT_MOVE_MS`, so that a burst of reads
-    /// rarely meets a full journal (whose records then wait for the writer).
-    pub fn is_half_full(&self) -> bool {
-        self.lock().map(|state| state.staged.len() >= JOURNAL_HALF_FULL).unwrap_or(false)
+    /// Whether the journal holds four fifths of `AUDIT_JOURNAL_RECORDS_MAX` or more: the
+    /// writer then moves it at once instead of waiting for `AUDIT_MOVE_MS`, so that a burst
+    /// of reads rarely meets a full journal (whose records then wait for the writer).
+    pub fn is_nearly_full(&self) -> bool {
+        self.lock().map(|state| state.staged.len() >= JOURNAL_MOVE_AT).unwrap_or(false)
     }
 
     /// Syncs to disk every frame written so far (power-loss safety). The state's lock is
@@ -511,22 +513,22 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_is_told_first_after_a_sync_and_at_half_full() {
-        let dir = medvault_testkit::TempDir::new("journal-half");
+    fn the_writer_is_told_first_after_a_sync_and_when_nearly_full() {
+        let dir = medvault_testkit::TempDir::new("journal-nearly-full");
         let journal = AuditJournal::open(&dir.path().join("medvault.db")).expect("open").expect("lock");
         assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)));
         assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
         journal.sync().expect("sync");
         assert!(!journal.has_unsynced());
         assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "unsynced again");
-        assert!(!journal.is_half_full());
-        assert!(matches!(journal.append(records(JOURNAL_HALF_FULL - 4), &PlainSigner), Ok(Appended::More)));
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "crossed half");
-        assert!(journal.is_half_full());
+        assert!(!journal.is_nearly_full());
+        assert!(matches!(journal.append(records(JOURNAL_MOVE_AT - 4), &PlainSigner), Ok(Appended::More)));
+        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "crossed four fifths");
+        assert!(journal.is_nearly_full());
         assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
         let taken = journal.take(0, &PlainSigner).expect("take").expect("records");
-        assert_eq!(taken.records.len(), JOURNAL_HALF_FULL + 1);
-        assert!(!journal.is_half_full());
+        assert_eq!(taken.records.len(), JOURNAL_MOVE_AT + 1);
+        assert!(!journal.is_nearly_full());
         let full = journal.append(records(AUDIT_JOURNAL_RECORDS_MAX + 1), &PlainSigner).expect("append");
         assert!(matches!(full, Appended::Full(_)), "over the limit the records come back");
     }

@@ -697,8 +697,8 @@ impl AuditTimers {
             self.journal_sync_due.get_or_insert(now + AUDIT_SYNC);
         }
         if journal.has_staged() {
-            // Half full: at once, so a burst rarely meets a full journal.
-            let due = if journal.is_half_full() { now } else { now + AUDIT_MOVE };
+            // Nearly full: at once, so a burst rarely meets a full journal.
+            let due = if journal.is_nearly_full() { now } else { now + AUDIT_MOVE };
             self.settle_due = Some(self.settle_due.map_or(due, |current| current.min(due)));
         }
     }
