@@ -23,6 +23,7 @@ use medvault_store::{Store, StoreError};
 
 /// mimalloc instead of glibc's malloc: allocation was a quarter of the import path's CPU
 /// (parsed JSON trees are many small objects freed across threads); see docs/PERFORMANCE.md.
+/// Built without transparent huge pages (the workspace's `no_thp` feature): see Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
