@@ -39,6 +39,14 @@ impl RecordIdentity<'_> {
 }
 
 /// Seals and opens records under one data key.
+/// Where a seal's nonce comes from.
+enum Nonce<'a> {
+    /// Drawn at random for this seal.
+    Drawn([u8; NONCE_BYTES]),
+    /// The next of a sequence (whose subkey the cipher keeps).
+    Next(&'a NonceSequence),
+}
+
 pub struct Sealer {
     cipher: XChaCha,
     #[cfg(feature = "danger-benchmark-unsealed")]
@@ -75,7 +83,7 @@ impl Sealer {
             sealed.extend_from_slice(plaintext);
             return Ok(sealed);
         }
-        self.seal_with(random::array::<NONCE_BYTES>()?, identity, plaintext)
+        self.seal_with(Nonce::Drawn(random::array::<NONCE_BYTES>()?), identity, plaintext)
     }
 
     /// [`Sealer::seal`] with the nonce taken from `nonces` instead of a system call: for
@@ -90,12 +98,12 @@ impl Sealer {
         if self.danger_unsealed {
             return self.seal(identity, plaintext);
         }
-        self.seal_with(nonces.next()?, identity, plaintext)
+        self.seal_with(Nonce::Next(nonces), identity, plaintext)
     }
 
     fn seal_with(
         &self,
-        nonce: [u8; NONCE_BYTES],
+        nonce: Nonce<'_>,
         identity: &RecordIdentity<'_>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
@@ -103,7 +111,10 @@ impl Sealer {
         let mut sealed = Vec::with_capacity(HEADER_BYTES + plaintext.len() + TAG_BYTES);
         sealed.push(FORMAT);
         sealed.push(ALGORITHM_XCHACHA20_POLY1305);
-        self.cipher.seal_append(&nonce, &aad, plaintext, &mut sealed)?;
+        match nonce {
+            Nonce::Drawn(nonce) => self.cipher.seal_append(&nonce, &aad, plaintext, &mut sealed)?,
+            Nonce::Next(nonces) => self.cipher.seal_append_sequenced(nonces, &aad, plaintext, &mut sealed)?,
+        }
         Ok(sealed)
     }
 

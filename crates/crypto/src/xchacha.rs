@@ -7,8 +7,13 @@
 //! `chacha20poly1305::XChaCha20Poly1305` (a test compares them on many lengths), at a fraction
 //! of its fixed cost per message: an audited read seals one short record, and every read
 //! opens one.
+//!
+//! Nonces from a [`NonceSequence`] share their first 16 bytes, so they share their HChaCha20
+//! subkey: [`XChaCha::seal_append_sequenced`] derives it once per sequence and keeps it
+//! (beside the key it comes from, for as long as the key lives) instead of once per message.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use chacha20::cipher::consts::U10;
 use chacha20::cipher::generic_array::GenericArray;
@@ -22,6 +27,8 @@ pub const TAG_BYTES: usize = 16;
 /// One XChaCha20-Poly1305 key.
 pub struct XChaCha {
     key: Secret32,
+    /// The subkey of the first nonce sequence sealed with, and that sequence's prefix.
+    sequenced: OnceLock<([u8; 16], ring::aead::LessSafeKey)>,
 }
 
 impl std::fmt::Debug for XChaCha {
@@ -32,7 +39,7 @@ impl std::fmt::Debug for XChaCha {
 
 impl XChaCha {
     pub fn new(key: &Secret32) -> Self {
-        Self { key: Secret32::from_bytes(*key.expose_secret()) }
+        Self { key: Secret32::from_bytes(*key.expose_secret()), sequenced: OnceLock::new() }
     }
 
     /// The RFC 8439 key and nonce this extended nonce selects.
@@ -81,6 +88,42 @@ impl XChaCha {
         key.open_in_place_separate_tag(short, ring::aead::Aad::from(aad), tag, buffer, 0..)
             .map(|_| ())
             .map_err(|_| CryptoError::Integrity)
+    }
+
+    /// [`XChaCha::seal_append`] with the next nonce of `nonces`, whose subkey is derived
+    /// once: the same bytes as `seal_append` with that nonce.
+    pub fn seal_append_sequenced(
+        &self,
+        nonces: &NonceSequence,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let nonce = nonces.next()?;
+        if self.sequenced.get().is_none() {
+            let (key, _) = self.subkey(&nonce)?;
+            let _ = self.sequenced.set((nonces.prefix, key));
+        }
+        let cached = self.sequenced.get().filter(|(prefix, _)| *prefix == nonces.prefix);
+        let Some((_, key)) = cached else {
+            // Another sequence under this key: derive per message.
+            return self.seal_append(&nonce, aad, plaintext, out);
+        };
+        let mut short = [0u8; 12];
+        short[4..].copy_from_slice(&nonce[16..]);
+        out.reserve(NONCE_BYTES + plaintext.len() + TAG_BYTES);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = key
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(short),
+                ring::aead::Aad::from(aad),
+                &mut out[start..],
+            )
+            .map_err(|_| CryptoError::Malformed("too long to seal"))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 
     /// `nonce ‖ ciphertext ‖ tag` appended to `out`.
@@ -188,6 +231,32 @@ mod tests {
         let other = XChaCha::new(&Secret32::random().expect("random"));
         assert!(matches!(other.open_framed(b"aad", &framed), Err(CryptoError::Integrity)));
         assert!(ours.open_framed(b"aad", &framed[..NONCE_BYTES + TAG_BYTES - 1]).is_err());
+    }
+
+    #[test]
+    fn sequenced_sealing_gives_the_bytes_of_sealing_with_each_nonce() {
+        let key = Secret32::random().expect("random");
+        let ours = XChaCha::new(&key);
+        let reference = XChaCha20Poly1305::new(key.expose_secret().into());
+        let first = NonceSequence::new().expect("random");
+        let second = NonceSequence::new().expect("random");
+        // The second sequence under the same key misses the cached subkey and must still
+        // seal correctly, with its own nonces.
+        for (round, sequence) in [&first, &second, &first, &second].into_iter().enumerate() {
+            let plaintext: Vec<u8> = (0..300 + round).map(|i| (i * 13 + round) as u8).collect();
+            let mut framed = Vec::new();
+            ours.seal_append_sequenced(sequence, b"journal", &plaintext, &mut framed).expect("seal");
+            let nonce: [u8; NONCE_BYTES] = framed[..NONCE_BYTES].try_into().expect("nonce");
+            assert_eq!(&nonce[..16], &sequence.prefix[..], "round {round}");
+            let expected = reference
+                .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plaintext, aad: b"journal" })
+                .expect("reference seal");
+            assert_eq!(&framed[NONCE_BYTES..], &expected[..], "round {round}");
+            assert_eq!(ours.open_framed(b"journal", &framed).expect("open"), plaintext);
+            let mut tampered = framed.clone();
+            tampered[NONCE_BYTES + 5] ^= 0x20;
+            assert!(matches!(ours.open_framed(b"journal", &tampered), Err(CryptoError::Integrity)));
+        }
     }
 
     #[test]
