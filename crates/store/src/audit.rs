@@ -100,6 +100,22 @@ impl Store {
         self.engine.submit_audit(pending, reply)
     }
 
+    /// [`Store::submit_audit`], except that records bound for the audit journal are only
+    /// sealed and staged: the next [`Store::write_staged_audit`] — the caller's, or any other
+    /// thread's — commits them with every other frame staged by then, in one `write`, and
+    /// only then is `reply` called. A caller that answers many requests (an async worker)
+    /// stages each request's records, lets its other ready requests run, then writes. The
+    /// writer writes what is staged at its next journal sync (`AUDIT_SYNC_MS`) in any case.
+    pub fn stage_audit(&self, entries: Vec<AuditEntry>, reply: AuditReply) -> Result<(), StoreError> {
+        let pending = entries.into_iter().map(|entry| self.pending_audit(entry)).collect();
+        self.engine.stage_audit(pending, reply)
+    }
+
+    /// Commits every audit record staged so far ([`Store::stage_audit`]) with one `write`.
+    pub fn write_staged_audit(&self) {
+        self.engine.write_staged_audit();
+    }
+
     /// [`Store::submit_audit`], waiting for the commit (for the command line and for
     /// security events outside a request).
     pub fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::engine::{CheckpointSigner, PendingAudit};
+use crate::engine::{AuditReply, CheckpointSigner, PendingAudit};
 use crate::sqlite::AUDIT_JOURNAL_RECORDS_MAX;
 use crate::StoreError;
 
@@ -61,8 +61,12 @@ struct JournalState {
     active: usize,
     /// Records committed to the files and not yet taken by the writer, oldest first.
     staged: Vec<PendingAudit>,
-    /// The sequence of the last frame written (or found).
+    /// Frames sealed and waiting for the next write (`AuditJournal::write_out`).
+    outbox: Outbox,
+    /// The sequence of the last frame staged (or found).
     last_sequence: u64,
+    /// The sequence of the last frame written to a file (or found).
+    written: u64,
     /// The files held frames when they were opened, not yet read back.
     unrecovered: bool,
     /// Frames were written since the last [`AuditJournal::sync`].
@@ -79,19 +83,34 @@ struct JournalFile {
     len: u64,
 }
 
-/// What an append did.
-#[derive(Debug)]
-pub(crate) enum Appended {
-    /// Committed, the first record since the writer last synced or took them, or the one
-    /// that filled four fifths of the journal: the writer must be told (it syncs within
-    /// `AUDIT_SYNC_MS` and moves within `AUDIT_MOVE_MS`, at once when nearly full).
-    First,
-    /// Committed.
-    More,
-    /// Not committed: the journal holds `AUDIT_JOURNAL_RECORDS_MAX` records the database has
-    /// not taken yet. The records come back, to go through the writer (which makes the
-    /// caller wait for it).
-    Full(Vec<PendingAudit>),
+/// What staging did.
+pub(crate) enum Staged {
+    /// Sealed and queued for the next write, whose outcome goes to the reply. `notify`: the
+    /// first record since the writer last synced or took them, or the one that filled four
+    /// fifths of the journal: the writer must be told (it syncs within `AUDIT_SYNC_MS` and
+    /// moves within `AUDIT_MOVE_MS`, at once when nearly full).
+    Queued { notify: bool },
+    /// Not staged: the journal holds `AUDIT_JOURNAL_RECORDS_MAX` records the database has not
+    /// taken yet. The records and their reply come back, to go through the writer (which
+    /// makes the caller wait for it).
+    Full(Vec<PendingAudit>, AuditReply),
+    /// Not staged: the frame could not be sealed.
+    Failed(StoreError, AuditReply),
+}
+
+/// Frames sealed and not yet written: their bytes (in sequence order), their records and who
+/// waits for them.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    records: Vec<PendingAudit>,
+    replies: Vec<AuditReply>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("bytes", &self.bytes.len()).field("records", &self.records.len()).finish()
+    }
 }
 
 /// Records the writer took from the journal, to put into the database.
@@ -134,7 +153,16 @@ impl AuditJournal {
         let [Ok(first_handle), Ok(second_handle)] = sync_handles else {
             return Err(StoreError::Io("cannot open the audit journal a second time for syncing".into()));
         };
-        let mut state = JournalState { files, active, staged: Vec::new(), last_sequence, unrecovered, unsynced: false };
+        let mut state = JournalState {
+            files,
+            active,
+            staged: Vec::new(),
+            outbox: Outbox::default(),
+            last_sequence,
+            written: last_sequence,
+            unrecovered,
+            unsynced: false,
+        };
         if let Some(reason) = damage {
             state.set_aside(&reason)?;
         }
@@ -150,6 +178,7 @@ impl AuditJournal {
     pub fn continue_after(&self, moved: u64) -> Result<(), StoreError> {
         let mut state = self.lock()?;
         state.last_sequence = state.last_sequence.max(moved);
+        state.written = state.written.max(moved);
         Ok(())
     }
 
@@ -158,54 +187,77 @@ impl AuditJournal {
         self.lock().map(|state| !state.staged.is_empty() || state.unrecovered).unwrap_or(true)
     }
 
-    /// Commits one request's (or group's) records: one sealed frame, one `write`, no sync.
-    pub fn append(&self, records: Vec<PendingAudit>, signer: &dyn CheckpointSigner) -> Result<Appended, StoreError> {
-        let plain = encode_frame(&records)?;
-        let mut state = self.lock()?;
-        if state.staged.len() + records.len() > AUDIT_JOURNAL_RECORDS_MAX {
-            return Ok(Appended::Full(records));
+    /// Seals one request's (or group's) records as a frame and queues it for the next
+    /// [`AuditJournal::write_out`], which commits it (one `write` for every frame queued,
+    /// no sync) and then calls `reply`. Until then the records are not committed.
+    pub fn stage(&self, records: Vec<PendingAudit>, reply: AuditReply, signer: &dyn CheckpointSigner) -> Staged {
+        let plain = match encode_frame(&records) {
+            Ok(plain) => plain,
+            Err(error) => return Staged::Failed(error, reply),
+        };
+        let Ok(mut state) = self.lock() else { return Staged::Failed(StoreError::Poisoned, reply) };
+        let held = state.staged.len() + state.outbox.records.len();
+        if held + records.len() > AUDIT_JOURNAL_RECORDS_MAX {
+            return Staged::Full(records, reply);
         }
         let sequence = state.last_sequence + 1;
-        let sealed = signer
-            .seal_audit_journal(sequence, &plain)
-            .map_err(|e| StoreError::Crypto(format!("sealing an audit journal frame: {e}")))?;
-        let length = u32::try_from(sealed.len())
-            .ok()
-            .filter(|l| (*l as usize) <= FRAME_BYTES_MAX)
-            .ok_or_else(|| StoreError::Io("an audit journal frame is too long".into()))?;
-        let mut frame = Vec::with_capacity(FRAME_HEAD_BYTES + sealed.len());
-        frame.extend_from_slice(&length.to_be_bytes());
-        frame.extend_from_slice(&sequence.to_be_bytes());
-        frame.extend_from_slice(&sealed);
-        let active = state.active;
-        let file = &mut state.files[active];
-        if let Err(error) = file.file.write_all(&frame) {
-            // Leave no partial frame behind a later one.
-            let _ = file.file.set_len(file.len);
-            return Err(journal_io("write", &error));
-        }
-        file.len += frame.len() as u64;
-        file.last_sequence = sequence;
+        let sealed = match signer.seal_audit_journal(sequence, &plain) {
+            Ok(sealed) => sealed,
+            Err(e) => return Staged::Failed(StoreError::Crypto(format!("sealing an audit journal frame: {e}")), reply),
+        };
+        let Some(length) = u32::try_from(sealed.len()).ok().filter(|l| (*l as usize) <= FRAME_BYTES_MAX) else {
+            return Staged::Failed(StoreError::Io("an audit journal frame is too long".into()), reply);
+        };
+        let added = records.len();
+        let outbox = &mut state.outbox;
+        outbox.bytes.reserve(FRAME_HEAD_BYTES + sealed.len());
+        outbox.bytes.extend_from_slice(&length.to_be_bytes());
+        outbox.bytes.extend_from_slice(&sequence.to_be_bytes());
+        outbox.bytes.extend_from_slice(&sealed);
+        outbox.records.extend(records);
+        outbox.replies.push(reply);
         state.last_sequence = sequence;
-        let was_empty = state.staged.is_empty() && !state.unrecovered;
+        let was_empty = held == 0 && !state.unrecovered;
         let was_synced = !state.unsynced;
-        let was_below = state.staged.len() < JOURNAL_MOVE_AT;
+        let crossed = held < JOURNAL_MOVE_AT && held + added >= JOURNAL_MOVE_AT;
         state.unsynced = true;
-        state.staged.extend(records);
-        let crossed = was_below && state.staged.len() >= JOURNAL_MOVE_AT;
-        Ok(if was_empty || was_synced || crossed { Appended::First } else { Appended::More })
+        Staged::Queued { notify: was_empty || was_synced || crossed }
     }
 
-    /// Whether the journal holds four fifths of `AUDIT_JOURNAL_RECORDS_MAX` or more: the
-    /// writer then moves it at once instead of waiting for `AUDIT_MOVE_MS`, so that a burst
-    /// of reads rarely meets a full journal (whose records then wait for the writer).
+    /// Writes every frame staged so far with one `write` (appends go to the end of the
+    /// active file), then answers each frame's reply: `Ok`, or the error for all of them.
+    /// On an error no partial frame stays behind and their sequences are reused.
+    pub fn write_out(&self) -> Result<(), StoreError> {
+        let (replies, result) = {
+            let mut state = self.lock()?;
+            if state.outbox.bytes.is_empty() {
+                return Ok(());
+            }
+            let replies = std::mem::take(&mut state.outbox.replies);
+            (replies, state.write_outbox())
+        };
+        for reply in replies {
+            reply(result.clone());
+        }
+        result
+    }
+
+    /// Whether the journal holds (or has staged) four fifths of `AUDIT_JOURNAL_RECORDS_MAX`
+    /// or more: the writer then moves it at once instead of waiting for `AUDIT_MOVE_MS`, so
+    /// that a burst of reads rarely meets a full journal (whose records then wait for the
+    /// writer).
     pub fn is_nearly_full(&self) -> bool {
-        self.lock().map(|state| state.staged.len() >= JOURNAL_MOVE_AT).unwrap_or(false)
+        self.lock().map(|state| state.staged.len() + state.outbox.records.len() >= JOURNAL_MOVE_AT).unwrap_or(false)
     }
 
     /// Syncs to disk every frame written so far (power-loss safety). The state's lock is
     /// held only to note that; appends go on while the disk works.
     pub fn sync(&self) -> Result<(), StoreError> {
+        // Frames staged and not yet written are committed first (their callers wait; a
+        // failure is theirs, and what was written before is synced all the same).
+        if let Err(error) = self.write_out() {
+            tracing::error!(%error, "staged audit records could not be committed to the journal; their accesses are refused");
+        }
         {
             let mut state = self.lock()?;
             if !state.unsynced {
@@ -260,7 +312,7 @@ impl AuditJournal {
         if state.files[other].last_sequence == 0 {
             state.active = other;
         }
-        Ok(Some(Taken { records: std::mem::take(&mut state.staged), sequence: state.last_sequence }))
+        Ok(Some(Taken { records: std::mem::take(&mut state.staged), sequence: state.written }))
     }
 
     /// The database could not take them: they go back in front, to be taken again.
@@ -288,6 +340,27 @@ impl AuditJournal {
 }
 
 impl JournalState {
+    /// Writes the outbox to the active file (the replies were taken by the caller).
+    fn write_outbox(&mut self) -> Result<(), StoreError> {
+        let active = self.active;
+        let file = &mut self.files[active];
+        if let Err(error) = file.file.write_all(&self.outbox.bytes) {
+            // Leave no partial frame behind a later one. The frames are dropped (their
+            // accesses are refused), so the next frame takes the first one's sequence.
+            let _ = file.file.set_len(file.len);
+            self.outbox.bytes.clear();
+            self.outbox.records.clear();
+            self.last_sequence = self.written;
+            return Err(journal_io("write", &error));
+        }
+        file.len += self.outbox.bytes.len() as u64;
+        file.last_sequence = self.last_sequence;
+        self.written = self.last_sequence;
+        self.outbox.bytes.clear();
+        self.staged.append(&mut self.outbox.records);
+        Ok(())
+    }
+
     fn recover(&mut self, moved: u64, signer: &dyn CheckpointSigner) -> Result<Vec<PendingAudit>, String> {
         let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
         for file in &mut self.files {
@@ -472,6 +545,9 @@ fn journal_io(what: &str, error: &std::io::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -506,30 +582,83 @@ mod tests {
         fn seal_audit_journal(&self, _: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
             Ok(frame.to_vec())
         }
+
+        fn open_audit_journal(&self, _: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(sealed.to_vec())
+        }
     }
 
     fn records(count: usize) -> Vec<PendingAudit> {
         (0..count).map(|_| PendingAudit { recorded_ms: 1, patients: vec![], record: b"r".to_vec() }).collect()
     }
 
+    /// Stages `records` with a reply that counts its calls; `Some(notify)` when queued.
+    fn stage(journal: &AuditJournal, records: Vec<PendingAudit>, answered: &Arc<AtomicUsize>) -> Option<bool> {
+        let answered = answered.clone();
+        let reply: AuditReply = Box::new(move |result| {
+            assert!(result.is_ok(), "{result:?}");
+            answered.fetch_add(1, Ordering::SeqCst);
+        });
+        match journal.stage(records, reply, &PlainSigner) {
+            Staged::Queued { notify } => Some(notify),
+            Staged::Full(..) => None,
+            Staged::Failed(error, _) => panic!("staging failed: {error}"),
+        }
+    }
+
     #[test]
     fn the_writer_is_told_first_after_a_sync_and_when_nearly_full() {
         let dir = medvault_testkit::TempDir::new("journal-nearly-full");
         let journal = AuditJournal::open(&dir.path().join("medvault.db")).expect("open").expect("lock");
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)));
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
+        let answered = Arc::new(AtomicUsize::new(0));
+        assert_eq!(stage(&journal, records(1), &answered), Some(true));
+        assert_eq!(stage(&journal, records(1), &answered), Some(false));
         journal.sync().expect("sync");
         assert!(!journal.has_unsynced());
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "unsynced again");
+        assert_eq!(answered.load(Ordering::SeqCst), 2, "the sync wrote the staged frames first");
+        assert_eq!(stage(&journal, records(1), &answered), Some(true), "unsynced again");
         assert!(!journal.is_nearly_full());
-        assert!(matches!(journal.append(records(JOURNAL_MOVE_AT - 4), &PlainSigner), Ok(Appended::More)));
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::First)), "crossed four fifths");
-        assert!(journal.is_nearly_full());
-        assert!(matches!(journal.append(records(1), &PlainSigner), Ok(Appended::More)));
+        assert_eq!(stage(&journal, records(JOURNAL_MOVE_AT - 4), &answered), Some(false));
+        assert_eq!(stage(&journal, records(1), &answered), Some(true), "crossed four fifths");
+        assert!(journal.is_nearly_full(), "counting the frames staged and not yet written");
+        assert_eq!(stage(&journal, records(1), &answered), Some(false));
+        journal.write_out().expect("write");
+        assert_eq!(answered.load(Ordering::SeqCst), 6);
         let taken = journal.take(0, &PlainSigner).expect("take").expect("records");
         assert_eq!(taken.records.len(), JOURNAL_MOVE_AT + 1);
+        assert_eq!(taken.sequence, 6);
         assert!(!journal.is_nearly_full());
-        let full = journal.append(records(AUDIT_JOURNAL_RECORDS_MAX + 1), &PlainSigner).expect("append");
-        assert!(matches!(full, Appended::Full(_)), "over the limit the records come back");
+        assert_eq!(stage(&journal, records(AUDIT_JOURNAL_RECORDS_MAX + 1), &answered), None, "over the limit");
+    }
+
+    #[test]
+    fn one_write_commits_every_staged_frame_and_the_writer_takes_only_written_ones() {
+        let dir = medvault_testkit::TempDir::new("journal-group-write");
+        let path = dir.path().join("medvault.db");
+        let journal = AuditJournal::open(&path).expect("open").expect("lock");
+        let answered = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            stage(&journal, records(2), &answered).expect("queued");
+        }
+        let file = &journal_paths(&path)[0];
+        let header_only = HEADER.len() as u64;
+        assert_eq!(std::fs::metadata(file).expect("file").len(), header_only, "nothing written yet");
+        assert_eq!(answered.load(Ordering::SeqCst), 0, "no reply before the write");
+        assert!(journal.take(0, &PlainSigner).expect("take").is_none(), "staged records are not committed");
+        journal.write_out().expect("write");
+        assert_eq!(answered.load(Ordering::SeqCst), 3);
+        let written = std::fs::metadata(file).expect("file").len();
+        assert!(written > header_only);
+        journal.write_out().expect("nothing to write");
+        assert_eq!(std::fs::metadata(file).expect("file").len(), written);
+        stage(&journal, records(1), &answered).expect("queued");
+        let taken = journal.take(0, &PlainSigner).expect("take").expect("records");
+        assert_eq!((taken.records.len(), taken.sequence), (6, 3), "only what was written");
+        drop(journal);
+        // Reopened: the three written frames follow each other; the staged one is gone (its
+        // access was never answered).
+        let reopened = AuditJournal::open(&path).expect("open").expect("lock");
+        let recovered = reopened.take(0, &PlainSigner).expect("take").expect("records");
+        assert_eq!((recovered.records.len(), recovered.sequence), (6, 3));
     }
 }

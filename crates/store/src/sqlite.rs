@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use crate::audit_index::{self, AuditIndexEntry};
 use crate::engine::*;
-use crate::journal::{Appended, AuditJournal, Taken};
+use crate::journal::{AuditJournal, Staged, Taken};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
@@ -412,41 +412,46 @@ impl SqliteEngine {
         Ok(ChangeMarker { commits, generation: watch.1 })
     }
 
-    /// Queues audit records for the next group commit; `reply` gets the block's leaf index
-    /// once they are committed, or the error (then the access must not be answered).
+    /// Commits audit records: to the audit journal with one `write` on the caller's thread
+    /// (or through the writer's next group commit); `reply` gets the outcome once they are
+    /// committed, or the error (then the access must not be answered).
     pub(crate) fn submit_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
+        self.stage_audit(records, reply)?;
+        self.write_staged_audit();
+        Ok(())
+    }
+
+    /// [`SqliteEngine::submit_audit`] without the `write`: with a journal, the records wait,
+    /// sealed, for the next [`SqliteEngine::write_staged_audit`] of any thread (or the
+    /// writer's sync, within `AUDIT_SYNC_MS`), so that the frames of requests answered
+    /// together are committed with one `write`.
+    pub(crate) fn stage_audit(&self, records: Vec<PendingAudit>, reply: AuditReply) -> Result<(), StoreError> {
         let sender = || self.writer.lock().map_err(|_| StoreError::Poisoned)?.clone().ok_or(StoreError::Closed);
         let signer = self.signer.lock().map_err(|_| StoreError::Poisoned)?.clone();
         match (&self.journal, signer) {
-            // Committed here, on the caller's thread: one sealed `write` to the journal, no
-            // hand-over to the writer thread and back.
             (Some(journal), Some(signer)) if !signer.danger_skips_ledger() => {
                 #[cfg(feature = "fault-injection")]
-                let injected = FAIL_AUDIT.load(Ordering::SeqCst);
-                #[cfg(not(feature = "fault-injection"))]
-                let injected = false;
-                let result = if injected {
-                    Err(StoreError::Io("audit storage failure (injected)".into()))
-                } else {
-                    journal.append(records, &*signer)
-                };
-                match result {
-                    Ok(Appended::First) => {
+                if FAIL_AUDIT.load(Ordering::SeqCst) {
+                    reply(Err(StoreError::Io("audit storage failure (injected)".into())));
+                    return Ok(());
+                }
+                match journal.stage(records, reply, &*signer) {
+                    Staged::Queued { notify } => {
                         // The writer syncs the records within AUDIT_SYNC_MS and takes them
                         // within AUDIT_MOVE_MS; when its queue is full it is busy, and every
                         // commit of its takes them anyway.
-                        if let Ok(sender) = sender() {
-                            let _ = sender.try_send(WriterJob::Nudge);
+                        if notify {
+                            if let Ok(sender) = sender() {
+                                let _ = sender.try_send(WriterJob::Nudge);
+                            }
                         }
-                        reply(Ok(()));
                     }
-                    Ok(Appended::More) => reply(Ok(())),
                     // The database is behind: these records go through the writer, which
                     // takes the journal's first and makes this caller wait its turn.
-                    Ok(Appended::Full(records)) => {
+                    Staged::Full(records, reply) => {
                         return sender()?.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed)
                     }
-                    Err(error) => {
+                    Staged::Failed(error, reply) => {
                         tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
                         reply(Err(error));
                     }
@@ -454,6 +459,15 @@ impl SqliteEngine {
                 Ok(())
             }
             _ => sender()?.send(WriterJob::Audit(records, Some(reply))).map_err(|_| StoreError::Closed),
+        }
+    }
+
+    /// Commits every audit frame staged so far with one `write`, and answers their replies.
+    pub(crate) fn write_staged_audit(&self) {
+        if let Some(journal) = &self.journal {
+            if let Err(error) = journal.write_out() {
+                tracing::error!(%error, "audit records could not be committed to the journal; their accesses are refused");
+            }
         }
     }
 
