@@ -30,6 +30,8 @@ pub struct WrkRun {
     pub socket_errors: u64,
     /// CPU seconds the in-process server spent during the run (`None` for nginx).
     pub server_cpu_s: Option<f64>,
+    /// CPU seconds wrk itself spent.
+    pub load_cpu_s: Option<f64>,
 }
 
 impl WrkRun {
@@ -40,6 +42,13 @@ impl WrkRun {
     /// Server CPU microseconds per answered request.
     pub fn server_cpu_us_per_request(&self) -> Option<f64> {
         self.server_cpu_s.map(|cpu_s| cpu_s * 1e6 / self.requests.max(1) as f64)
+    }
+
+    /// Server and wrk CPU microseconds per answered request: what one request costs the
+    /// machine. Throughput follows it when the two share the cores, but other people's load
+    /// moves it much less.
+    pub fn total_cpu_us_per_request(&self) -> Option<f64> {
+        Some((self.server_cpu_s? + self.load_cpu_s?) * 1e6 / self.requests.max(1) as f64)
     }
 
     /// A run with failed requests measured something other than what it names.
@@ -70,11 +79,15 @@ pub fn run(wrk: &Path, settings: WrkSettings, url: &str, script: &Path, token: O
     if let Some(token) = token {
         command.env(TOKEN_VARIABLE, token);
     }
+    let children_before = crate::cpu::children_s();
     let output = command.output().with_context(|| format!("cannot run {}", wrk.display()))?;
+    let load_cpu_s = crate::cpu::children_s().zip(children_before).map(|(after, before)| after - before);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     anyhow::ensure!(output.status.success(), "wrk failed ({}): {stderr}{stdout}", output.status);
-    parse_result(&stdout).with_context(|| format!("wrk printed no figures:\n{stdout}{stderr}"))
+    let mut run = parse_result(&stdout).with_context(|| format!("wrk printed no figures:\n{stdout}{stderr}"))?;
+    run.load_cpu_s = load_cpu_s;
+    Ok(run)
 }
 
 fn parse_result(stdout: &str) -> Option<WrkRun> {
