@@ -236,9 +236,7 @@ impl AuditJournal {
             let replies = std::mem::take(&mut state.outbox.replies);
             (replies, state.write_outbox())
         };
-        for reply in replies {
-            reply(result.clone());
-        }
+        answer(replies, &result);
         result
     }
 
@@ -253,17 +251,25 @@ impl AuditJournal {
     /// Syncs to disk every frame written so far (power-loss safety). The state's lock is
     /// held only to note that; appends go on while the disk works.
     pub fn sync(&self) -> Result<(), StoreError> {
-        // Frames staged and not yet written are committed first (their callers wait; a
-        // failure is theirs, and what was written before is synced all the same).
-        if let Err(error) = self.write_out() {
-            tracing::error!(%error, "staged audit records could not be committed to the journal; their accesses are refused");
-        }
-        {
+        // Frames staged and not yet written are committed first, under the same lock as
+        // the note that all is being synced: a frame staged after it finds the journal
+        // synced and tells the writer again. A failed write is its frames' callers' error;
+        // what was written before is synced all the same.
+        let (replies, written) = {
             let mut state = self.lock()?;
-            if !state.unsynced {
+            let replies = std::mem::take(&mut state.outbox.replies);
+            let written = if state.outbox.bytes.is_empty() { Ok(()) } else { state.write_outbox() };
+            let unsynced = std::mem::replace(&mut state.unsynced, false);
+            if !unsynced {
+                drop(state);
+                answer(replies, &written);
                 return Ok(());
             }
-            state.unsynced = false;
+            (replies, written)
+        };
+        answer(replies, &written);
+        if let Err(error) = &written {
+            tracing::error!(%error, "staged audit records could not be committed to the journal; their accesses are refused");
         }
         let synced = self.sync_handles.iter().try_for_each(File::sync_data);
         if let Err(error) = synced {
@@ -537,6 +543,13 @@ fn decode_frame(plain: &[u8]) -> Option<Vec<PendingAudit>> {
         records.push(PendingAudit { recorded_ms, patients, record });
     }
     (at == plain.len()).then_some(records)
+}
+
+/// Tells each staged frame's caller how its `write` went (outside the journal's lock).
+fn answer(replies: Vec<AuditReply>, result: &Result<(), StoreError>) {
+    for reply in replies {
+        reply(result.clone());
+    }
 }
 
 fn journal_io(what: &str, error: &std::io::Error) -> StoreError {
