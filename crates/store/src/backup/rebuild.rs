@@ -298,6 +298,9 @@ impl Rebuild {
             return Err(StoreError::Integrity(format!("table {table} streamed {count} rows, not the {dumped} dumped")));
         }
         let root = writer.finish(file)?;
+        // A table's pages are in the file once its rows are in: an error writing them is
+        // this table's, and an interrupted rebuild leaves them there (without a header).
+        file.write_out().map_err(|e| io_error(&self.build_dir, e))?;
         self.roots.insert(table.to_string(), root);
         self.rows_written.insert(table.to_string(), count);
         if count >= BACKGROUND_SORT_ROWS_MIN && !layout.indexes.is_empty() {
