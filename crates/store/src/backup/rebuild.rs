@@ -7,8 +7,8 @@
 //! `index_xinfo` pragmas — which b-trees exist, which columns each record holds in which
 //! order, and how each index sorts. Rows stream into their tables' b-trees; index entries
 //! are collected as order-preserving byte keys, sorted (spilling to disk beyond
-//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after — a large table's indexes (and
-//! `resources`, from `versions`) on a thread of their own, beside the tables after it and
+//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after — each index of a large table (and
+//! `resources`, from `versions`) on a thread of its own, beside the tables after it and
 //! the ledger, their pages appended to the same file under a lock (`SharedPages`). What the writer cannot reproduce
 //! exactly as SQLite would — partial or expression indexes, collations other than BINARY,
 //! CHECK constraints, generated columns, STRICT tables, AUTOINCREMENT, REAL values in index
@@ -85,9 +85,6 @@ pub struct Rebuild {
     resources: Option<String>,
     finished: bool,
 }
-
-/// A sorter sorting on a thread of its own; joined by its indexing thread.
-type SortingThread = JoinHandle<Result<Sorter, StoreError>>;
 
 /// A table's indexes being sorted and written; joined by `finish`, or by `drop` before the
 /// build directory (where it may be writing sort runs) is removed.
@@ -1170,15 +1167,28 @@ fn write_index(
     sorter: Sorter,
     each: &mut EachEntry<'_>,
 ) -> Result<u32, StoreError> {
-    let descending: Vec<bool> =
-        index.columns.iter().map(|(_, d)| *d).chain(index.carried.iter().map(|_| false)).collect();
+    let mut sorter = Some(sorter);
+    write_index_from(file, index, &mut |sink| sorter.take().expect("the keys are handed over once").drain(sink), each)
+}
+
+/// Hands every sorted key to the sink it is given.
+type SortedKeys<'k> = dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> + 'k;
+
+/// [`write_index`] from keys handed over in order by `keys`.
+fn write_index_from(
+    file: &mut dyn PageSink,
+    index: &IndexLayout,
+    keys: &mut SortedKeys<'_>,
+    each: &mut EachEntry<'_>,
+) -> Result<u32, StoreError> {
+    let descending = key_descending(index);
     let mut tree = IndexTree::new();
     let mut scratch = Vec::new();
     let mut fields = Vec::new();
     let mut record = Vec::new();
     let mut previous_key: Vec<u8> = Vec::new();
     let mut first = true;
-    sorter.drain(&mut |key: &[u8]| {
+    keys(&mut |key: &[u8]| {
         decode_key(key, &descending, &mut scratch, &mut fields)?;
         if index.unique && index.key_columns > 0 {
             let key_fields = &fields[..index.key_columns];
@@ -1199,11 +1209,35 @@ fn write_index(
     tree.finish(file).map_err(|e| StoreError::Io(e.to_string()))
 }
 
-/// Sorts a table's index entries and writes its indexes on a thread of its own (each index
-/// sorted on a thread of its own first); with `resources` (the name of the `versions`
-/// index it comes from, and its layout), writes `resources` while that index is written.
+/// Whether each value of an index's sort keys is inverted: its record's columns, then the
+/// carried ones (ascending).
+fn key_descending(index: &IndexLayout) -> Vec<bool> {
+    index.columns.iter().map(|(_, d)| *d).chain(index.carried.iter().map(|_| false)).collect()
+}
+
+/// Writes `resources` from the sorted entries of the `versions` index it comes from.
+fn write_resources(
+    file: &mut dyn PageSink,
+    index: &IndexLayout,
+    layout: &TableLayout,
+    keys: &mut SortedKeys<'_>,
+) -> Result<(u64, u32), StoreError> {
+    let descending = key_descending(index);
+    let mut rows = ResourcesWriter::new(layout)?;
+    let mut scratch = Vec::new();
+    let mut fields = Vec::new();
+    keys(&mut |key: &[u8]| {
+        decode_key(key, &descending, &mut scratch, &mut fields)?;
+        rows.entry(file, &fields, &scratch)
+    })?;
+    rows.finish(file)
+}
+
+/// Sorts a large table's index entries and writes its indexes, each on a thread of its own;
+/// with `resources` (the name of the `versions` index it comes from, and its layout), writes
+/// `resources` from that index's sorted entries on one more thread, beside the index.
 fn write_indexes_in_background(
-    mut file: SharedPages,
+    file: SharedPages,
     indexes: Vec<IndexLayout>,
     sorters: Vec<Sorter>,
     resources: Option<(String, TableLayout)>,
@@ -1211,32 +1245,72 @@ fn write_indexes_in_background(
     std::thread::Builder::new()
         .name("restore-index".into())
         .spawn(move || {
-            let sorting: Vec<Result<SortingThread, StoreError>> =
-                sorters.into_iter().map(Sorter::sort_in_background).collect();
-            // Every sorting thread is joined before an error is returned.
-            let sorted: Vec<Result<Sorter, StoreError>> = sorting
-                .into_iter()
-                .map(|handle| handle?.join().map_err(|_| StoreError::Corrupt("a sorting thread panicked".into()))?)
-                .collect();
-            let mut written = IndexesWritten::default();
-            for (index, sorter) in indexes.iter().zip(sorted) {
-                let sorter = sorter?;
-                let root = match &resources {
-                    Some((current, layout)) if *current == index.name => {
-                        let mut rows = ResourcesWriter::new(layout)?;
-                        let root = write_index(&mut file, index, sorter, &mut |file, fields, scratch| {
-                            rows.entry(file, fields, scratch)
-                        })?;
-                        written.resources = Some(rows.finish(&mut file)?);
-                        root
+            std::thread::scope(|scope| {
+                let mut handles = Vec::with_capacity(indexes.len());
+                for (index, sorter) in indexes.iter().zip(sorters) {
+                    let derived = resources.as_ref().filter(|(current, _)| *current == index.name).map(|(_, t)| t);
+                    let file = file.clone();
+                    let handle = std::thread::Builder::new()
+                        .name("restore-index".into())
+                        .spawn_scoped(scope, move || write_one_index(file, index, sorter, derived));
+                    handles.push(handle);
+                }
+                // Every thread is joined before an error is returned.
+                let mut results = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    results.push(match handle {
+                        Ok(handle) => handle
+                            .join()
+                            .map_err(|_| StoreError::Corrupt("an indexing thread panicked".into()))
+                            .and_then(|result| result),
+                        Err(error) => Err(StoreError::Io(format!("cannot start an indexing thread: {error}"))),
+                    });
+                }
+                let mut written = IndexesWritten::default();
+                for (index, result) in indexes.iter().zip(results) {
+                    let (root, resources) = result?;
+                    written.roots.push((index.name.clone(), root));
+                    if resources.is_some() {
+                        written.resources = resources;
                     }
-                    _ => write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?,
-                };
-                written.roots.push((index.name.clone(), root));
-            }
-            Ok(written)
+                }
+                Ok(written)
+            })
         })
         .map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))
+}
+
+/// Sorts one index's entries and writes it; with `resources`, writes `resources` from the
+/// same sorted entries on a thread beside it (or in the same pass when they were sorted in
+/// runs on disk). Returns the index's root, and `resources`' rows and root.
+fn write_one_index(
+    mut file: SharedPages,
+    index: &IndexLayout,
+    mut sorter: Sorter,
+    resources: Option<&TableLayout>,
+) -> Result<(u32, Option<(u64, u32)>), StoreError> {
+    sorter.sort_all()?;
+    let Some(layout) = resources else {
+        let root = write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?;
+        return Ok((root, None));
+    };
+    if !sorter.runs.is_empty() {
+        let mut rows = ResourcesWriter::new(layout)?;
+        let root =
+            write_index(&mut file, index, sorter, &mut |file, fields, scratch| rows.entry(file, fields, scratch))?;
+        return Ok((root, Some(rows.finish(&mut file)?)));
+    }
+    let sorter = &sorter;
+    std::thread::scope(|scope| {
+        let mut resources_file = file.clone();
+        let derived = std::thread::Builder::new().name("restore-resources".into()).spawn_scoped(scope, move || {
+            write_resources(&mut resources_file, index, layout, &mut |sink| sorter.each_in_memory(sink))
+        });
+        let derived = derived.map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))?;
+        let root = write_index_from(&mut file, index, &mut |sink| sorter.each_in_memory(sink), &mut |_, _, _| Ok(()));
+        let derived = derived.join().map_err(|_| StoreError::Corrupt("an indexing thread panicked".into()))?;
+        Ok((root?, Some(derived?)))
+    })
 }
 
 /// Byte keys sorted in memory, or in sorted runs on disk beyond a budget, then merged.
@@ -1332,20 +1406,25 @@ impl Sorter {
         self.sorted = true;
     }
 
-    /// Sorts (or spills the last run) on a thread of its own, while the rebuild goes on.
-    fn sort_in_background(self) -> Result<SortingThread, StoreError> {
-        std::thread::Builder::new()
-            .name("restore-sort".into())
-            .spawn(move || {
-                let mut sorter = self;
-                if sorter.runs.is_empty() {
-                    sorter.sort();
-                } else if !sorter.entries.is_empty() {
-                    sorter.spill()?;
-                }
-                Ok(sorter)
-            })
-            .map_err(|e| StoreError::Io(format!("cannot start a sorting thread: {e}")))
+    /// Makes every key ready to be handed over in order: sorted in memory, or the last run
+    /// spilled beside the others.
+    fn sort_all(&mut self) -> Result<(), StoreError> {
+        if self.runs.is_empty() {
+            self.sort();
+        } else if !self.entries.is_empty() {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every key to `sink` in order, without consuming them: for keys sorted in memory
+    /// (`sort_all` without runs), which several threads may read at once.
+    fn each_in_memory(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        assert!(self.runs.is_empty() && (self.sorted || self.entries.is_empty()), "keys sorted in memory");
+        for entry in &self.entries {
+            sink(self.key(entry))?;
+        }
+        Ok(())
     }
 
     /// Writes the keys in memory, sorted, to a run file: (u32 length, bytes) each.
