@@ -39,6 +39,11 @@ use super::{DestroyedKey, TableContent, TAG_BLOB, TAG_INTEGER, TAG_NULL, TAG_REA
 use crate::sqlite::DATABASE_FILE;
 use crate::StoreError;
 
+/// How much of the rebuilt file the count maps (SQLite's own cap is 2 GiB; beyond, it reads).
+const COUNT_MMAP_BYTES: u64 = 0x7fff_0000;
+/// Tables counted each on a thread of its own, the largest first; the rest on the caller's.
+const COUNT_THREADS: usize = 3;
+
 /// One table of the snapshot, as its root describes it.
 #[derive(Debug, Clone)]
 pub struct RebuildTable {
@@ -523,28 +528,57 @@ impl Rebuild {
     }
 
     /// Check after writing: SQLite opens the file, reads its schema, and counts every table
-    /// (through its smallest b-tree, usually an index) to the rows written.
+    /// (through its smallest b-tree, usually an index) to the rows written. The largest
+    /// tables are counted each on a thread of its own: the file was written past the page
+    /// cache, so counting is mostly waiting for the disk.
     fn check_counts(&self, path: &Path) -> Result<(), StoreError> {
         // A URI, so that SQLite reads the file as it is (`immutable`: no WAL, no locks, no
         // side files); `%`, `?` and `#` would end or escape the path.
         let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
         let uri = format!("file:{escaped}?immutable=1");
-        let connection = Connection::open_with_flags(
-            uri,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        for layout in &self.tables {
-            let count: i64 =
-                connection.query_row(&format!("SELECT COUNT(*) FROM {}", quote(&layout.name)), [], |row| row.get(0))?;
-            let written = self.rows_written.get(&layout.name).copied().unwrap_or(0);
-            if u64::try_from(count).ok() != Some(written) {
-                return Err(StoreError::Corrupt(format!(
-                    "the rebuilt {} holds {count} rows, not the {written} written",
-                    layout.name
-                )));
+        let count = |tables: &[&TableLayout]| -> Result<(), StoreError> {
+            let connection = Connection::open_with_flags(
+                &uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            // Mapped, pages are read from the disk in larger runs than SQLite's own reads.
+            connection.execute_batch(&format!("PRAGMA mmap_size = {COUNT_MMAP_BYTES};"))?;
+            for layout in tables {
+                let count: i64 =
+                    connection
+                        .query_row(&format!("SELECT COUNT(*) FROM {}", quote(&layout.name)), [], |row| row.get(0))?;
+                let written = self.rows_written.get(&layout.name).copied().unwrap_or(0);
+                if u64::try_from(count).ok() != Some(written) {
+                    return Err(StoreError::Corrupt(format!(
+                        "the rebuilt {} holds {count} rows, not the {written} written",
+                        layout.name
+                    )));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        let mut tables: Vec<&TableLayout> = self.tables.iter().collect();
+        tables.sort_by_key(|layout| std::cmp::Reverse(self.rows_written.get(&layout.name).copied().unwrap_or(0)));
+        let rest = tables.split_off(COUNT_THREADS.min(tables.len()));
+        std::thread::scope(|scope| {
+            let counting: Vec<_> = tables
+                .iter()
+                .map(|layout| {
+                    std::thread::Builder::new()
+                        .name("restore-count".into())
+                        .spawn_scoped(scope, move || count(&[layout]))
+                        .map_err(|e| StoreError::Io(format!("cannot start a counting thread: {e}")))
+                })
+                .collect();
+            let counted = count(&rest);
+            // Every thread is joined before an error is returned.
+            let joined: Vec<Result<(), StoreError>> = counting
+                .into_iter()
+                .map(|handle| handle?.join().map_err(|_| StoreError::Corrupt("a counting thread panicked".into()))?)
+                .collect();
+            counted?;
+            joined.into_iter().collect()
+        })
     }
 }
 
