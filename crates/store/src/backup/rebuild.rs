@@ -383,25 +383,16 @@ impl Rebuild {
         }
         let mut level = 1u32;
         while !above.is_empty() {
-            let mut next = Level::new(self.build_dir.clone(), above.len / 2);
-            let mut left: Option<Hash> = None;
             let mut index = 0u64;
             let level_wanted = wanted_at(&wanted, level);
-            above.drain(&mut |hash: &Hash| {
+            above = above.climb(&mut |hash: &Hash| {
                 push_node(&mut writer, file, columns, i64::from(level), index, hash)?;
                 if level_wanted.contains(&index) {
                     remember(&mut wanted, (level, index), hash);
                 }
                 index += 1;
-                match left.take() {
-                    Some(previous) => next.push(medvault_ledger::node_hash(&previous, hash)),
-                    None => {
-                        left = Some(*hash);
-                        Ok(())
-                    }
-                }
+                Ok(())
             })?;
-            above = next;
             level += 1;
         }
         // Each root from the nodes just written (RFC 9162: the largest complete subtree on
@@ -1567,6 +1558,38 @@ impl Level {
         }
         let (path, writer) = self.file.as_mut().expect("the level's file was just opened");
         writer.write_all(&hash).map_err(|e| io_error(path, e))
+    }
+
+    /// Hands every hash to `sink` in order and returns the level above: the node hash of
+    /// each pair. A level in memory becomes the one above in place (node `i` overwrites a
+    /// hash already handed over: `i / 2 < 2 i`), so climbing needs no memory of its own.
+    fn climb(self, sink: &mut dyn FnMut(&Hash) -> Result<(), StoreError>) -> Result<Level, StoreError> {
+        if self.file.is_none() {
+            let Level { dir, mut memory, .. } = self;
+            let len = memory.len();
+            for index in 0..len {
+                let hash = memory[index];
+                sink(&hash)?;
+                if index % 2 == 1 {
+                    memory[index / 2] = medvault_ledger::node_hash(&memory[index - 1], &hash);
+                }
+            }
+            memory.truncate(len / 2);
+            return Ok(Level { dir, len: memory.len() as u64, memory, file: None });
+        }
+        let mut next = Level::new(self.dir.clone(), self.len / 2);
+        let mut left: Option<Hash> = None;
+        self.drain(&mut |hash: &Hash| {
+            sink(hash)?;
+            match left.take() {
+                Some(previous) => next.push(medvault_ledger::node_hash(&previous, hash)),
+                None => {
+                    left = Some(*hash);
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(next)
     }
 
     /// Hands every hash to `sink` in order, then forgets them.
