@@ -88,6 +88,8 @@ pub struct Rebuild {
     erasures_applied: u64,
     /// When `resources` is derived: the index on `versions` it is written with.
     resources: Option<String>,
+    /// The texts the rows of `versions` carried by position in that index's keys.
+    carried_texts: Vec<Vec<u8>>,
     finished: bool,
 }
 
@@ -240,6 +242,7 @@ impl Rebuild {
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             resources,
+            carried_texts: Vec::new(),
             build_dir,
             file: Some(file),
             schema: schema_entries,
@@ -309,6 +312,7 @@ impl Rebuild {
         if count != dumped {
             return Err(StoreError::Integrity(format!("table {table} streamed {count} rows, not the {dumped} dumped")));
         }
+        let carried_texts = std::mem::take(&mut writer.interned.texts);
         let root = writer.finish(file)?;
         // A table's pages are in the file once its rows are in: an error writing them is
         // this table's, and an interrupted rebuild leaves them there (without a header).
@@ -321,13 +325,15 @@ impl Rebuild {
             let resources = match &self.resources {
                 Some(current) if table == "versions" => {
                     let resources = self.tables.iter().find(|t| t.name == "resources").expect("resources is derived");
-                    Some((current.clone(), resources.clone()))
+                    Some((current.clone(), resources.clone(), carried_texts))
                 }
                 _ => None,
             };
             let file = self.file.clone().expect("the file is open until finish");
             let handle = write_indexes_in_background(file, layout.indexes.clone(), sorters, resources)?;
             self.indexing.push((table.to_string(), handle));
+        } else if table == "versions" {
+            self.carried_texts = carried_texts;
         }
         Ok(count)
     }
@@ -460,7 +466,7 @@ impl Rebuild {
             let placeholder = Sorter::new(self.build_dir.clone(), 0, 0);
             let versions_sorters = sorters.get_mut("versions").expect("sorters per table");
             let sorter = std::mem::replace(&mut versions_sorters[position], placeholder);
-            let mut resources = ResourcesWriter::new(layout)?;
+            let mut resources = ResourcesWriter::new(layout, &self.carried_texts)?;
             let root = write_index(&mut file, index, sorter, &mut |file, fields, scratch| {
                 resources.entry(file, fields, scratch)
             })?;
@@ -644,6 +650,8 @@ fn current_versions(layouts: &mut [TableLayout]) -> Result<String, StoreError> {
 /// last entry.
 struct ResourcesWriter<'a> {
     writer: TableWriter<'a>,
+    /// The texts `versions` carried by position.
+    texts: &'a [Vec<u8>],
     /// Positions of resource_key, resource_type, version, deleted and seq in `resources`.
     columns: [usize; 5],
     last_key: Vec<u8>,
@@ -654,10 +662,11 @@ struct ResourcesWriter<'a> {
 }
 
 impl<'a> ResourcesWriter<'a> {
-    fn new(layout: &'a TableLayout) -> Result<Self, StoreError> {
+    fn new(layout: &'a TableLayout, texts: &'a [Vec<u8>]) -> Result<Self, StoreError> {
         let at = |name: &str| layout.column(name).ok_or_else(|| unsupported(&format!("`resources` without {name}")));
         Ok(Self {
             writer: TableWriter::new(layout),
+            texts,
             columns: [at("resource_key")?, at("resource_type")?, at("version")?, at("deleted")?, at("seq")?],
             last_key: Vec::new(),
             emitted_key: Vec::new(),
@@ -674,10 +683,18 @@ impl<'a> ResourcesWriter<'a> {
         fields: &[(KeyField, usize)],
         scratch: &[u8],
     ) -> Result<(), StoreError> {
-        let [(KeyField::Blob(start, end), _), (KeyField::Int(version), _), (KeyField::Int(seq), _), (KeyField::Text(type_start, type_end), _), (KeyField::Int(deleted), _)] =
+        let wrong_type = || StoreError::Integrity("a version row with a value of the wrong type".into());
+        let [(KeyField::Blob(start, end), _), (KeyField::Int(version), _), (KeyField::Int(seq), _), (resource_type, _), (KeyField::Int(deleted), _)] =
             fields
         else {
-            return Err(StoreError::Integrity("a version row with a value of the wrong type".into()));
+            return Err(wrong_type());
+        };
+        let resource_type = match *resource_type {
+            KeyField::Text(type_start, type_end) => &scratch[type_start..type_end],
+            KeyField::Int(position) => {
+                self.texts.get(usize::try_from(position).map_err(|_| wrong_type())?).ok_or_else(wrong_type)?
+            }
+            _ => return Err(wrong_type()),
         };
         let key = &scratch[*start..*end];
         if self.last.is_some() && self.last_key != key {
@@ -686,7 +703,7 @@ impl<'a> ResourcesWriter<'a> {
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
         self.last_type.clear();
-        self.last_type.extend_from_slice(&scratch[*type_start..*type_end]);
+        self.last_type.extend_from_slice(resource_type);
         self.last = Some((*version, *deleted, *seq));
         Ok(())
     }
@@ -915,7 +932,43 @@ struct TableWriter<'l> {
     record: Vec<u8>,
     key: Vec<u8>,
     previous_key: Vec<u8>,
+    /// The texts of carried TEXT columns, each carried in sort keys as its position here.
+    interned: Interned,
 }
+
+/// Texts carried in sort keys by their position in this list (an integer of one or two
+/// bytes, for `Observation`'s 14): carried values only follow the record's, which are
+/// unique, so they never decide an order and any stand-in does. A TEXT column holds no
+/// integer (`check_value`), so an integer there is always a position.
+#[derive(Debug, Default)]
+struct Interned {
+    texts: Vec<Vec<u8>>,
+    last: usize,
+}
+
+impl Interned {
+    /// The value carried for `text`: its position, or the text itself once
+    /// `CARRIED_TEXTS_MAX` texts are known.
+    fn carry<'v>(&mut self, text: &'v [u8]) -> Val<'v> {
+        let found = match self.texts.get(self.last) {
+            Some(last) if last.as_slice() == text => Some(self.last),
+            _ => self.texts.iter().position(|known| known.as_slice() == text),
+        };
+        let position = match found {
+            Some(position) => position,
+            None if self.texts.len() == CARRIED_TEXTS_MAX => return Val::Text(text),
+            None => {
+                self.texts.push(text.to_vec());
+                self.texts.len() - 1
+            }
+        };
+        self.last = position;
+        Val::Int(position as i64)
+    }
+}
+
+/// Distinct texts carried by position (resource types: about 150 in FHIR R4).
+const CARRIED_TEXTS_MAX: usize = 1024;
 
 enum Tree {
     Rowid(TableTree),
@@ -928,7 +981,15 @@ impl<'l> TableWriter<'l> {
             RowidKind::WithoutRowid => Tree::Keyed(IndexTree::new()),
             _ => Tree::Rowid(TableTree::new()),
         };
-        Self { layout, tree, rows: 0, record: Vec::new(), key: Vec::new(), previous_key: Vec::new() }
+        Self {
+            layout,
+            tree,
+            rows: 0,
+            record: Vec::new(),
+            key: Vec::new(),
+            previous_key: Vec::new(),
+            interned: Interned::default(),
+        }
     }
 
     /// Checks and writes one row (values in table column order); returns its rowid (the row
@@ -999,7 +1060,11 @@ impl<'l> TableWriter<'l> {
                 push_key(&mut self.key, source_value(*source, values, rowid), *descending)?;
             }
             for column in &index.carried {
-                push_key(&mut self.key, values[*column], false)?;
+                let value = match values[*column] {
+                    Val::Text(text) if layout.columns[*column].affinity == Affinity::Text => self.interned.carry(text),
+                    value => value,
+                };
+                push_key(&mut self.key, value, false)?;
             }
             sorter.push(&self.key)?;
         }
@@ -1278,11 +1343,11 @@ fn key_descending(index: &IndexLayout) -> Vec<bool> {
 fn write_resources(
     file: &mut dyn PageSink,
     index: &IndexLayout,
-    layout: &TableLayout,
+    (layout, texts): (&TableLayout, &[Vec<u8>]),
     keys: &mut SortedKeys<'_>,
 ) -> Result<(u64, u32), StoreError> {
     let descending = key_descending(index);
-    let mut rows = ResourcesWriter::new(layout)?;
+    let mut rows = ResourcesWriter::new(layout, texts)?;
     let mut scratch = Vec::new();
     let mut fields = Vec::new();
     keys(&mut |key: &[u8]| {
@@ -1299,7 +1364,7 @@ fn write_indexes_in_background(
     file: SharedPages,
     indexes: Vec<IndexLayout>,
     sorters: Vec<Sorter>,
-    resources: Option<(String, TableLayout)>,
+    resources: Option<(String, TableLayout, Vec<Vec<u8>>)>,
 ) -> Result<IndexingThread, StoreError> {
     std::thread::Builder::new()
         .name("restore-index".into())
@@ -1307,7 +1372,10 @@ fn write_indexes_in_background(
             std::thread::scope(|scope| {
                 let mut handles = Vec::with_capacity(indexes.len());
                 for (index, sorter) in indexes.iter().zip(sorters) {
-                    let derived = resources.as_ref().filter(|(current, _)| *current == index.name).map(|(_, t)| t);
+                    let derived = resources
+                        .as_ref()
+                        .filter(|(current, _, _)| *current == index.name)
+                        .map(|(_, layout, texts)| (layout, texts.as_slice()));
                     let file = file.clone();
                     let handle = std::thread::Builder::new()
                         .name("restore-index".into())
@@ -1346,15 +1414,15 @@ fn write_one_index(
     mut file: SharedPages,
     index: &IndexLayout,
     mut sorter: Sorter,
-    resources: Option<&TableLayout>,
+    resources: Option<(&TableLayout, &[Vec<u8>])>,
 ) -> Result<(u32, Option<(u64, u32)>), StoreError> {
     sorter.sort_all()?;
-    let Some(layout) = resources else {
+    let Some((layout, texts)) = resources else {
         let root = write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?;
         return Ok((root, None));
     };
     if !sorter.runs.is_empty() {
-        let mut rows = ResourcesWriter::new(layout)?;
+        let mut rows = ResourcesWriter::new(layout, texts)?;
         let root =
             write_index(&mut file, index, sorter, &mut |file, fields, scratch| rows.entry(file, fields, scratch))?;
         return Ok((root, Some(rows.finish(&mut file)?)));
@@ -1363,7 +1431,7 @@ fn write_one_index(
     std::thread::scope(|scope| {
         let mut resources_file = file.clone();
         let derived = std::thread::Builder::new().name("restore-resources".into()).spawn_scoped(scope, move || {
-            write_resources(&mut resources_file, index, layout, &mut |sink| sorter.each_in_memory(sink))
+            write_resources(&mut resources_file, index, (layout, texts), &mut |sink| sorter.each_in_memory(sink))
         });
         let derived = derived.map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))?;
         let root = write_index_from(&mut file, index, &mut |sink| sorter.each_in_memory(sink), &mut |_, _, _| Ok(()));
@@ -1406,6 +1474,9 @@ struct Groups {
     last: usize,
     /// How many values at the end of each key are the rowid.
     rowid_values: usize,
+    /// Keys still expected: room a new group reserves (not touched), so that a group
+    /// holding most keys is not copied as it grows.
+    expected: usize,
 }
 
 impl Groups {
@@ -1419,10 +1490,11 @@ impl Groups {
             Some(group) => group,
             None if self.groups.len() == SORT_GROUPS_MAX => return false,
             None => {
-                self.groups.push((prefix.to_vec(), Vec::new()));
+                self.groups.push((prefix.to_vec(), Vec::with_capacity(self.expected)));
                 self.groups.len() - 1
             }
         };
+        self.expected = self.expected.saturating_sub(1);
         let rowids = &mut self.groups[group].1;
         assert!(rowids.last().is_none_or(|last| *last < rowid), "rows arrive in rowid order");
         rowids.push(rowid);
@@ -1483,7 +1555,8 @@ impl Sorter {
 
     /// Keeps keys whose last `rowid_values` values are the rowid as groups ([`Groups`]).
     fn grouped(mut self, rowid_values: usize) -> Self {
-        self.groups = Some(Groups { groups: Vec::new(), last: 0, rowid_values });
+        let expected = self.entries.capacity().min(self.budget_bytes / size_of::<i64>());
+        self.groups = Some(Groups { groups: Vec::new(), last: 0, rowid_values, expected });
         self.rowid_values = rowid_values;
         self
     }
