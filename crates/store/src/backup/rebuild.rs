@@ -7,8 +7,8 @@
 //! `index_xinfo` pragmas — which b-trees exist, which columns each record holds in which
 //! order, and how each index sorts. Rows stream into their tables' b-trees; index entries
 //! are collected as order-preserving byte keys, sorted (spilling to disk beyond
-//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after — a large table's indexes (and
-//! `resources`, from `versions`) on a thread of their own, beside the tables after it and
+//! `BACKUP_RESTORE_SORT_BYTES_MAX`) and written after — each index of a large table (and
+//! `resources`, from `versions`) on a thread of its own, beside the tables after it and
 //! the ledger, their pages appended to the same file under a lock (`SharedPages`). What the writer cannot reproduce
 //! exactly as SQLite would — partial or expression indexes, collations other than BINARY,
 //! CHECK constraints, generated columns, STRICT tables, AUTOINCREMENT, REAL values in index
@@ -38,6 +38,11 @@ use super::sqlite_file::{
 use super::{DestroyedKey, TableContent, TAG_BLOB, TAG_INTEGER, TAG_NULL, TAG_REAL, TAG_TEXT};
 use crate::sqlite::DATABASE_FILE;
 use crate::StoreError;
+
+/// How much of the rebuilt file the count maps (SQLite's own cap is 2 GiB; beyond, it reads).
+const COUNT_MMAP_BYTES: u64 = 0x7fff_0000;
+/// Tables counted each on a thread of its own, the largest first; the rest on the caller's.
+const COUNT_THREADS: usize = 3;
 
 /// One table of the snapshot, as its root describes it.
 #[derive(Debug, Clone)]
@@ -83,11 +88,10 @@ pub struct Rebuild {
     erasures_applied: u64,
     /// When `resources` is derived: the index on `versions` it is written with.
     resources: Option<String>,
+    /// The texts the rows of `versions` carried by position in that index's keys.
+    carried_texts: Vec<Vec<u8>>,
     finished: bool,
 }
-
-/// A sorter sorting on a thread of its own; joined by its indexing thread.
-type SortingThread = JoinHandle<Result<Sorter, StoreError>>;
 
 /// A table's indexes being sorted and written; joined by `finish`, or by `drop` before the
 /// build directory (where it may be writing sort runs) is removed.
@@ -150,6 +154,9 @@ struct IndexLayout {
     /// Columns carried in each entry's sort key after the record's (never written to the
     /// index): what `resources` needs from the version an entry names.
     carried: Vec<usize>,
+    /// How many of the record's last values are the row's rowid, ascending (the rowid
+    /// itself, and the column it is an alias of): 0 in a `WITHOUT ROWID` table.
+    rowid_values: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +224,14 @@ impl Rebuild {
             let table_sorters = layout
                 .indexes
                 .iter()
-                .map(|_| Sorter::new(build_dir.clone(), BACKUP_RESTORE_SORT_BYTES_MAX, table.rows))
+                .map(|index| {
+                    let sorter = Sorter::new(build_dir.clone(), BACKUP_RESTORE_SORT_BYTES_MAX, table.rows);
+                    match index.rowid_values {
+                        0 => sorter,
+                        _ if !index.carried.is_empty() => sorter,
+                        rowid_values => sorter.grouped(rowid_values),
+                    }
+                })
                 .collect();
             sorters.insert(layout.name.clone(), table_sorters);
         }
@@ -228,6 +242,7 @@ impl Rebuild {
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             resources,
+            carried_texts: Vec::new(),
             build_dir,
             file: Some(file),
             schema: schema_entries,
@@ -297,7 +312,11 @@ impl Rebuild {
         if count != dumped {
             return Err(StoreError::Integrity(format!("table {table} streamed {count} rows, not the {dumped} dumped")));
         }
+        let carried_texts = std::mem::take(&mut writer.interned.texts);
         let root = writer.finish(file)?;
+        // A table's pages are in the file once its rows are in: an error writing them is
+        // this table's, and an interrupted rebuild leaves them there (without a header).
+        file.write_out().map_err(|e| io_error(&self.build_dir, e))?;
         self.roots.insert(table.to_string(), root);
         self.rows_written.insert(table.to_string(), count);
         if count >= BACKGROUND_SORT_ROWS_MIN && !layout.indexes.is_empty() {
@@ -306,13 +325,15 @@ impl Rebuild {
             let resources = match &self.resources {
                 Some(current) if table == "versions" => {
                     let resources = self.tables.iter().find(|t| t.name == "resources").expect("resources is derived");
-                    Some((current.clone(), resources.clone()))
+                    Some((current.clone(), resources.clone(), carried_texts))
                 }
                 _ => None,
             };
             let file = self.file.clone().expect("the file is open until finish");
             let handle = write_indexes_in_background(file, layout.indexes.clone(), sorters, resources)?;
             self.indexing.push((table.to_string(), handle));
+        } else if table == "versions" {
+            self.carried_texts = carried_texts;
         }
         Ok(count)
     }
@@ -378,25 +399,16 @@ impl Rebuild {
         }
         let mut level = 1u32;
         while !above.is_empty() {
-            let mut next = Level::new(self.build_dir.clone(), above.len / 2);
-            let mut left: Option<Hash> = None;
             let mut index = 0u64;
             let level_wanted = wanted_at(&wanted, level);
-            above.drain(&mut |hash: &Hash| {
+            above = above.climb(&mut |hash: &Hash| {
                 push_node(&mut writer, file, columns, i64::from(level), index, hash)?;
                 if level_wanted.contains(&index) {
                     remember(&mut wanted, (level, index), hash);
                 }
                 index += 1;
-                match left.take() {
-                    Some(previous) => next.push(medvault_ledger::node_hash(&previous, hash)),
-                    None => {
-                        left = Some(*hash);
-                        Ok(())
-                    }
-                }
+                Ok(())
             })?;
-            above = next;
             level += 1;
         }
         // Each root from the nodes just written (RFC 9162: the largest complete subtree on
@@ -454,7 +466,7 @@ impl Rebuild {
             let placeholder = Sorter::new(self.build_dir.clone(), 0, 0);
             let versions_sorters = sorters.get_mut("versions").expect("sorters per table");
             let sorter = std::mem::replace(&mut versions_sorters[position], placeholder);
-            let mut resources = ResourcesWriter::new(layout)?;
+            let mut resources = ResourcesWriter::new(layout, &self.carried_texts)?;
             let root = write_index(&mut file, index, sorter, &mut |file, fields, scratch| {
                 resources.entry(file, fields, scratch)
             })?;
@@ -523,28 +535,57 @@ impl Rebuild {
     }
 
     /// Check after writing: SQLite opens the file, reads its schema, and counts every table
-    /// (through its smallest b-tree, usually an index) to the rows written.
+    /// (through its smallest b-tree, usually an index) to the rows written. The largest
+    /// tables are counted each on a thread of its own: the file was written past the page
+    /// cache, so counting is mostly waiting for the disk.
     fn check_counts(&self, path: &Path) -> Result<(), StoreError> {
         // A URI, so that SQLite reads the file as it is (`immutable`: no WAL, no locks, no
         // side files); `%`, `?` and `#` would end or escape the path.
         let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
         let uri = format!("file:{escaped}?immutable=1");
-        let connection = Connection::open_with_flags(
-            uri,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        for layout in &self.tables {
-            let count: i64 =
-                connection.query_row(&format!("SELECT COUNT(*) FROM {}", quote(&layout.name)), [], |row| row.get(0))?;
-            let written = self.rows_written.get(&layout.name).copied().unwrap_or(0);
-            if u64::try_from(count).ok() != Some(written) {
-                return Err(StoreError::Corrupt(format!(
-                    "the rebuilt {} holds {count} rows, not the {written} written",
-                    layout.name
-                )));
+        let count = |tables: &[&TableLayout]| -> Result<(), StoreError> {
+            let connection = Connection::open_with_flags(
+                &uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            // Mapped, pages are read from the disk in larger runs than SQLite's own reads.
+            connection.execute_batch(&format!("PRAGMA mmap_size = {COUNT_MMAP_BYTES};"))?;
+            for layout in tables {
+                let count: i64 =
+                    connection
+                        .query_row(&format!("SELECT COUNT(*) FROM {}", quote(&layout.name)), [], |row| row.get(0))?;
+                let written = self.rows_written.get(&layout.name).copied().unwrap_or(0);
+                if u64::try_from(count).ok() != Some(written) {
+                    return Err(StoreError::Corrupt(format!(
+                        "the rebuilt {} holds {count} rows, not the {written} written",
+                        layout.name
+                    )));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        let mut tables: Vec<&TableLayout> = self.tables.iter().collect();
+        tables.sort_by_key(|layout| std::cmp::Reverse(self.rows_written.get(&layout.name).copied().unwrap_or(0)));
+        let rest = tables.split_off(COUNT_THREADS.min(tables.len()));
+        std::thread::scope(|scope| {
+            let counting: Vec<_> = tables
+                .iter()
+                .map(|layout| {
+                    std::thread::Builder::new()
+                        .name("restore-count".into())
+                        .spawn_scoped(scope, move || count(&[layout]))
+                        .map_err(|e| StoreError::Io(format!("cannot start a counting thread: {e}")))
+                })
+                .collect();
+            let counted = count(&rest);
+            // Every thread is joined before an error is returned.
+            let joined: Vec<Result<(), StoreError>> = counting
+                .into_iter()
+                .map(|handle| handle?.join().map_err(|_| StoreError::Corrupt("a counting thread panicked".into()))?)
+                .collect();
+            counted?;
+            joined.into_iter().collect()
+        })
     }
 }
 
@@ -609,6 +650,8 @@ fn current_versions(layouts: &mut [TableLayout]) -> Result<String, StoreError> {
 /// last entry.
 struct ResourcesWriter<'a> {
     writer: TableWriter<'a>,
+    /// The texts `versions` carried by position.
+    texts: &'a [Vec<u8>],
     /// Positions of resource_key, resource_type, version, deleted and seq in `resources`.
     columns: [usize; 5],
     last_key: Vec<u8>,
@@ -619,10 +662,11 @@ struct ResourcesWriter<'a> {
 }
 
 impl<'a> ResourcesWriter<'a> {
-    fn new(layout: &'a TableLayout) -> Result<Self, StoreError> {
+    fn new(layout: &'a TableLayout, texts: &'a [Vec<u8>]) -> Result<Self, StoreError> {
         let at = |name: &str| layout.column(name).ok_or_else(|| unsupported(&format!("`resources` without {name}")));
         Ok(Self {
             writer: TableWriter::new(layout),
+            texts,
             columns: [at("resource_key")?, at("resource_type")?, at("version")?, at("deleted")?, at("seq")?],
             last_key: Vec::new(),
             emitted_key: Vec::new(),
@@ -639,10 +683,18 @@ impl<'a> ResourcesWriter<'a> {
         fields: &[(KeyField, usize)],
         scratch: &[u8],
     ) -> Result<(), StoreError> {
-        let [(KeyField::Blob(start, end), _), (KeyField::Int(version), _), (KeyField::Int(seq), _), (KeyField::Text(type_start, type_end), _), (KeyField::Int(deleted), _)] =
+        let wrong_type = || StoreError::Integrity("a version row with a value of the wrong type".into());
+        let [(KeyField::Blob(start, end), _), (KeyField::Int(version), _), (KeyField::Int(seq), _), (resource_type, _), (KeyField::Int(deleted), _)] =
             fields
         else {
-            return Err(StoreError::Integrity("a version row with a value of the wrong type".into()));
+            return Err(wrong_type());
+        };
+        let resource_type = match *resource_type {
+            KeyField::Text(type_start, type_end) => &scratch[type_start..type_end],
+            KeyField::Int(position) => {
+                self.texts.get(usize::try_from(position).map_err(|_| wrong_type())?).ok_or_else(wrong_type)?
+            }
+            _ => return Err(wrong_type()),
         };
         let key = &scratch[*start..*end];
         if self.last.is_some() && self.last_key != key {
@@ -651,7 +703,7 @@ impl<'a> ResourcesWriter<'a> {
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
         self.last_type.clear();
-        self.last_type.extend_from_slice(&scratch[*type_start..*type_end]);
+        self.last_type.extend_from_slice(resource_type);
         self.last = Some((*version, *deleted, *seq));
         Ok(())
     }
@@ -766,8 +818,14 @@ fn table_layout(memory: &Connection, table: &RebuildTable) -> Result<TableLayout
         if partial {
             return Err(unsupported(&format!("the partial index {name}")));
         }
-        let mut layout =
-            IndexLayout { name: name.clone(), unique, columns: Vec::new(), key_columns: 0, carried: Vec::new() };
+        let mut layout = IndexLayout {
+            name: name.clone(),
+            unique,
+            columns: Vec::new(),
+            key_columns: 0,
+            carried: Vec::new(),
+            rowid_values: 0,
+        };
         let mut statement = memory.prepare("SELECT cid, \"desc\", coll, key FROM pragma_index_xinfo(?1)")?;
         let mut rows = statement.query([&name])?;
         while let Some(row) = rows.next()? {
@@ -804,6 +862,17 @@ fn table_layout(memory: &Connection, table: &RebuildTable) -> Result<TableLayout
     } else {
         RowidKind::Implicit
     };
+    if rowid != RowidKind::WithoutRowid {
+        for index in &mut indexes {
+            let is_rowid = |source: KeySource| match (source, rowid) {
+                (KeySource::Rowid, _) => true,
+                (KeySource::Column(column), RowidKind::Alias(alias)) => column == alias,
+                _ => false,
+            };
+            index.rowid_values =
+                index.columns.iter().rev().take_while(|(source, descending)| is_rowid(*source) && !descending).count();
+        }
+    }
     Ok(TableLayout {
         name: table.name.clone(),
         content: table.content,
@@ -863,7 +932,43 @@ struct TableWriter<'l> {
     record: Vec<u8>,
     key: Vec<u8>,
     previous_key: Vec<u8>,
+    /// The texts of carried TEXT columns, each carried in sort keys as its position here.
+    interned: Interned,
 }
+
+/// Texts carried in sort keys by their position in this list (an integer of one or two
+/// bytes, for `Observation`'s 14): carried values only follow the record's, which are
+/// unique, so they never decide an order and any stand-in does. A TEXT column holds no
+/// integer (`check_value`), so an integer there is always a position.
+#[derive(Debug, Default)]
+struct Interned {
+    texts: Vec<Vec<u8>>,
+    last: usize,
+}
+
+impl Interned {
+    /// The value carried for `text`: its position, or the text itself once
+    /// `CARRIED_TEXTS_MAX` texts are known.
+    fn carry<'v>(&mut self, text: &'v [u8]) -> Val<'v> {
+        let found = match self.texts.get(self.last) {
+            Some(last) if last.as_slice() == text => Some(self.last),
+            _ => self.texts.iter().position(|known| known.as_slice() == text),
+        };
+        let position = match found {
+            Some(position) => position,
+            None if self.texts.len() == CARRIED_TEXTS_MAX => return Val::Text(text),
+            None => {
+                self.texts.push(text.to_vec());
+                self.texts.len() - 1
+            }
+        };
+        self.last = position;
+        Val::Int(position as i64)
+    }
+}
+
+/// Distinct texts carried by position (resource types: about 150 in FHIR R4).
+const CARRIED_TEXTS_MAX: usize = 1024;
 
 enum Tree {
     Rowid(TableTree),
@@ -876,7 +981,15 @@ impl<'l> TableWriter<'l> {
             RowidKind::WithoutRowid => Tree::Keyed(IndexTree::new()),
             _ => Tree::Rowid(TableTree::new()),
         };
-        Self { layout, tree, rows: 0, record: Vec::new(), key: Vec::new(), previous_key: Vec::new() }
+        Self {
+            layout,
+            tree,
+            rows: 0,
+            record: Vec::new(),
+            key: Vec::new(),
+            previous_key: Vec::new(),
+            interned: Interned::default(),
+        }
     }
 
     /// Checks and writes one row (values in table column order); returns its rowid (the row
@@ -936,11 +1049,22 @@ impl<'l> TableWriter<'l> {
         assert_eq!(sorters.len(), layout.indexes.len(), "a sorter per index");
         for (index, sorter) in layout.indexes.iter().zip(sorters) {
             self.key.clear();
+            if sorter.rowid_values > 0 {
+                for (source, descending) in &index.columns[..index.columns.len() - sorter.rowid_values] {
+                    push_key(&mut self.key, source_value(*source, values, rowid), *descending)?;
+                }
+                sorter.push_grouped(&self.key, rowid)?;
+                continue;
+            }
             for (source, descending) in &index.columns {
                 push_key(&mut self.key, source_value(*source, values, rowid), *descending)?;
             }
             for column in &index.carried {
-                push_key(&mut self.key, values[*column], false)?;
+                let value = match values[*column] {
+                    Val::Text(text) if layout.columns[*column].affinity == Affinity::Text => self.interned.carry(text),
+                    value => value,
+                };
+                push_key(&mut self.key, value, false)?;
             }
             sorter.push(&self.key)?;
         }
@@ -1167,15 +1291,28 @@ fn write_index(
     sorter: Sorter,
     each: &mut EachEntry<'_>,
 ) -> Result<u32, StoreError> {
-    let descending: Vec<bool> =
-        index.columns.iter().map(|(_, d)| *d).chain(index.carried.iter().map(|_| false)).collect();
+    let mut sorter = Some(sorter);
+    write_index_from(file, index, &mut |sink| sorter.take().expect("the keys are handed over once").drain(sink), each)
+}
+
+/// Hands every sorted key to the sink it is given.
+type SortedKeys<'k> = dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> + 'k;
+
+/// [`write_index`] from keys handed over in order by `keys`.
+fn write_index_from(
+    file: &mut dyn PageSink,
+    index: &IndexLayout,
+    keys: &mut SortedKeys<'_>,
+    each: &mut EachEntry<'_>,
+) -> Result<u32, StoreError> {
+    let descending = key_descending(index);
     let mut tree = IndexTree::new();
     let mut scratch = Vec::new();
     let mut fields = Vec::new();
     let mut record = Vec::new();
     let mut previous_key: Vec<u8> = Vec::new();
     let mut first = true;
-    sorter.drain(&mut |key: &[u8]| {
+    keys(&mut |key: &[u8]| {
         decode_key(key, &descending, &mut scratch, &mut fields)?;
         if index.unique && index.key_columns > 0 {
             let key_fields = &fields[..index.key_columns];
@@ -1196,44 +1333,111 @@ fn write_index(
     tree.finish(file).map_err(|e| StoreError::Io(e.to_string()))
 }
 
-/// Sorts a table's index entries and writes its indexes on a thread of its own (each index
-/// sorted on a thread of its own first); with `resources` (the name of the `versions`
-/// index it comes from, and its layout), writes `resources` while that index is written.
+/// Whether each value of an index's sort keys is inverted: its record's columns, then the
+/// carried ones (ascending).
+fn key_descending(index: &IndexLayout) -> Vec<bool> {
+    index.columns.iter().map(|(_, d)| *d).chain(index.carried.iter().map(|_| false)).collect()
+}
+
+/// Writes `resources` from the sorted entries of the `versions` index it comes from.
+fn write_resources(
+    file: &mut dyn PageSink,
+    index: &IndexLayout,
+    (layout, texts): (&TableLayout, &[Vec<u8>]),
+    keys: &mut SortedKeys<'_>,
+) -> Result<(u64, u32), StoreError> {
+    let descending = key_descending(index);
+    let mut rows = ResourcesWriter::new(layout, texts)?;
+    let mut scratch = Vec::new();
+    let mut fields = Vec::new();
+    keys(&mut |key: &[u8]| {
+        decode_key(key, &descending, &mut scratch, &mut fields)?;
+        rows.entry(file, &fields, &scratch)
+    })?;
+    rows.finish(file)
+}
+
+/// Sorts a large table's index entries and writes its indexes, each on a thread of its own;
+/// with `resources` (the name of the `versions` index it comes from, and its layout), writes
+/// `resources` from that index's sorted entries on one more thread, beside the index.
 fn write_indexes_in_background(
-    mut file: SharedPages,
+    file: SharedPages,
     indexes: Vec<IndexLayout>,
     sorters: Vec<Sorter>,
-    resources: Option<(String, TableLayout)>,
+    resources: Option<(String, TableLayout, Vec<Vec<u8>>)>,
 ) -> Result<IndexingThread, StoreError> {
     std::thread::Builder::new()
         .name("restore-index".into())
         .spawn(move || {
-            let sorting: Vec<Result<SortingThread, StoreError>> =
-                sorters.into_iter().map(Sorter::sort_in_background).collect();
-            // Every sorting thread is joined before an error is returned.
-            let sorted: Vec<Result<Sorter, StoreError>> = sorting
-                .into_iter()
-                .map(|handle| handle?.join().map_err(|_| StoreError::Corrupt("a sorting thread panicked".into()))?)
-                .collect();
-            let mut written = IndexesWritten::default();
-            for (index, sorter) in indexes.iter().zip(sorted) {
-                let sorter = sorter?;
-                let root = match &resources {
-                    Some((current, layout)) if *current == index.name => {
-                        let mut rows = ResourcesWriter::new(layout)?;
-                        let root = write_index(&mut file, index, sorter, &mut |file, fields, scratch| {
-                            rows.entry(file, fields, scratch)
-                        })?;
-                        written.resources = Some(rows.finish(&mut file)?);
-                        root
+            std::thread::scope(|scope| {
+                let mut handles = Vec::with_capacity(indexes.len());
+                for (index, sorter) in indexes.iter().zip(sorters) {
+                    let derived = resources
+                        .as_ref()
+                        .filter(|(current, _, _)| *current == index.name)
+                        .map(|(_, layout, texts)| (layout, texts.as_slice()));
+                    let file = file.clone();
+                    let handle = std::thread::Builder::new()
+                        .name("restore-index".into())
+                        .spawn_scoped(scope, move || write_one_index(file, index, sorter, derived));
+                    handles.push(handle);
+                }
+                // Every thread is joined before an error is returned.
+                let mut results = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    results.push(match handle {
+                        Ok(handle) => handle
+                            .join()
+                            .map_err(|_| StoreError::Corrupt("an indexing thread panicked".into()))
+                            .and_then(|result| result),
+                        Err(error) => Err(StoreError::Io(format!("cannot start an indexing thread: {error}"))),
+                    });
+                }
+                let mut written = IndexesWritten::default();
+                for (index, result) in indexes.iter().zip(results) {
+                    let (root, resources) = result?;
+                    written.roots.push((index.name.clone(), root));
+                    if resources.is_some() {
+                        written.resources = resources;
                     }
-                    _ => write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?,
-                };
-                written.roots.push((index.name.clone(), root));
-            }
-            Ok(written)
+                }
+                Ok(written)
+            })
         })
         .map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))
+}
+
+/// Sorts one index's entries and writes it; with `resources`, writes `resources` from the
+/// same sorted entries on a thread beside it (or in the same pass when they were sorted in
+/// runs on disk). Returns the index's root, and `resources`' rows and root.
+fn write_one_index(
+    mut file: SharedPages,
+    index: &IndexLayout,
+    mut sorter: Sorter,
+    resources: Option<(&TableLayout, &[Vec<u8>])>,
+) -> Result<(u32, Option<(u64, u32)>), StoreError> {
+    sorter.sort_all()?;
+    let Some((layout, texts)) = resources else {
+        let root = write_index(&mut file, index, sorter, &mut |_, _, _| Ok(()))?;
+        return Ok((root, None));
+    };
+    if !sorter.runs.is_empty() {
+        let mut rows = ResourcesWriter::new(layout, texts)?;
+        let root =
+            write_index(&mut file, index, sorter, &mut |file, fields, scratch| rows.entry(file, fields, scratch))?;
+        return Ok((root, Some(rows.finish(&mut file)?)));
+    }
+    let sorter = &sorter;
+    std::thread::scope(|scope| {
+        let mut resources_file = file.clone();
+        let derived = std::thread::Builder::new().name("restore-resources".into()).spawn_scoped(scope, move || {
+            write_resources(&mut resources_file, index, (layout, texts), &mut |sink| sorter.each_in_memory(sink))
+        });
+        let derived = derived.map_err(|e| StoreError::Io(format!("cannot start an indexing thread: {e}")))?;
+        let root = write_index_from(&mut file, index, &mut |sink| sorter.each_in_memory(sink), &mut |_, _, _| Ok(()));
+        let derived = derived.join().map_err(|_| StoreError::Corrupt("an indexing thread panicked".into()))?;
+        Ok((root?, Some(derived?)))
+    })
 }
 
 /// Byte keys sorted in memory, or in sorted runs on disk beyond a budget, then merged.
@@ -1249,6 +1453,70 @@ struct Sorter {
     budget_bytes: usize,
     /// The keys in memory are in order (sorted since the last push).
     sorted: bool,
+    /// For an index whose keys end with the rowid: the keys as groups, until there are too
+    /// many (then they become keys like any other).
+    groups: Option<Groups>,
+    /// For such an index, how many values at the end of each key are the rowid (else 0).
+    rowid_values: usize,
+}
+
+/// Keys of an index of a rowid table whose last values are all the row's rowid (an index
+/// on `(resource_type, seq)`, whose record is `(resource_type, seq, rowid)`): rows arrive in
+/// rowid order, so the keys that share the values before it arrive in their own order, and
+/// sorting them is sorting the few groups. Each key is kept as its rowid (8 bytes, against
+/// 30-40 for a key and its sort entry): less memory to touch, no sort, and keys handed over
+/// from memory read in order.
+#[derive(Debug)]
+struct Groups {
+    /// Each group's key prefix (the values before the rowid's) and its rowids, increasing.
+    groups: Vec<(Vec<u8>, Vec<i64>)>,
+    /// The group of the last key.
+    last: usize,
+    /// How many values at the end of each key are the rowid.
+    rowid_values: usize,
+    /// Keys still expected: room a new group reserves (not touched), so that a group
+    /// holding most keys is not copied as it grows.
+    expected: usize,
+}
+
+impl Groups {
+    /// Adds a key; false if it would make more than `SORT_GROUPS_MAX` groups.
+    fn push(&mut self, prefix: &[u8], rowid: i64) -> bool {
+        let found = match self.groups.get(self.last) {
+            Some((last, _)) if last.as_slice() == prefix => Some(self.last),
+            _ => self.groups.iter().position(|(group, _)| group.as_slice() == prefix),
+        };
+        let group = match found {
+            Some(group) => group,
+            None if self.groups.len() == SORT_GROUPS_MAX => return false,
+            None => {
+                self.groups.push((prefix.to_vec(), Vec::with_capacity(self.expected)));
+                self.groups.len() - 1
+            }
+        };
+        self.expected = self.expected.saturating_sub(1);
+        let rowids = &mut self.groups[group].1;
+        assert!(rowids.last().is_none_or(|last| *last < rowid), "rows arrive in rowid order");
+        rowids.push(rowid);
+        self.last = group;
+        true
+    }
+
+    /// Hands every key to `sink`, in order once the groups are sorted.
+    fn each(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut key = Vec::new();
+        for (prefix, rowids) in &self.groups {
+            for rowid in rowids {
+                key.clear();
+                key.extend_from_slice(prefix);
+                for _ in 0..self.rowid_values {
+                    push_key(&mut key, Val::Int(*rowid), false)?;
+                }
+                sink(&key)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A key: its first 8 bytes (big-endian, zero-padded, so most comparisons end there), and
@@ -1264,6 +1532,9 @@ struct SortEntry {
 const SORT_CHUNK_BYTES: usize = 1 << 22;
 /// Chunks before the keys are sorted to disk, whatever the budget.
 const SORT_CHUNKS_MAX: usize = 1 << 10;
+/// Groups of keys ending with the rowid, beyond which they are sorted like any others (a
+/// few resource types, not one group per resource).
+const SORT_GROUPS_MAX: usize = 256;
 
 impl Sorter {
     /// A sorter for about `expected` keys (room for them is reserved, within the budget).
@@ -1277,10 +1548,48 @@ impl Sorter {
             dir,
             budget_bytes,
             sorted: false,
+            groups: None,
+            rowid_values: 0,
         }
     }
 
+    /// Keeps keys whose last `rowid_values` values are the rowid as groups ([`Groups`]).
+    fn grouped(mut self, rowid_values: usize) -> Self {
+        let expected = self.entries.capacity().min(self.budget_bytes / size_of::<i64>());
+        self.groups = Some(Groups { groups: Vec::new(), last: 0, rowid_values, expected });
+        self.rowid_values = rowid_values;
+        self
+    }
+
+    /// Adds the key `prefix` followed by `rowid` as each of its last values (a sorter made
+    /// [`grouped`](Self::grouped); once ungrouped, as a key like any other).
+    fn push_grouped(&mut self, prefix: &[u8], rowid: i64) -> Result<(), StoreError> {
+        assert!(self.rowid_values > 0, "a grouped sorter");
+        let over_budget = self.held_bytes + size_of::<i64>() > self.budget_bytes;
+        if let Some(groups) = self.groups.as_mut().filter(|_| !over_budget) {
+            if groups.push(prefix, rowid) {
+                self.held_bytes += size_of::<i64>();
+                self.sorted = false;
+                return Ok(());
+            }
+        }
+        self.ungroup()?;
+        let mut key = prefix.to_vec();
+        for _ in 0..self.rowid_values {
+            push_key(&mut key, Val::Int(rowid), false)?;
+        }
+        self.push(&key)
+    }
+
+    /// Turns the groups into keys like any others, sorted (and spilled) as they are.
+    fn ungroup(&mut self) -> Result<(), StoreError> {
+        let Some(groups) = self.groups.take() else { return Ok(()) };
+        self.held_bytes = 0;
+        groups.each(&mut |key| self.push(key))
+    }
+
     fn push(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        assert!(self.groups.is_none(), "keys are pushed to a grouped sorter as groups");
         let entry_bytes = size_of::<SortEntry>();
         let fits = |chunks: &[Vec<u8>]| {
             chunks.last().is_some_and(|c| c.len() < SORT_CHUNK_BYTES && c.capacity() - c.len() >= key.len())
@@ -1329,20 +1638,34 @@ impl Sorter {
         self.sorted = true;
     }
 
-    /// Sorts (or spills the last run) on a thread of its own, while the rebuild goes on.
-    fn sort_in_background(self) -> Result<SortingThread, StoreError> {
-        std::thread::Builder::new()
-            .name("restore-sort".into())
-            .spawn(move || {
-                let mut sorter = self;
-                if sorter.runs.is_empty() {
-                    sorter.sort();
-                } else if !sorter.entries.is_empty() {
-                    sorter.spill()?;
-                }
-                Ok(sorter)
-            })
-            .map_err(|e| StoreError::Io(format!("cannot start a sorting thread: {e}")))
+    /// Makes every key ready to be handed over in order: sorted in memory, or the last run
+    /// spilled beside the others.
+    fn sort_all(&mut self) -> Result<(), StoreError> {
+        if let Some(groups) = &mut self.groups {
+            groups.groups.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+            self.sorted = true;
+            return Ok(());
+        }
+        if self.runs.is_empty() {
+            self.sort();
+        } else if !self.entries.is_empty() {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every key to `sink` in order, without consuming them: for keys sorted in memory
+    /// (`sort_all` without runs), which several threads may read at once.
+    fn each_in_memory(&self, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        assert!(self.runs.is_empty() && (self.sorted || self.entries.is_empty()), "keys sorted in memory");
+        if let Some(groups) = &self.groups {
+            assert!(self.sorted || groups.groups.is_empty(), "groups sorted");
+            return groups.each(sink);
+        }
+        for entry in &self.entries {
+            sink(self.key(entry))?;
+        }
+        Ok(())
     }
 
     /// Writes the keys in memory, sorted, to a run file: (u32 length, bytes) each.
@@ -1367,6 +1690,10 @@ impl Sorter {
 
     /// Hands every key to `sink` in order, then removes its run files.
     fn drain(mut self, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        if self.groups.is_some() {
+            self.sort_all()?;
+            return self.each_in_memory(sink);
+        }
         if self.runs.is_empty() {
             self.sort();
             for entry in &self.entries {
@@ -1451,6 +1778,38 @@ impl Level {
         }
         let (path, writer) = self.file.as_mut().expect("the level's file was just opened");
         writer.write_all(&hash).map_err(|e| io_error(path, e))
+    }
+
+    /// Hands every hash to `sink` in order and returns the level above: the node hash of
+    /// each pair. A level in memory becomes the one above in place (node `i` overwrites a
+    /// hash already handed over: `i / 2 < 2 i`), so climbing needs no memory of its own.
+    fn climb(self, sink: &mut dyn FnMut(&Hash) -> Result<(), StoreError>) -> Result<Level, StoreError> {
+        if self.file.is_none() {
+            let Level { dir, mut memory, .. } = self;
+            let len = memory.len();
+            for index in 0..len {
+                let hash = memory[index];
+                sink(&hash)?;
+                if index % 2 == 1 {
+                    memory[index / 2] = medvault_ledger::node_hash(&memory[index - 1], &hash);
+                }
+            }
+            memory.truncate(len / 2);
+            return Ok(Level { dir, len: memory.len() as u64, memory, file: None });
+        }
+        let mut next = Level::new(self.dir.clone(), self.len / 2);
+        let mut left: Option<Hash> = None;
+        self.drain(&mut |hash: &Hash| {
+            sink(hash)?;
+            match left.take() {
+                Some(previous) => next.push(medvault_ledger::node_hash(&previous, hash)),
+                None => {
+                    left = Some(*hash);
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(next)
     }
 
     /// Hands every hash to `sink` in order, then forgets them.
@@ -1690,6 +2049,45 @@ mod tests {
             .expect("drain");
         assert_eq!(got, expected);
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "the runs are removed");
+    }
+
+    #[test]
+    fn keys_ending_with_the_rowid_are_grouped_and_handed_over_in_key_order() {
+        // A few groups stay groups; more than the limit are sorted like any other keys.
+        for groups in [3i64, SORT_GROUPS_MAX as i64 + 5] {
+            let dir = medvault_testkit::TempDir::new("sorter-groups");
+            let mut sorter = Sorter::new(dir.path().to_path_buf(), 1 << 20, 100).grouped(2);
+            let mut expected = Vec::new();
+            for rowid in 1..=3000i64 {
+                let name = format!("type{}", (rowid * 7919) % groups);
+                let prefix = key(&[(Val::Text(name.as_bytes()), false)]);
+                sorter.push_grouped(&prefix, rowid).expect("push");
+                expected.push(key(&[
+                    (Val::Text(name.as_bytes()), false),
+                    (Val::Int(rowid), false),
+                    (Val::Int(rowid), false),
+                ]));
+            }
+            assert_eq!(sorter.groups.is_some(), groups as usize <= SORT_GROUPS_MAX, "{groups} groups");
+            expected.sort();
+            sorter.sort_all().expect("sort");
+            let mut read = Vec::new();
+            sorter
+                .each_in_memory(&mut |k| {
+                    read.push(k.to_vec());
+                    Ok(())
+                })
+                .expect("each");
+            assert_eq!(read, expected, "{groups} groups, read in memory");
+            let mut drained = Vec::new();
+            sorter
+                .drain(&mut |k| {
+                    drained.push(k.to_vec());
+                    Ok(())
+                })
+                .expect("drain");
+            assert_eq!(drained, expected, "{groups} groups, drained");
+        }
     }
 
     #[test]
