@@ -156,8 +156,9 @@ struct AlignedBuffer {
 impl AlignedBuffer {
     fn new(capacity: usize) -> Self {
         let bytes = vec![0u8; capacity + DIRECT_ALIGN_BYTES];
-        let start = bytes.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
-        assert!(start < DIRECT_ALIGN_BYTES, "a byte buffer can always be aligned");
+        // The first aligned address within the allocation (which has that much to spare).
+        let address = bytes.as_ptr() as usize;
+        let start = (DIRECT_ALIGN_BYTES - address % DIRECT_ALIGN_BYTES) % DIRECT_ALIGN_BYTES;
         Self { bytes, start, len: 0 }
     }
 
@@ -187,10 +188,7 @@ impl PageFile {
             options.mode(0o600);
         }
         let file = options.open(path)?;
-        let (file, direct) = match open_direct(path) {
-            Some(direct) => (direct, true),
-            None => (file, false),
-        };
+        let direct = open_direct(path);
         let (full, to_write) = std::sync::mpsc::sync_channel::<AlignedBuffer>(WRITE_BUFFERS - 1);
         let (written, empty) = std::sync::mpsc::sync_channel::<AlignedBuffer>(WRITE_BUFFERS);
         let thread = std::thread::Builder::new()
@@ -343,19 +341,40 @@ impl Drop for PageFile {
     }
 }
 
-/// The writing thread: each buffer written at the end of the file, in order, then handed back.
+/// The writing thread: each buffer written after the last, in order, then handed back;
+/// through `direct` while the file system takes its writes (a file system that opens a file
+/// with `O_DIRECT` and then refuses the writes gets them through the page cache instead).
+/// Returns the buffered handle (a sync through it covers the direct writes: both are the
+/// same file).
 fn write_buffers(
-    mut file: File,
-    direct: bool,
+    file: File,
+    mut direct: Option<File>,
     to_write: Receiver<AlignedBuffer>,
     written: SyncSender<AlignedBuffer>,
 ) -> std::io::Result<File> {
+    use std::os::unix::fs::FileExt;
+    let mut offset = 0u64;
     let mut unsynced_bytes = 0;
     while let Ok(mut buffer) = to_write.recv() {
-        file.write_all(buffer.filled())?;
-        unsynced_bytes += buffer.len;
+        let wrote_direct = match &direct {
+            Some(handle) => match handle.write_all_at(buffer.filled(), offset) {
+                Ok(()) => true,
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+                    tracing::warn!(%error, "the file system refused a direct write; the restore writes through the page cache");
+                    direct = None;
+                    false
+                }
+                Err(error) => return Err(error),
+            },
+            None => false,
+        };
+        if !wrote_direct {
+            file.write_all_at(buffer.filled(), offset)?;
+            unsynced_bytes += buffer.len;
+        }
+        offset += buffer.len as u64;
         buffer.len = 0;
-        if !direct && unsynced_bytes >= SYNC_EVERY_BYTES {
+        if unsynced_bytes >= SYNC_EVERY_BYTES {
             unsynced_bytes = 0;
             file.sync_data()?;
         }
@@ -1005,6 +1024,37 @@ fn database_header(page_count: u32) -> [u8; HEADER_BYTES] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_are_aligned_and_a_refused_direct_write_goes_through_the_page_cache() {
+        for capacity in [PAGE_BYTES, 3 * PAGE_BYTES] {
+            let buffer = AlignedBuffer::new(capacity);
+            assert_eq!(buffer.filled().as_ptr() as usize % DIRECT_ALIGN_BYTES, 0);
+            assert_eq!(buffer.capacity(), capacity);
+        }
+        let dir = medvault_testkit::TempDir::new("direct-fallback");
+        let path = dir.path().join("file");
+        let file = std::fs::OpenOptions::new().write(true).read(true).create_new(true).open(&path).expect("create");
+        let direct = open_direct(&path);
+        let had_direct = direct.is_some();
+        // A buffer whose start is one byte past alignment: O_DIRECT refuses it (EINVAL).
+        let mut misaligned = AlignedBuffer::new(2 * PAGE_BYTES);
+        misaligned.start += 1;
+        misaligned.push(&[7u8; PAGE_BYTES]);
+        let mut aligned = AlignedBuffer::new(PAGE_BYTES);
+        aligned.push(&[9u8; PAGE_BYTES]);
+        let (full, to_write) = std::sync::mpsc::sync_channel(2);
+        let (written, _empty) = std::sync::mpsc::sync_channel(2);
+        full.send(misaligned).expect("send");
+        full.send(aligned).expect("send");
+        drop(full);
+        let file = write_buffers(file, direct, to_write, written).expect("the fallback writes");
+        file.sync_all().expect("sync");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len(), 2 * PAGE_BYTES, "direct available here: {had_direct}");
+        assert!(bytes[..PAGE_BYTES].iter().all(|b| *b == 7));
+        assert!(bytes[PAGE_BYTES..].iter().all(|b| *b == 9));
+    }
 
     /// Writes a database of a rowid table `t` (rows of `row_bytes`), its index `ti`, a
     /// `WITHOUT ROWID` table `w` (entries of `entry_bytes`) and `views` views (to grow the
