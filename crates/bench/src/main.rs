@@ -433,11 +433,17 @@ impl ModeRun {
     fn import(sealing: Sealing, dataset: &dataset::Dataset, import_connections: usize) -> anyhow::Result<Self> {
         let label = sealing.label();
         let (server, import, imported) = start_and_import(sealing, dataset, import_connections)?;
-        // A fresh store: one leaf per imported resource, all covered by the latest checkpoint.
-        let checkpoint = server.latest_checkpoint_size()?;
+        // A fresh store: one leaf per imported resource and one per block of audit records
+        // (the imports' own, and the reads' just verified, once settled), all covered by the
+        // latest checkpoint.
+        let ledger = server.settled_ledger()?;
         anyhow::ensure!(
-            checkpoint == Some(imported),
-            "[{label}] the latest checkpoint covers {checkpoint:?} leaves after importing {imported} resources"
+            ledger.leaves == imported + ledger.audit_blocks && ledger.checkpoint == Some(ledger.leaves),
+            "[{label}] after importing {imported} resources the ledger holds {} leaves ({} audit blocks), \
+             and the latest checkpoint covers {:?}",
+            ledger.leaves,
+            ledger.audit_blocks,
+            ledger.checkpoint
         );
 
         let scripts = medvault_testkit::TempDir::new(&format!("bench-scripts-{label}"));

@@ -45,6 +45,14 @@ pub struct BenchServer {
     _directory: medvault_testkit::TempDir,
 }
 
+/// What [`BenchServer::settled_ledger`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct SettledLedger {
+    pub leaves: u64,
+    pub audit_blocks: u64,
+    pub checkpoint: Option<u64>,
+}
+
 impl BenchServer {
     /// Creates a store, reopens it in `sealing` mode, mints a clinician token and serves it
     /// on a loopback port from a multi-threaded runtime, as `medvault serve` does.
@@ -104,6 +112,17 @@ impl BenchServer {
     /// The size of the store's latest signed checkpoint (`None`: no checkpoint at all).
     pub fn latest_checkpoint_size(&self) -> anyhow::Result<Option<u64>> {
         Ok(self.store.latest_checkpoint()?.map(|checkpoint| checkpoint.tree_size))
+    }
+
+    /// The ledger once every audit record committed so far is in it (and signed).
+    pub fn settled_ledger(&self) -> anyhow::Result<SettledLedger> {
+        self.store.settle_audit()?;
+        let status = self.store.status()?;
+        Ok(SettledLedger {
+            leaves: status.ledger_leaves,
+            audit_blocks: status.audit_blocks,
+            checkpoint: status.checkpoint_size,
+        })
     }
 
     /// Stops serving, waits for open connections, closes the store.
