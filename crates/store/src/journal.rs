@@ -228,14 +228,7 @@ impl AuditJournal {
     /// active file), then answers each frame's reply: `Ok`, or the error for all of them.
     /// On an error no partial frame stays behind and their sequences are reused.
     pub fn write_out(&self) -> Result<(), StoreError> {
-        let (replies, result) = {
-            let mut state = self.lock()?;
-            if state.outbox.bytes.is_empty() {
-                return Ok(());
-            }
-            let replies = std::mem::take(&mut state.outbox.replies);
-            (replies, state.write_outbox())
-        };
+        let (replies, result) = self.lock()?.write_staged();
         answer(replies, &result);
         result
     }
@@ -255,21 +248,17 @@ impl AuditJournal {
         // the note that all is being synced: a frame staged after it finds the journal
         // synced and tells the writer again. A failed write is its frames' callers' error;
         // what was written before is synced all the same.
-        let (replies, written) = {
+        let (replies, written, unsynced) = {
             let mut state = self.lock()?;
-            let replies = std::mem::take(&mut state.outbox.replies);
-            let written = if state.outbox.bytes.is_empty() { Ok(()) } else { state.write_outbox() };
-            let unsynced = std::mem::replace(&mut state.unsynced, false);
-            if !unsynced {
-                drop(state);
-                answer(replies, &written);
-                return Ok(());
-            }
-            (replies, written)
+            let (replies, written) = state.write_staged();
+            (replies, written, std::mem::replace(&mut state.unsynced, false))
         };
         answer(replies, &written);
         if let Err(error) = &written {
             tracing::error!(%error, "staged audit records could not be committed to the journal; their accesses are refused");
+        }
+        if !unsynced {
+            return Ok(());
         }
         let synced = self.sync_handles.iter().try_for_each(File::sync_data);
         if let Err(error) = synced {
@@ -346,7 +335,17 @@ impl AuditJournal {
 }
 
 impl JournalState {
-    /// Writes the outbox to the active file (the replies were taken by the caller).
+    /// Writes every staged frame (if any) and takes their replies, for the caller to answer
+    /// once the lock is released.
+    fn write_staged(&mut self) -> (Vec<AuditReply>, Result<(), StoreError>) {
+        if self.outbox.bytes.is_empty() {
+            return (Vec::new(), Ok(()));
+        }
+        let replies = std::mem::take(&mut self.outbox.replies);
+        (replies, self.write_outbox())
+    }
+
+    /// Writes the outbox to the active file.
     fn write_outbox(&mut self) -> Result<(), StoreError> {
         let active = self.active;
         let file = &mut self.files[active];
