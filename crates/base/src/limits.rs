@@ -88,6 +88,14 @@ pub const SEARCH_INCLUDED_RESOURCES_MAX: usize = 1_000;
 /// Patients a restricted caller's search intersects with through their compartment tokens;
 /// a caller who sees more is checked candidate by candidate instead.
 pub const SEARCH_COMPARTMENT_STREAMS_MAX: usize = 64;
+/// Search documents the writer lets wait unposted (`docs/format/index-token.md`, *Pending
+/// documents and posting*): reaching it, it posts them all, in token order, at once.
+pub const SEARCH_PENDING_DOCS_MAX: usize = 10_000;
+/// Entries one slice of a post inserts, in one transaction of the writer's, between group
+/// commits: bounds how long a post holds the write lock at a time.
+pub const SEARCH_POST_SLICE_ENTRIES_MAX: usize = 50_000;
+/// Longest a pending search document waits to be posted when fewer are pending.
+pub const SEARCH_POST_DELAY_MS: u64 = 1_000;
 /// Resources read, decrypted and indexed per committed batch of a reindex.
 pub const REINDEX_BATCH_RESOURCES_MAX: usize = 500;
 /// Memory a restore gives each index it rebuilds (and each level of ledger nodes) before it

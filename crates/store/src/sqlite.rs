@@ -11,17 +11,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
-use medvault_base::limits::{GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, WRITE_QUEUE_JOBS_MAX};
+use medvault_base::limits::{
+    GROUP_COMMIT_JOBS_MAX, GROUP_COMMIT_VERSIONS_MAX, SEARCH_PENDING_DOCS_MAX, SEARCH_POST_DELAY_MS,
+    SEARCH_POST_SLICE_ENTRIES_MAX, WRITE_QUEUE_JOBS_MAX,
+};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::audit_index::{self, AuditIndexEntry};
 use crate::engine::*;
 use crate::journal::{AuditJournal, Staged, Taken};
+use crate::search::pending::{self, PendingIndex, Stamp};
 use crate::StoreError;
 
 pub const DATABASE_FILE: &str = "medvault.db";
 /// Schema version stored in `meta.format_version`; see `docs/format/store-schema.md`.
-pub const SCHEMA_VERSION: &str = "5";
+pub const SCHEMA_VERSION: &str = "6";
 /// Reader connections kept open; more are opened under load and closed after.
 const READERS_MAX: usize = 64;
 /// Page cache of the writer connection (readers keep SQLite's 32 MiB setting below).
@@ -232,6 +236,17 @@ CREATE TABLE search_docs (
 ) WITHOUT ROWID;
 ";
 
+/// Format version 6: documents whose tokens are not posted to `search_entries` yet
+/// (`docs/format/index-token.md`, *Pending documents and posting*).
+const SCHEMA_V6: &str = "
+CREATE TABLE IF NOT EXISTS search_pending (
+    gen     INTEGER NOT NULL,
+    rid     INTEGER NOT NULL,
+    posting INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (gen, rid)
+) WITHOUT ROWID;
+";
+
 /// Brings a version-1 store to version 2 (adds tables; rewrites nothing).
 const MIGRATE_V1_TO_V2: &str = "ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';";
 
@@ -280,6 +295,8 @@ pub struct SqliteEngine {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The audit journal, if this process holds its lock (`docs/format/audit.md`).
     journal: Option<std::sync::Arc<AuditJournal>>,
+    /// The writer's copy of the pending search documents, for searches.
+    pending: std::sync::Arc<PendingIndex>,
 }
 
 impl SqliteEngine {
@@ -295,6 +312,7 @@ impl SqliteEngine {
         transaction.execute_batch(SCHEMA_V3)?;
         transaction.execute_batch(SCHEMA_V4)?;
         audit_index::migrate_from_v4(&transaction)?;
+        transaction.execute_batch(SCHEMA_V6)?;
         transaction
             .execute("INSERT INTO meta (name, value) VALUES ('format_version', ?1)", [SCHEMA_VERSION.as_bytes()])?;
         for (name, value) in meta {
@@ -342,10 +360,14 @@ impl SqliteEngine {
         let writer_commits = commits.clone();
         let journal = AuditJournal::open(path)?.map(std::sync::Arc::new);
         let writer_journal = journal.clone();
+        let pending = std::sync::Arc::new(PendingIndex::default());
+        let writer_pending = pending.clone();
         let writer_thread = std::thread::Builder::new()
             .name("medvault-writer".into())
             .spawn(move || {
-                writer_loop(writer_connection, receiver, writer_signer, writer_commits, wal_path, writer_journal)
+                let context =
+                    WriterContext { signer: writer_signer, commits: writer_commits, wal_path, pending: writer_pending };
+                writer_loop(writer_connection, receiver, context, writer_journal)
             })
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
@@ -357,6 +379,7 @@ impl SqliteEngine {
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
             journal,
+            pending,
         })
     }
 
@@ -482,6 +505,11 @@ impl SqliteEngine {
         self.with_reader(read)
     }
 
+    /// The writer's copy of the pending search documents' tokens.
+    pub(crate) fn pending_index(&self) -> &PendingIndex {
+        &self.pending
+    }
+
     /// Stops the writer after it finishes queued jobs.
     pub fn close(&self) {
         if let Ok(mut writer) = self.writer.lock() {
@@ -514,6 +542,7 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
         Some(b"2") => 2,
         Some(b"3") => 3,
         Some(b"4") => 4,
+        Some(b"5") => 5,
         _ => return Ok(()),
     };
     if from == 1 {
@@ -533,8 +562,12 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
         // searches are answered (`docs/format/index-token.md`).
         transaction.execute_batch(SCHEMA_V4)?;
     }
-    // One index row per patient and commit instead of per record (`docs/format/audit.md`).
-    audit_index::migrate_from_v4(&transaction)?;
+    if from <= 4 {
+        // One index row per patient and commit instead of per record (`docs/format/audit.md`).
+        audit_index::migrate_from_v4(&transaction)?;
+    }
+    // Every existing document is posted: the pending table starts empty.
+    transaction.execute_batch(SCHEMA_V6)?;
     transaction.execute("UPDATE meta SET value = ?1 WHERE name = 'format_version'", [SCHEMA_VERSION.as_bytes()])?;
     transaction.commit()?;
     tracing::info!(path = %path.display(), "upgraded the store from format version {from} to {SCHEMA_VERSION}");
@@ -574,14 +607,21 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
     Ok(connection)
 }
 
-fn writer_loop(
-    mut connection: Connection,
-    receiver: Receiver<WriterJob>,
+/// What the writer thread is started with, besides its connection, queue and journal.
+struct WriterContext {
     signer: SharedSigner,
     commits: std::sync::Arc<AtomicU64>,
     wal_path: PathBuf,
+    pending: std::sync::Arc<PendingIndex>,
+}
+
+fn writer_loop(
+    mut connection: Connection,
+    receiver: Receiver<WriterJob>,
+    context: WriterContext,
     journal: Option<std::sync::Arc<AuditJournal>>,
 ) {
+    let WriterContext { signer, commits, wal_path, pending } = context;
     let mut frontier = Frontier::default();
     let journal = journal.as_deref();
     let moved = journal_moved(&connection).unwrap_or_else(|error| {
@@ -593,7 +633,11 @@ fn writer_loop(
             tracing::error!(%error, "the audit journal is unusable");
         }
     }
-    let mut writer = WriterState { commits: &commits, wal_path: &wal_path, journal, moved };
+    if let Err(error) = pending.load(&connection) {
+        // Searches read the pending documents from the tables until a commit reloads it.
+        tracing::error!(%error, "reading the pending search documents failed");
+    }
+    let mut writer = WriterState { commits: &commits, wal_path: &wal_path, journal, moved, pending: &pending };
     // Audit records committed to the journal are synced to disk within AUDIT_SYNC_MS and
     // moved into the database (blocks, index, leaves, a signed checkpoint) within
     // AUDIT_MOVE_MS, or with the next write. Audit-only groups committed without a sync
@@ -605,12 +649,22 @@ fn writer_loop(
         let Some(signer) = signer else { return SyncState::Unchanged };
         commit_group(connection, Vec::new(), Some(&*signer), frontier, writer, true)
     };
+    // Pending search documents are posted within SEARCH_POST_DELAY_MS of the first one, or
+    // as soon as SEARCH_PENDING_DOCS_MAX are pending; those a crash left, soon after start.
+    let mut post_due = (pending.state() != (0, false)).then(std::time::Instant::now);
     loop {
-        let first = match timers.next_due() {
+        let due = match (timers.next_due(), post_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let first = match due {
             Some(due) => match receiver.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let now = std::time::Instant::now();
+                    if post_due.is_some_and(|due| due <= now) {
+                        advance_posting(&mut connection, &pending, &mut post_due);
+                    }
                     if timers.journal_sync_due.is_some_and(|due| due <= now) {
                         timers.journal_sync_due = None;
                         if let Some(Err(error)) = journal.map(AuditJournal::sync) {
@@ -673,6 +727,7 @@ fn writer_loop(
         }
         // Records appended while the group committed wait for the next one, or the clocks.
         timers.journal_appended(journal);
+        advance_posting(&mut connection, &pending, &mut post_due);
     }
     if let Some(Err(error)) = journal.map(AuditJournal::sync) {
         tracing::error!(%error, "the audit journal could not be synced at close");
@@ -686,6 +741,58 @@ fn writer_loop(
 
 const AUDIT_SYNC: std::time::Duration = std::time::Duration::from_millis(AUDIT_SYNC_MS);
 const AUDIT_MOVE: std::time::Duration = std::time::Duration::from_millis(AUDIT_MOVE_MS);
+const SEARCH_POST_DELAY: std::time::Duration = std::time::Duration::from_millis(SEARCH_POST_DELAY_MS);
+
+/// The writer's posting of pending search documents (`docs/format/index-token.md`,
+/// *Pending documents and posting*), one step per call between group commits: the next
+/// slice of a post in progress; or a new post, once `SEARCH_PENDING_DOCS_MAX` documents are
+/// pending or the first has waited `SEARCH_POST_DELAY_MS`. `due` is when to call again.
+fn advance_posting(connection: &mut Connection, pending: &PendingIndex, due: &mut Option<std::time::Instant>) {
+    let now = std::time::Instant::now();
+    let (docs, posting) = pending.state();
+    if !pending.posts_automatically() {
+        *due = None;
+        return;
+    }
+    let start = !posting && (docs >= SEARCH_PENDING_DOCS_MAX || due.is_some_and(|due| due <= now));
+    if !posting && !start {
+        if docs > 0 {
+            due.get_or_insert(now + SEARCH_POST_DELAY);
+        }
+        return;
+    }
+    pending::take();
+    let mut stamps = None;
+    let step = (|| -> Result<bool, StoreError> {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let before = Stamp::read(&transaction)?;
+        if start {
+            pending::start_post(&transaction)?;
+        }
+        let finished = pending::post_slice(&transaction, SEARCH_POST_SLICE_ENTRIES_MAX)?;
+        let after = Stamp::read(&transaction)?;
+        transaction.commit()?;
+        stamps = Some((before, after));
+        Ok(finished)
+    })();
+    let changes = pending::take();
+    if let Some((before, after)) = stamps {
+        if let Err(error) = pending.committed(connection, before, after, changes) {
+            tracing::error!(%error, "reading the pending search documents failed");
+            pending.invalidate();
+        }
+    }
+    *due = match step {
+        // Documents written during the post wait for the next one.
+        Ok(true) => (pending.state().0 > 0).then(|| now + SEARCH_POST_DELAY),
+        // The next slice after the next group commit, or at once if none is waiting.
+        Ok(false) => Some(now),
+        Err(error) => {
+            tracing::error!(%error, "posting the pending search documents failed; they stay pending");
+            Some(now + SEARCH_POST_DELAY)
+        }
+    };
+}
 
 /// When the writer must next sync the audit journal, and next settle the audit trail (move
 /// the journal into the database, sync, sign).
@@ -732,6 +839,8 @@ struct WriterState<'a> {
     journal: Option<&'a AuditJournal>,
     /// The last audit journal frame the database holds (`meta.audit_journal_seq`).
     moved: u64,
+    /// The pending search documents' tokens, for searches (`search::pending`).
+    pending: &'a PendingIndex,
 }
 
 /// The last audit journal frame the database holds (`meta.audit_journal_seq`).
@@ -892,8 +1001,12 @@ fn commit_group(
     writer: &mut WriterState<'_>,
     force_sync: bool,
 ) -> SyncState {
-    let WriterState { commits, wal_path, journal, moved } = writer;
+    let WriterState { commits, wal_path, journal, moved, pending } = writer;
     let journal = *journal;
+    let pending = *pending;
+    // Changes a failed group recorded are dropped with it.
+    pending::take();
+    let mut stamps: Option<(Stamp, Stamp)> = None;
     let mut outcomes = Vec::with_capacity(jobs.len());
     // A group of audit records alone commits without its own sync: a read's audit record is
     // committed (it survives a crash of the process) before the read is answered, and is
@@ -915,6 +1028,7 @@ fn commit_group(
             }
         }
         let mut transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stamp_before = Stamp::read(&transaction)?;
         // Read inside the transaction: another process may have grown the ledger.
         let size_before =
             if skip_ledger { next_leaf_of_versions(&transaction)? } else { ledger_size_of(&transaction)? };
@@ -949,6 +1063,7 @@ fn commit_group(
                 continue;
             }
             let mut savepoint = transaction.savepoint()?;
+            let pending_at_job = pending::mark();
             let size_at_job = size;
             let frontier_at_job = frontier.clone();
             let applied = match job {
@@ -975,6 +1090,7 @@ fn commit_group(
             } else {
                 savepoint.rollback()?;
                 savepoint.commit()?;
+                pending::truncate(pending_at_job);
                 size = size_at_job;
                 *frontier = frontier_at_job;
             }
@@ -1027,9 +1143,20 @@ fn commit_group(
                 [],
             )?;
         }
+        let stamp_after = Stamp::read(&transaction)?;
         transaction.commit()?;
+        stamps = Some((stamp_before, stamp_after));
         Ok(())
     })();
+    // Committed (even if the sync below fails, the rows are in the database): searches
+    // see its pending documents before any reply.
+    let changes = pending::take();
+    if let Some((before, after)) = stamps {
+        if let Err(error) = pending.committed(connection, before, after, changes) {
+            tracing::error!(%error, "reading the pending search documents failed");
+            pending.invalidate();
+        }
+    }
     let mut commit = commit;
     if commit.is_ok() && changes_data {
         // Before any reply: a client that hears of this commit and asks again sees it.
@@ -1311,8 +1438,11 @@ pub(crate) fn read_search_generations(connection: &Connection) -> Result<SearchG
     Ok(SearchGenerations { active: generation("search_active")?, building: generation("search_building")? })
 }
 
-/// Replaces the tokens of one resource in one index generation: removes the tokens it no
-/// longer has and adds the new ones (`None`: the resource is deleted, all are removed).
+/// Replaces the document of one resource in one index generation (`None`: the resource is
+/// deleted, its document removed). A posted document's entries are replaced by their
+/// difference at once; a new document, and a pending one, stays pending until the writer
+/// posts it (`docs/format/index-token.md`, *Pending documents and posting*). Runs on the
+/// writer thread, which applies the recorded pending changes once the group commits.
 pub(crate) fn replace_search_doc(
     connection: &Connection,
     generation: u32,
@@ -1323,16 +1453,47 @@ pub(crate) fn replace_search_doc(
         .prepare_cached("SELECT tokens FROM search_docs WHERE gen = ?1 AND rid = ?2")?
         .query_row(params![generation, rid], |row| row.get(0))
         .optional()?;
+    if old.is_none() && tokens.is_none() {
+        return Ok(());
+    }
+    // `None`: posted; `Some(false)`: pending; `Some(true)`: in the post in progress.
+    let pending_state: Option<bool> = match &old {
+        None => Some(false),
+        Some(_) => connection
+            .prepare_cached("SELECT posting FROM search_pending WHERE gen = ?1 AND rid = ?2")?
+            .query_row(params![generation, rid], |row| row.get(0))
+            .optional()?,
+    };
     let old = decode_tokens(&old.unwrap_or_default());
     let new = tokens.unwrap_or(&[]);
+    // The tokens of this document that are in `search_entries`: all of a posted one, those
+    // below the cursor of one being posted, none of a pending one.
+    let cursor = match pending_state {
+        None => None,
+        Some(false) => Some(Vec::new()),
+        Some(true) => Some(pending::read_cursor(connection)?.unwrap_or_default()),
+    };
+    let posted = |token: &&SearchToken| cursor.as_ref().is_none_or(|cursor| *token < cursor);
     let mut delete = connection.prepare_cached("DELETE FROM search_entries WHERE token = ?1 AND rid = ?2")?;
-    for token in old.iter().filter(|t| new.binary_search(t).is_err()) {
+    for token in old.iter().filter(posted).filter(|t| new.binary_search(t).is_err()) {
         delete.execute(params![&token[..], rid])?;
     }
     let mut insert =
         connection.prepare_cached("INSERT INTO search_entries (token, rid) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
-    for token in new.iter().filter(|t| old.binary_search(t).is_err()) {
+    for token in new.iter().filter(posted).filter(|t| old.binary_search(t).is_err()) {
         insert.execute(params![&token[..], rid])?;
+    }
+    if pending_state.is_some() {
+        if tokens.is_some() {
+            connection
+                .prepare_cached("INSERT INTO search_pending (gen, rid) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+                .execute(params![generation, rid])?;
+        } else {
+            connection
+                .prepare_cached("DELETE FROM search_pending WHERE gen = ?1 AND rid = ?2")?
+                .execute(params![generation, rid])?;
+        }
+        pending::record(pending::PendingChange::Doc { generation, rid, removed: old, added: new.to_vec() });
     }
     match tokens {
         Some(tokens) => {

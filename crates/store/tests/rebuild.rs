@@ -60,6 +60,8 @@ fn source() -> Source {
     let dir = TempDir::new("rebuild");
     MasterKey::generate().expect("key").create_key_file(&dir.path().join("master.key")).expect("key file");
     let store = Store::create(&dir.path().join("data"), &key_file(dir.path()), Arc::new(SystemClock)).expect("create");
+    // Search documents both posted and pending, so every search table has rows.
+    store.hold_search_posts(true);
     for batch in 0..30 {
         let mut writes = Vec::new();
         for i in batch * 50..batch * 50 + 50 {
@@ -67,6 +69,9 @@ fn source() -> Source {
             writes.push(observation(&format!("o{i}"), &format!("p{i}"), &"x".repeat(i % 700)));
         }
         store.write(&writes, "loader").expect("write");
+        if batch == 20 {
+            store.post_search_documents().expect("post");
+        }
     }
     // Audit blocks of reads (one per group commit, several records naming several patients
     // each: enough index rows for interior pages), then a write's own.

@@ -1,10 +1,12 @@
 //! Plans evaluated over the posting lists: every node answers "the largest rid ≤ x in my
 //! set" (`seek`), so a plan is read in descending rid order (newest resources first) and
 //! an intersection is a leapfrog join that skips what the other lists exclude. A posting
-//! list is read in chunks through its `(token, rid)` primary key.
+//! list is read in chunks through its `(token, rid)` primary key, merged with the rids of
+//! the pending documents that hold the token (`pending`).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::pending::PendingView;
 use super::plan::Plan;
 use crate::engine::SearchToken;
 use crate::StoreError;
@@ -101,24 +103,34 @@ impl<'c> Node<'c> {
     /// Builds the nodes of a plan in index generation `generation`: an intersection is
     /// driven by its smallest part (estimated); single lists join it, other parts are
     /// checked candidate by candidate.
-    pub fn build(connection: &'c Connection, plan: &Plan, generation: u32) -> Result<Node<'c>, StoreError> {
+    pub fn build(
+        connection: &'c Connection,
+        pending: &PendingView<'_>,
+        plan: &Plan,
+        generation: u32,
+    ) -> Result<Node<'c>, StoreError> {
         Ok(match plan {
             Plan::Empty => Node::Empty,
-            Plan::Token(token) => Node::List(PostingList::new(connection, token.clone())),
+            Plan::Token(token) => {
+                Node::List(PostingList::new(connection, token.clone(), pending.rids(generation, token)?))
+            }
             Plan::Or(children) => Node::Or(
-                children.iter().map(|child| Node::build(connection, child, generation)).collect::<Result<_, _>>()?,
+                children
+                    .iter()
+                    .map(|child| Node::build(connection, pending, child, generation))
+                    .collect::<Result<_, _>>()?,
             ),
             Plan::And(children) => {
                 let mut sized = children
                     .iter()
-                    .map(|child| Ok((estimate(connection, child)?, child)))
+                    .map(|child| Ok((estimate(connection, pending, generation, child)?, child)))
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 sized.sort_by_key(|(size, _)| *size);
                 let mut streams = Vec::new();
                 let mut checks = Vec::new();
                 for (index, (_, child)) in sized.into_iter().enumerate() {
                     if index == 0 || streams_well(child) {
-                        streams.push(Node::build(connection, child, generation)?);
+                        streams.push(Node::build(connection, pending, child, generation)?);
                     } else {
                         checks.push(Check::of(child));
                     }
@@ -126,8 +138,8 @@ impl<'c> Node<'c> {
                 Node::And { streams, checks, docs: Docs { connection, generation } }
             }
             Plan::Minus(universe, minus) => Node::Minus(
-                Box::new(Node::build(connection, universe, generation)?),
-                Box::new(Node::build(connection, minus, generation)?),
+                Box::new(Node::build(connection, pending, universe, generation)?),
+                Box::new(Node::build(connection, pending, minus, generation)?),
             ),
         })
     }
@@ -193,10 +205,13 @@ impl<'c> Node<'c> {
     }
 }
 
-/// One token's rids, read downwards in chunks.
+/// One token's rids, read downwards in chunks, and its pending rids.
 pub(crate) struct PostingList<'c> {
     connection: &'c Connection,
     token: SearchToken,
+    /// The rids of the pending documents holding the token, descending (none of them has
+    /// entries in `search_entries` yet).
+    pending: Vec<i64>,
     /// Rids fetched, descending: every rid of the list in `[last, from]` is here.
     buffer: std::collections::VecDeque<i64>,
     from: Option<i64>,
@@ -206,11 +221,17 @@ pub(crate) struct PostingList<'c> {
 }
 
 impl<'c> PostingList<'c> {
-    fn new(connection: &'c Connection, token: SearchToken) -> Self {
-        Self { connection, token, buffer: Default::default(), from: None, exhausted: false, chunk: CHUNK_MIN }
+    fn new(connection: &'c Connection, token: SearchToken, pending: Vec<i64>) -> Self {
+        Self { connection, token, pending, buffer: Default::default(), from: None, exhausted: false, chunk: CHUNK_MIN }
     }
 
     fn seek(&mut self, at_most: i64) -> Result<Option<i64>, StoreError> {
+        let posted = self.seek_posted(at_most)?;
+        let pending = self.pending.get(self.pending.partition_point(|&rid| rid > at_most)).copied();
+        Ok(posted.max(pending))
+    }
+
+    fn seek_posted(&mut self, at_most: i64) -> Result<Option<i64>, StoreError> {
         if self.from.is_some_and(|from| at_most <= from) {
             while self.buffer.front().is_some_and(|&rid| rid > at_most) {
                 self.buffer.pop_front();
@@ -240,38 +261,51 @@ impl<'c> PostingList<'c> {
     }
 }
 
-/// The number of rids in one token's list.
-pub(crate) fn count_token(connection: &Connection, token: &SearchToken) -> Result<u64, StoreError> {
+/// The number of rids in one token's list, posted and pending.
+pub(crate) fn count_token(
+    connection: &Connection,
+    pending: &PendingView<'_>,
+    generation: u32,
+    token: &SearchToken,
+) -> Result<u64, StoreError> {
     let count: i64 = connection
         .prepare_cached("SELECT COUNT(*) FROM search_entries WHERE token = ?1")?
         .query_row([&token[..]], |row| row.get(0))?;
-    Ok(u64::try_from(count).unwrap_or(0))
+    Ok(u64::try_from(count).unwrap_or(0) + pending.rids(generation, token)?.len() as u64)
 }
 
 /// A cheap upper-ish estimate of a plan's size, to order an intersection.
-fn estimate(connection: &Connection, plan: &Plan) -> Result<i64, StoreError> {
+fn estimate(
+    connection: &Connection,
+    pending: &PendingView<'_>,
+    generation: u32,
+    plan: &Plan,
+) -> Result<i64, StoreError> {
     Ok(match plan {
         Plan::Empty => 0,
-        Plan::Token(token) => connection
-            .prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM search_entries WHERE token = ?1 LIMIT ?2)")?
-            .query_row(params![&token[..], ESTIMATE_PROBE], |row| row.get(0))?,
+        Plan::Token(token) => {
+            let posted: i64 = connection
+                .prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM search_entries WHERE token = ?1 LIMIT ?2)")?
+                .query_row(params![&token[..], ESTIMATE_PROBE], |row| row.get(0))?;
+            posted.saturating_add(i64::try_from(pending.rids(generation, token)?.len()).unwrap_or(i64::MAX))
+        }
         Plan::Or(children) if children.len() > ESTIMATE_BRANCHES_MAX => {
             ESTIMATE_PROBE.saturating_mul(i64::try_from(children.len()).unwrap_or(i64::MAX))
         }
         Plan::Or(children) => {
             let mut sum = 0i64;
             for child in children {
-                sum = sum.saturating_add(estimate(connection, child)?);
+                sum = sum.saturating_add(estimate(connection, pending, generation, child)?);
             }
             sum
         }
         Plan::And(children) => {
             let mut least = i64::MAX;
             for child in children {
-                least = least.min(estimate(connection, child)?);
+                least = least.min(estimate(connection, pending, generation, child)?);
             }
             least
         }
-        Plan::Minus(universe, _) => estimate(connection, universe)?,
+        Plan::Minus(universe, _) => estimate(connection, pending, generation, universe)?,
     })
 }

@@ -13,6 +13,7 @@
 //! grows a posting-list interface.
 
 mod exec;
+pub(crate) mod pending;
 mod plan;
 mod rebuild;
 pub(crate) mod state;
@@ -35,6 +36,7 @@ pub use state::definitions_digest;
 use crate::engine::SearchDoc;
 use crate::{Store, StoreError, StoredVersion};
 use exec::Node;
+use pending::PendingView;
 use plan::Plan;
 use state::{Generation, SearchState};
 
@@ -252,6 +254,36 @@ impl Store {
         })
     }
 
+    /// Posts the pending search documents now, in token order (`docs/format/index-token.md`,
+    /// *Pending documents and posting*); the writer also does on its own. Returns how many
+    /// documents were posted.
+    pub fn post_search_documents(&self) -> Result<u64, StoreError> {
+        let posted = self.engine.execute(Box::new(|c| Ok(i64::try_from(pending::post_all(c)?).unwrap_or(i64::MAX))))?;
+        Ok(u64::try_from(posted).unwrap_or(0))
+    }
+
+    /// One step of posting, as the writer takes between group commits: starts a post of
+    /// every pending document if none is in progress, then posts its next slice of at most
+    /// `max_entries` entries. Returns whether the post is finished. For tests and diagnosis.
+    pub fn post_search_documents_step(&self, max_entries: usize) -> Result<bool, StoreError> {
+        let finished = self.engine.execute(Box::new(move |c| {
+            pending::start_post(c)?;
+            Ok(i64::from(pending::post_slice(c, max_entries)?))
+        }))?;
+        Ok(finished != 0)
+    }
+
+    /// Stops (`true`) or resumes the writer's own posting of pending search documents.
+    /// Searches find pending documents either way; this is for tests and diagnosis.
+    pub fn hold_search_posts(&self, hold: bool) {
+        self.engine.pending_index().hold(hold);
+    }
+
+    /// Pending search documents, as the writer's copy counts them.
+    pub fn pending_search_documents(&self) -> u64 {
+        self.engine.pending_index().state().0 as u64
+    }
+
     /// The search documents of a version about to be written, one per generation a write
     /// indexes into (`None` for a deletion: its documents are removed).
     pub(crate) fn search_docs(
@@ -454,7 +486,8 @@ impl Store {
             let mut matches = Vec::new();
             let mut next_rid = None;
             let mut scanned = 0usize;
-            let mut node = Node::build(&transaction, &planned.plan, planned.generation)?;
+            let pending = PendingView::open(&transaction, Some(self.engine.pending_index()))?;
+            let mut node = Node::build(&transaction, &pending, &planned.plan, planned.generation)?;
             let mut at = start;
             if options.page_size == 0 {
                 at = None;
@@ -476,7 +509,7 @@ impl Store {
             } else if start == Some(i64::MAX) && next_rid.is_none() && options.page_size > 0 {
                 Some(matches.len() as u64)
             } else {
-                self.count(&transaction, planned, options.visibility, &mut warnings)?
+                self.count(&transaction, &pending, planned, options.visibility, &mut warnings)?
             };
             Ok((matches, next_rid, total, warnings))
         })?;
@@ -489,15 +522,16 @@ impl Store {
     fn count(
         &self,
         connection: &rusqlite::Connection,
+        pending: &PendingView<'_>,
         planned: &Planned,
         visibility: &Visibility,
         warnings: &mut Vec<String>,
     ) -> Result<Option<u64>, StoreError> {
         if planned.exact {
             if let (Plan::Token(token), false) = (&planned.plan, planned.filtered) {
-                return exec::count_token(connection, token).map(Some);
+                return exec::count_token(connection, pending, planned.generation, token).map(Some);
             }
-            let mut node = Node::build(connection, &planned.plan, planned.generation)?;
+            let mut node = Node::build(connection, pending, &planned.plan, planned.generation)?;
             let mut count = 0u64;
             let mut at = Some(i64::MAX);
             while let Some(rid) = at.map(|at| node.seek(at)).transpose()?.flatten() {
@@ -508,7 +542,7 @@ impl Store {
             }
             return Ok(Some(count));
         }
-        let mut node = Node::build(connection, &planned.plan, planned.generation)?;
+        let mut node = Node::build(connection, pending, &planned.plan, planned.generation)?;
         let mut count = 0u64;
         let mut examined = 0usize;
         let mut at = Some(i64::MAX);
@@ -553,7 +587,8 @@ impl Store {
         let resource_type = planned.resource_type.clone().unwrap_or_default();
         let mut keyed: Vec<(Vec<Option<SortKey>>, i64)> = self.engine.query(|connection| {
             let transaction = connection.unchecked_transaction()?;
-            let mut node = Node::build(&transaction, &planned.plan, planned.generation)?;
+            let pending = PendingView::open(&transaction, Some(self.engine.pending_index()))?;
+            let mut node = Node::build(&transaction, &pending, &planned.plan, planned.generation)?;
             let mut keyed = Vec::new();
             let mut examined = 0usize;
             let mut at = Some(i64::MAX);

@@ -152,6 +152,8 @@ impl Store {
         self.switch_to(&building)?;
         let generation = building.number();
         self.drop_other_generations(generation)?;
+        // The documents it wrote are pending; post them in one pass.
+        self.post_search_documents()?;
         if options.rotate_key {
             let now_ms = self.clock.now_ms();
             self.engine.execute(Box::new(move |c| {
