@@ -652,6 +652,7 @@ fn writer_loop(
     // Pending search documents are posted within SEARCH_POST_DELAY_MS of the first one, or
     // as soon as SEARCH_PENDING_DOCS_MAX are pending; those a crash left, soon after start.
     let mut post_due = (pending.state() != (0, false)).then(std::time::Instant::now);
+    let mut post_plan = None;
     loop {
         let due = match (timers.next_due(), post_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -663,7 +664,7 @@ fn writer_loop(
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let now = std::time::Instant::now();
                     if post_due.is_some_and(|due| due <= now) {
-                        advance_posting(&mut connection, &pending, &mut post_due);
+                        advance_posting(&mut connection, &pending, &mut post_plan, &mut post_due);
                     }
                     if timers.journal_sync_due.is_some_and(|due| due <= now) {
                         timers.journal_sync_due = None;
@@ -727,7 +728,7 @@ fn writer_loop(
         }
         // Records appended while the group committed wait for the next one, or the clocks.
         timers.journal_appended(journal);
-        advance_posting(&mut connection, &pending, &mut post_due);
+        advance_posting(&mut connection, &pending, &mut post_plan, &mut post_due);
     }
     if let Some(Err(error)) = journal.map(AuditJournal::sync) {
         tracing::error!(%error, "the audit journal could not be synced at close");
@@ -747,7 +748,12 @@ const SEARCH_POST_DELAY: std::time::Duration = std::time::Duration::from_millis(
 /// *Pending documents and posting*), one step per call between group commits: the next
 /// slice of a post in progress; or a new post, once `SEARCH_PENDING_DOCS_MAX` documents are
 /// pending or the first has waited `SEARCH_POST_DELAY_MS`. `due` is when to call again.
-fn advance_posting(connection: &mut Connection, pending: &PendingIndex, due: &mut Option<std::time::Instant>) {
+fn advance_posting(
+    connection: &mut Connection,
+    pending: &PendingIndex,
+    plan: &mut Option<pending::PostPlan>,
+    due: &mut Option<std::time::Instant>,
+) {
     let now = std::time::Instant::now();
     let (docs, posting) = pending.state();
     if !pending.posts_automatically() {
@@ -769,7 +775,8 @@ fn advance_posting(connection: &mut Connection, pending: &PendingIndex, due: &mu
         if start {
             pending::start_post(&transaction)?;
         }
-        let finished = pending::post_slice(&transaction, SEARCH_POST_SLICE_ENTRIES_MAX)?;
+        let finished =
+            pending::post_slice(&transaction, SEARCH_POST_SLICE_ENTRIES_MAX, plan, pending.post_docs_version())?;
         let after = Stamp::read(&transaction)?;
         transaction.commit()?;
         stamps = Some((before, after));

@@ -268,7 +268,7 @@ impl Store {
     pub fn post_search_documents_step(&self, max_entries: usize) -> Result<bool, StoreError> {
         let finished = self.engine.execute(Box::new(move |c| {
             pending::start_post(c)?;
-            Ok(i64::from(pending::post_slice(c, max_entries)?))
+            Ok(i64::from(pending::post_slice(c, max_entries, &mut None, 0)?))
         }))?;
         Ok(finished != 0)
     }

@@ -217,6 +217,9 @@ struct Copy {
 pub(crate) struct PendingIndex {
     copy: RwLock<Copy>,
     held: AtomicBool,
+    /// Changes whenever a document of the post in progress may have changed (a write to
+    /// one, a reload): a [`PostPlan`] made before is stale.
+    post_docs_version: std::sync::atomic::AtomicU64,
 }
 
 impl PendingIndex {
@@ -233,7 +236,13 @@ impl PendingIndex {
         drop(transaction);
         let mut copy = self.copy.write().map_err(|_| StoreError::Poisoned)?;
         *copy = Copy { stamp: Some(stamp), pending };
+        self.post_docs_version.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// See `post_docs_version`.
+    pub fn post_docs_version(&self) -> u64 {
+        self.post_docs_version.load(Ordering::SeqCst)
     }
 
     /// After a commit that started at `before` and ended at `after`: applies its changes if
@@ -249,6 +258,11 @@ impl PendingIndex {
             let mut copy = self.copy.write().map_err(|_| StoreError::Poisoned)?;
             if copy.stamp == Some(before) {
                 for change in changes {
+                    if let (PendingChange::Doc { generation, rid, .. }, Some(post)) = (&change, &copy.pending.post) {
+                        if post.docs.contains(&(*generation, *rid)) {
+                            self.post_docs_version.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                     copy.pending.apply(change);
                 }
                 copy.stamp = Some(after);
@@ -274,6 +288,7 @@ impl PendingIndex {
         if let Ok(mut copy) = self.copy.write() {
             copy.stamp = None;
         }
+        self.post_docs_version.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -340,39 +355,58 @@ pub(crate) fn start_post(connection: &Connection) -> Result<usize, StoreError> {
     Ok(joined)
 }
 
+/// The sorted entries of the post in progress not posted yet, kept by the writer between
+/// slices so that each slice does not read and sort the post's documents again. Valid
+/// while no document of the post changed (`version`) and its next entry is at the cursor.
+#[derive(Debug)]
+pub(crate) struct PostPlan {
+    version: u64,
+    entries: Vec<(SearchToken, i64)>,
+    next: usize,
+}
+
 /// Posts the next slice of the post in progress inside the writer's open transaction: the
 /// entries of its documents from the cursor on, in token order, at most `max_entries`
-/// (and the rest of the last token's). Returns whether the post is finished (or there was
-/// none).
-pub(crate) fn post_slice(connection: &Connection, max_entries: usize) -> Result<bool, StoreError> {
-    let Some(cursor) = read_cursor(connection)? else { return Ok(true) };
-    let mut entries: Vec<(SearchToken, i64)> = Vec::new();
-    {
-        let mut statement = connection.prepare_cached(
-            "SELECT p.rid, d.tokens FROM search_pending p JOIN search_docs d ON d.gen = p.gen AND d.rid = p.rid
-             WHERE p.posting = 1",
-        )?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let rid: i64 = row.get(0)?;
-            let tokens = crate::sqlite::decode_tokens(row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?);
-            entries.extend(tokens.into_iter().filter(|token| *token >= cursor).map(|token| (token, rid)));
-        }
+/// (and the rest of the last token's). `plan` (with the documents' `version`) is the
+/// writer's sorted entries from the previous slice, used if still valid, else read again.
+/// Returns whether the post is finished (or there was none).
+pub(crate) fn post_slice(
+    connection: &Connection,
+    max_entries: usize,
+    plan: &mut Option<PostPlan>,
+    version: u64,
+) -> Result<bool, StoreError> {
+    let Some(cursor) = read_cursor(connection)? else {
+        *plan = None;
+        return Ok(true);
+    };
+    let valid = plan.as_ref().is_some_and(|plan| {
+        plan.version == version
+            && match plan.entries.get(plan.next) {
+                Some((token, _)) => *token == cursor,
+                None => false,
+            }
+            && (plan.next > 0 || cursor.is_empty())
+    });
+    if !valid {
+        *plan = Some(PostPlan { version, entries: read_post(connection, &cursor)?, next: 0 });
     }
-    // Token order: neighbouring inserts share a page, so each page is dirtied once.
-    entries.sort_unstable();
-    let mut end = entries.len().min(max_entries.max(1));
+    let Some(plan) = plan.as_mut() else { return Ok(true) };
+    let entries = &plan.entries;
+    let start = plan.next;
+    let mut end = entries.len().min(start.saturating_add(max_entries.max(1)));
     // A token is posted whole: its entries all below the next cursor.
-    while end > 0 && end < entries.len() && entries[end].0 == entries[end - 1].0 {
+    while end > start && end < entries.len() && entries[end].0 == entries[end - 1].0 {
         end += 1;
     }
     {
         let mut insert = connection
             .prepare_cached("INSERT INTO search_entries (token, rid) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
-        for (token, rid) in &entries[..end] {
+        for (token, rid) in &entries[start..end] {
             insert.execute(params![&token[..], rid])?;
         }
     }
+    plan.next = end;
     count_post_change(connection)?;
     match entries.get(end) {
         Some((next, _)) => {
@@ -381,6 +415,7 @@ pub(crate) fn post_slice(connection: &Connection, max_entries: usize) -> Result<
             Ok(false)
         }
         None => {
+            plan.entries = Vec::new();
             connection.execute("DELETE FROM search_pending WHERE posting = 1", [])?;
             connection.execute("DELETE FROM meta WHERE name = ?1", [POST_CURSOR])?;
             record(PendingChange::PostFinished);
@@ -389,12 +424,31 @@ pub(crate) fn post_slice(connection: &Connection, max_entries: usize) -> Result<
     }
 }
 
+/// The entries of the post's documents with tokens from `cursor` on, sorted.
+fn read_post(connection: &Connection, cursor: &SearchToken) -> Result<Vec<(SearchToken, i64)>, StoreError> {
+    let mut entries: Vec<(SearchToken, i64)> = Vec::new();
+    let mut statement = connection.prepare_cached(
+        "SELECT p.rid, d.tokens FROM search_pending p JOIN search_docs d ON d.gen = p.gen AND d.rid = p.rid
+         WHERE p.posting = 1",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let rid: i64 = row.get(0)?;
+        let tokens = crate::sqlite::decode_tokens(row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?);
+        entries.extend(tokens.into_iter().filter(|token| token >= cursor).map(|token| (token, rid)));
+    }
+    // Token order: neighbouring inserts share a page, so each page is dirtied once.
+    entries.sort_unstable();
+    Ok(entries)
+}
+
 /// Finishes the post in progress, then posts every document still pending, inside the
 /// writer's open transaction. Returns how many documents the new post took.
 pub(crate) fn post_all(connection: &Connection) -> Result<usize, StoreError> {
-    while !post_slice(connection, usize::MAX)? {}
+    let mut plan = None;
+    while !post_slice(connection, usize::MAX, &mut plan, 0)? {}
     let posted = start_post(connection)?;
-    while !post_slice(connection, usize::MAX)? {}
+    while !post_slice(connection, usize::MAX, &mut plan, 0)? {}
     Ok(posted)
 }
 
@@ -405,4 +459,70 @@ fn count_post_change(connection: &Connection) -> Result<(), StoreError> {
         [POSTS],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables() -> Connection {
+        let connection = Connection::open_in_memory().expect("sqlite");
+        connection
+            .execute_batch(
+                "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+                 CREATE TABLE search_entries (token BLOB NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (token, rid)) WITHOUT ROWID;
+                 CREATE TABLE search_docs (gen INTEGER NOT NULL, rid INTEGER NOT NULL, tokens BLOB NOT NULL, PRIMARY KEY (gen, rid)) WITHOUT ROWID;
+                 CREATE TABLE search_pending (gen INTEGER NOT NULL, rid INTEGER NOT NULL, posting INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gen, rid)) WITHOUT ROWID;",
+            )
+            .expect("schema");
+        connection
+    }
+
+    fn tokens(names: &[u8]) -> Vec<SearchToken> {
+        let mut tokens: Vec<SearchToken> = names.iter().map(|n| vec![*n; 16]).collect();
+        tokens.sort();
+        tokens
+    }
+
+    fn entries(connection: &Connection) -> Vec<(SearchToken, i64)> {
+        connection
+            .prepare("SELECT token, rid FROM search_entries ORDER BY token, rid")
+            .expect("select")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn a_kept_plan_is_dropped_when_a_document_of_the_post_changes_or_the_cursor_moved_elsewhere() {
+        let connection = tables();
+        for (rid, names) in [(1, &b"acegi"[..]), (2, b"bdfhj"), (3, b"acfj")] {
+            crate::sqlite::replace_search_doc(&connection, 1, rid, Some(&tokens(names))).expect("doc");
+        }
+        assert_eq!(start_post(&connection).expect("start"), 3);
+        let mut plan = None;
+        // Two slices from the kept plan: tokens a..c (the whole of each token's entries).
+        assert!(!post_slice(&connection, 2, &mut plan, 7).expect("slice"));
+        assert!(!post_slice(&connection, 2, &mut plan, 7).expect("slice"));
+        assert_eq!(read_cursor(&connection).expect("cursor"), Some(vec![b'd'; 16]));
+        // A document of the post changes: below the cursor at once, the rest by later
+        // slices, which must not use the plan made before (the writer bumps the version).
+        crate::sqlite::replace_search_doc(&connection, 1, 1, Some(&tokens(b"bz"))).expect("update");
+        assert!(!post_slice(&connection, 4, &mut plan, 8).expect("slice"));
+        // A slice that was rolled back would leave the plan ahead of the stored cursor.
+        let mut ahead = Some(PostPlan { version: 8, entries: vec![(vec![b'q'; 16], 9)], next: 0 });
+        assert!(!post_slice(&connection, 1, &mut ahead, 8).expect("slice"));
+        plan = ahead;
+        while !post_slice(&connection, 2, &mut plan, 8).expect("slice") {}
+        let mut expected: Vec<(SearchToken, i64)> = Vec::new();
+        for (rid, names) in [(1, &b"bz"[..]), (2, b"bdfhj"), (3, b"acfj")] {
+            expected.extend(tokens(names).into_iter().map(|token| (token, rid)));
+        }
+        expected.sort();
+        assert_eq!(entries(&connection), expected, "exactly the documents' current tokens");
+        let left: i64 = connection.query_row("SELECT COUNT(*) FROM search_pending", [], |r| r.get(0)).expect("count");
+        assert_eq!(left, 0);
+        assert_eq!(read_cursor(&connection).expect("cursor"), None);
+    }
 }
