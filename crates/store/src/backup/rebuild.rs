@@ -33,7 +33,7 @@ use medvault_ledger::{Hash, RootBuilder};
 use rusqlite::{Connection, OpenFlags};
 
 use super::sqlite_file::{
-    encode_record, IndexTree, PageFile, PageSink, SchemaRow, SharedPages, TableTree, TreeError, Val,
+    encode_record, IndexTree, PageFile, PageSink, Record, SchemaRow, SharedPages, TableTree, TreeError, Val,
 };
 use super::{DestroyedKey, TableContent, TAG_BLOB, TAG_INTEGER, TAG_NULL, TAG_REAL, TAG_TEXT};
 use crate::sqlite::DATABASE_FILE;
@@ -930,6 +930,8 @@ struct TableWriter<'l> {
     tree: Tree,
     rows: u64,
     record: Vec<u8>,
+    /// A rowid table's record, planned and written into its page.
+    planned: Record,
     key: Vec<u8>,
     previous_key: Vec<u8>,
     /// The texts of carried TEXT columns, each carried in sort keys as its position here.
@@ -986,6 +988,7 @@ impl<'l> TableWriter<'l> {
             tree,
             rows: 0,
             record: Vec::new(),
+            planned: Record::default(),
             key: Vec::new(),
             previous_key: Vec::new(),
             interned: Interned::default(),
@@ -1009,10 +1012,7 @@ impl<'l> TableWriter<'l> {
                     },
                     _ => (self.rows as i64, None),
                 };
-                self.record.clear();
-                let stored = values.iter().enumerate().map(|(i, v)| if Some(i) == alias { Val::Null } else { *v });
-                encode_record(&mut self.record, stored);
-                match tree.push(file, rowid, &self.record) {
+                match tree.push_values(file, rowid, values, alias, &mut self.planned) {
                     Ok(()) => {}
                     Err(TreeError::OutOfOrder) => {
                         return Err(StoreError::Integrity(format!(
