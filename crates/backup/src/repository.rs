@@ -1193,7 +1193,7 @@ impl<'a> BlobReader<'a> {
             self.open_pack = Some((blob_ref.pack, self.repository.objects.open(&name)?));
         }
         let (_, object) = self.open_pack.as_mut().expect("just opened");
-        buffer.clear();
+        // Every byte is read over: only a buffer's new length is zeroed.
         buffer.resize(blob_ref.stored_length as usize, 0);
         object.read_exact_at(u64::from(blob_ref.offset), &mut buffer)?;
         self.bytes_read += buffer.len() as u64;
