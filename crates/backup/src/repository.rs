@@ -1193,7 +1193,7 @@ impl<'a> BlobReader<'a> {
             self.open_pack = Some((blob_ref.pack, self.repository.objects.open(&name)?));
         }
         let (_, object) = self.open_pack.as_mut().expect("just opened");
-        buffer.clear();
+        // Every byte is read over: only a buffer's new length is zeroed.
         buffer.resize(blob_ref.stored_length as usize, 0);
         object.read_exact_at(u64::from(blob_ref.offset), &mut buffer)?;
         self.bytes_read += buffer.len() as u64;
@@ -1442,11 +1442,11 @@ struct PipeReader<'p> {
     progress: Progress<'p>,
 }
 
-impl Read for PipeReader<'_> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+impl std::io::BufRead for PipeReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.position >= self.end {
             if self.ended {
-                return Ok(0);
+                return Ok(&[]);
             }
             if let Some((bytes, range)) = self.batch.pop() {
                 let used = std::mem::replace(&mut self.current, bytes);
@@ -1465,9 +1465,20 @@ impl Read for PipeReader<'_> {
                 Err(_) => return Err(std::io::Error::other("the restore's reading thread stopped")),
             }
         }
-        let n = buffer.len().min(self.end - self.position);
-        buffer[..n].copy_from_slice(&self.current[self.position..self.position + n]);
-        self.position += n;
+        Ok(&self.current[self.position..self.end])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.position = (self.position + amount).min(self.end);
+    }
+}
+
+impl Read for PipeReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let available = std::io::BufRead::fill_buf(self)?;
+        let n = buffer.len().min(available.len());
+        buffer[..n].copy_from_slice(&available[..n]);
+        std::io::BufRead::consume(self, n);
         Ok(n)
     }
 }

@@ -117,12 +117,19 @@ pub fn run(resources: usize) -> anyhow::Result<()> {
     let snapshot = repository.find_snapshot("latest")?;
     let restored = root.join("restored");
     settle()?;
+    // CPU as well as wall time: other load on the machine moves CPU much less.
+    let cpu_before = crate::cpu::process_s();
     let restore = repository.restore(&snapshot, &recovery, &restored, None, &mut |_, _, _| {})?;
     let restore_s = restore.elapsed_s;
+    let restore_cpu_s = crate::cpu::process_s().zip(cpu_before).map(|(after, before)| after - before);
     std::fs::remove_dir_all(&restored)?;
     crate::progress("[backup] restic restore");
     let restic_target = root.join("restic-restored");
+    // Flushed first, so that the `sync` restic_run starts with (a child too) has nothing left.
+    settle()?;
+    let children_before = crate::cpu::children_s();
     let restic_restore_s = restic_run(&["restore", "latest", "--target", path(&restic_target)?])?;
+    let restic_restore_cpu_s = crate::cpu::children_s().zip(children_before).map(|(after, before)| after - before);
     std::fs::remove_dir_all(&restic_target)?;
 
     // The drill: restore + the store's full verify.
@@ -199,6 +206,8 @@ pub fn run(resources: usize) -> anyhow::Result<()> {
         println!("{:<32} {:>12.2} s {:>12.2} s", "  wall time", pair.medvault_s, pair.restic_s);
     }
     println!("* restic time / medvault time");
+    let cpu = |seconds: Option<f64>| seconds.map_or("-".to_string(), |s| format!("{s:.2} s"));
+    println!("{:<32} {:>14} {:>14}", "restore CPU (user + sys)", cpu(restore_cpu_s), cpu(restic_restore_cpu_s));
     println!();
     println!("repository bytes                  medvault        restic");
     println!("{:<32} {:>10} {:>13}", "  full", mb(full.bytes_written), mb(restic_full_bytes));
@@ -233,7 +242,8 @@ pub fn run(resources: usize) -> anyhow::Result<()> {
         "incremental": {"medvault_s": incremental.elapsed_s, "restic_s": restic_incremental_s, "changed_records": changed,
                         "changed_bytes": changed_bytes, "medvault_bytes": incremental.bytes_written, "restic_bytes": restic_incremental_bytes},
         "verify": {"medvault_s": verify_s, "restic_s": restic_check_s},
-        "restore": {"medvault_s": restore_s, "restic_s": restic_restore_s},
+        "restore": {"medvault_s": restore_s, "restic_s": restic_restore_s,
+                    "medvault_cpu_s": restore_cpu_s, "restic_cpu_s": restic_restore_cpu_s},
         "drill": {"restore_s": drill_restore.elapsed_s, "total_s": drill_s, "versions": report.versions},
     });
     std::fs::write(root.join("figures.json"), figures.to_string()).ok();

@@ -24,7 +24,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write as _};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -33,7 +33,7 @@ use medvault_ledger::{Hash, RootBuilder};
 use rusqlite::{Connection, OpenFlags};
 
 use super::sqlite_file::{
-    encode_record, IndexTree, PageFile, PageSink, SchemaRow, SharedPages, TableTree, TreeError, Val,
+    encode_record, IndexTree, PageFile, PageSink, Record, SchemaRow, SharedPages, TableTree, TreeError, Val,
 };
 use super::{DestroyedKey, TableContent, TAG_BLOB, TAG_INTEGER, TAG_NULL, TAG_REAL, TAG_TEXT};
 use crate::sqlite::DATABASE_FILE;
@@ -263,8 +263,14 @@ impl Rebuild {
     }
 
     /// Writes a table from its row stream (format: "The logical dump"); returns the number
-    /// of rows.
-    pub fn insert_rows(&mut self, table: &str, columns: &[String], reader: &mut dyn Read) -> Result<u64, StoreError> {
+    /// of rows. Rows are read in place from `reader`'s buffer (copied only when one spans two
+    /// of its buffers).
+    pub fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        reader: &mut dyn BufRead,
+    ) -> Result<u64, StoreError> {
         let position =
             self.tables.iter().position(|t| t.name == table).ok_or_else(|| {
                 StoreError::Integrity(format!("rows for a table the snapshot's schema lacks: {table}"))
@@ -930,6 +936,8 @@ struct TableWriter<'l> {
     tree: Tree,
     rows: u64,
     record: Vec<u8>,
+    /// A rowid table's record, planned and written into its page.
+    planned: Record,
     key: Vec<u8>,
     previous_key: Vec<u8>,
     /// The texts of carried TEXT columns, each carried in sort keys as its position here.
@@ -986,6 +994,7 @@ impl<'l> TableWriter<'l> {
             tree,
             rows: 0,
             record: Vec::new(),
+            planned: Record::default(),
             key: Vec::new(),
             previous_key: Vec::new(),
             interned: Interned::default(),
@@ -1009,10 +1018,7 @@ impl<'l> TableWriter<'l> {
                     },
                     _ => (self.rows as i64, None),
                 };
-                self.record.clear();
-                let stored = values.iter().enumerate().map(|(i, v)| if Some(i) == alias { Val::Null } else { *v });
-                encode_record(&mut self.record, stored);
-                match tree.push(file, rowid, &self.record) {
+                match tree.push_values(file, rowid, values, alias, &mut self.planned) {
                     Ok(()) => {}
                     Err(TreeError::OutOfOrder) => {
                         return Err(StoreError::Integrity(format!(
@@ -1535,6 +1541,8 @@ const SORT_CHUNKS_MAX: usize = 1 << 10;
 /// Groups of keys ending with the rowid, beyond which they are sorted like any others (a
 /// few resource types, not one group per resource).
 const SORT_GROUPS_MAX: usize = 256;
+/// Sorted keys whose first bytes are loaded together, ahead of being handed over.
+const SORT_TOUCH_AHEAD: usize = 16;
 
 impl Sorter {
     /// A sorter for about `expected` keys (room for them is reserved, within the budget).
@@ -1662,8 +1670,27 @@ impl Sorter {
             assert!(self.sorted || groups.groups.is_empty(), "groups sorted");
             return groups.each(sink);
         }
-        for entry in &self.entries {
-            sink(self.key(entry))?;
+        // Sorted, the keys are read in random order from tens of megabytes: nearly every
+        // one a cache (and TLB) miss. Loading the next group's first bytes before handing
+        // over this group's keys lets those misses overlap instead of following each other.
+        let touch = |group: &[SortEntry]| {
+            let touched = group.iter().fold(0u8, |acc, entry| {
+                let key = self.key(entry);
+                acc ^ key.first().copied().unwrap_or(0) ^ key.last().copied().unwrap_or(0)
+            });
+            std::hint::black_box(touched);
+        };
+        let mut groups = self.entries.chunks(SORT_TOUCH_AHEAD).peekable();
+        if let Some(first) = groups.peek() {
+            touch(first);
+        }
+        while let Some(group) = groups.next() {
+            if let Some(next) = groups.peek() {
+                touch(next);
+            }
+            for entry in group {
+                sink(self.key(entry))?;
+            }
         }
         Ok(())
     }
@@ -1848,120 +1875,140 @@ pub(super) fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> Result<usiz
     Ok(filled)
 }
 
-/// Reads the row stream (format: "The logical dump") a whole row at a time from a buffer,
-/// without allocating per value.
+/// Reads the row stream (format: "The logical dump") a whole row at a time, in place in the
+/// reader's buffer, without allocating per value; a row that spans two of the reader's
+/// buffers is gathered in one of its own.
 struct RowReader<'r> {
-    reader: &'r mut dyn Read,
+    reader: &'r mut dyn BufRead,
     columns: usize,
-    buffer: Vec<u8>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    /// The current row when it spans the reader's buffers.
+    carry: Vec<u8>,
+    /// Bytes of the reader's buffer the last row handed out lies in (consumed at the next).
+    pending: usize,
     /// (tag, integer or length, offset) of each value of the current row.
     fields: Vec<(u8, u64, usize)>,
 }
 
-const ROW_BUFFER_BYTES: usize = 256 * 1024;
 /// Rows of a table from which its indexes are sorted on threads of their own while the
 /// rebuild goes on (below, a thread costs more than the sort; the rebuild test's `versions`
 /// is above, so the threaded path is the tested one).
 const BACKGROUND_SORT_ROWS_MIN: u64 = 1_000;
 
+/// A row found in a buffer, or how many more bytes at least it needs.
+enum Parsed {
+    Row(usize),
+    Needs(usize),
+}
+
 impl<'r> RowReader<'r> {
-    fn new(reader: &'r mut dyn Read, columns: usize) -> Self {
-        Self {
-            reader,
-            columns,
-            buffer: vec![0u8; ROW_BUFFER_BYTES],
-            start: 0,
-            end: 0,
-            eof: false,
-            fields: Vec::with_capacity(columns),
-        }
+    fn new(reader: &'r mut dyn BufRead, columns: usize) -> Self {
+        Self { reader, columns, carry: Vec::new(), pending: 0, fields: Vec::with_capacity(columns) }
     }
 
     /// The next row's values, or `None` at a clean end of the stream.
     fn next_row(&mut self) -> Result<Option<Vec<Val<'_>>>, StoreError> {
-        let length = loop {
-            match self.parse()? {
-                Some(length) => break length,
-                None if self.eof && self.start == self.end => return Ok(None),
-                None if self.eof => return Err(StoreError::Integrity("a dumped row is cut short".into())),
-                None => self.refill()?,
+        self.reader.consume(std::mem::take(&mut self.pending));
+        self.carry.clear();
+        let parsed = {
+            let available = fill(self.reader)?;
+            if available.is_empty() {
+                return Ok(None);
+            }
+            match parse_row(available, self.columns, &mut self.fields)? {
+                Parsed::Row(length) => Some(length),
+                Parsed::Needs(_) => {
+                    self.carry.extend_from_slice(available);
+                    None
+                }
             }
         };
-        let row = &self.buffer[self.start..self.start + length];
-        self.start += length;
-        let mut values = Vec::with_capacity(self.columns);
-        for &(tag, word, offset) in &self.fields {
-            values.push(match tag {
-                TAG_NULL => Val::Null,
-                TAG_INTEGER => Val::Int(word as i64),
-                TAG_REAL => Val::Real(f64::from_bits(word)),
-                TAG_TEXT => Val::Text(&row[offset..offset + word as usize]),
-                _ => Val::Blob(&row[offset..offset + word as usize]),
-            });
+        if let Some(length) = parsed {
+            self.pending = length;
+            let row = &fill(self.reader)?[..length];
+            return Ok(Some(values(row, &self.fields)));
         }
-        Ok(Some(values))
-    }
-
-    /// Finds the current row's values in the buffer; `None` if it is not all there yet.
-    fn parse(&mut self) -> Result<Option<usize>, StoreError> {
-        self.fields.clear();
-        let bytes = &self.buffer[self.start..self.end];
-        let mut at = 0;
-        for _ in 0..self.columns {
-            let Some(&tag) = bytes.get(at) else { return Ok(None) };
-            at += 1;
-            match tag {
-                TAG_NULL => self.fields.push((tag, 0, at)),
-                TAG_INTEGER | TAG_REAL => {
-                    let Some(word) = bytes.get(at..at + 8) else { return Ok(None) };
-                    let word = u64::from_be_bytes(word.try_into().map_err(|_| StoreError::Corrupt("word".into()))?);
-                    self.fields.push((tag, word, at));
-                    at += 8;
-                }
-                TAG_TEXT | TAG_BLOB => {
-                    let Some(length) = bytes.get(at..at + 4) else { return Ok(None) };
-                    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
-                    if length > BACKUP_VALUE_BYTES_MAX {
-                        return Err(StoreError::Integrity(format!("a dumped value of {length} bytes")));
-                    }
-                    at += 4;
-                    let Some(value) = bytes.get(at..at + length) else { return Ok(None) };
-                    if tag == TAG_TEXT && std::str::from_utf8(value).is_err() {
-                        return Err(StoreError::Integrity("dumped text is not UTF-8".into()));
-                    }
-                    self.fields.push((tag, length as u64, at));
-                    at += length;
-                }
-                other => return Err(StoreError::Integrity(format!("unknown value tag {other} in a dumped row"))),
+        let taken = self.carry.len();
+        self.reader.consume(taken);
+        // Gather the rest of the row, never more: the next one starts in the reader's buffer.
+        loop {
+            let needs = match parse_row(&self.carry, self.columns, &mut self.fields)? {
+                Parsed::Row(_) => break,
+                Parsed::Needs(needs) => needs,
+            };
+            let available = fill(self.reader)?;
+            if available.is_empty() {
+                return Err(StoreError::Integrity("a dumped row is cut short".into()));
             }
+            let take = needs.min(available.len());
+            self.carry.extend_from_slice(&available[..take]);
+            self.reader.consume(take);
         }
-        Ok(Some(at))
+        Ok(Some(values(&self.carry, &self.fields)))
     }
+}
 
-    /// Moves the unread bytes to the front, grows the buffer if a row fills it, reads more.
-    fn refill(&mut self) -> Result<(), StoreError> {
-        self.buffer.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        if self.end == self.buffer.len() {
-            self.buffer.resize(self.buffer.len() * 2, 0);
+/// The reader's buffered bytes, refilled if it has none (empty at the end of the stream).
+fn fill(reader: &mut dyn BufRead) -> Result<&[u8], StoreError> {
+    loop {
+        match reader.fill_buf() {
+            // Re-borrowed: a borrow returned from inside a loop is not yet accepted.
+            Ok(_) => break,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(StoreError::Io(error.to_string())),
         }
-        let read = loop {
-            match self.reader.read(&mut self.buffer[self.end..]) {
-                Ok(n) => break n,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(StoreError::Io(error.to_string())),
-            }
-        };
-        if read == 0 {
-            self.eof = true;
-        }
-        self.end += read;
-        Ok(())
     }
+    reader.fill_buf().map_err(|e| StoreError::Io(e.to_string()))
+}
+
+/// The values of a row `parse_row` found in `row`.
+fn values<'v>(row: &'v [u8], fields: &[(u8, u64, usize)]) -> Vec<Val<'v>> {
+    fields
+        .iter()
+        .map(|&(tag, word, offset)| match tag {
+            TAG_NULL => Val::Null,
+            TAG_INTEGER => Val::Int(word as i64),
+            TAG_REAL => Val::Real(f64::from_bits(word)),
+            TAG_TEXT => Val::Text(&row[offset..offset + word as usize]),
+            _ => Val::Blob(&row[offset..offset + word as usize]),
+        })
+        .collect()
+}
+
+/// Finds the values of the row at the start of `bytes` (into `fields`): the row's length, or
+/// how many bytes at least it still needs (to complete the value it ends in).
+fn parse_row(bytes: &[u8], columns: usize, fields: &mut Vec<(u8, u64, usize)>) -> Result<Parsed, StoreError> {
+    fields.clear();
+    let needs = |end: usize| Ok(Parsed::Needs(end - bytes.len()));
+    let mut at = 0;
+    for _ in 0..columns {
+        let Some(&tag) = bytes.get(at) else { return needs(at + 1) };
+        at += 1;
+        match tag {
+            TAG_NULL => fields.push((tag, 0, at)),
+            TAG_INTEGER | TAG_REAL => {
+                let Some(word) = bytes.get(at..at + 8) else { return needs(at + 8) };
+                let word = u64::from_be_bytes(word.try_into().map_err(|_| StoreError::Corrupt("word".into()))?);
+                fields.push((tag, word, at));
+                at += 8;
+            }
+            TAG_TEXT | TAG_BLOB => {
+                let Some(length) = bytes.get(at..at + 4) else { return needs(at + 4) };
+                let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+                if length > BACKUP_VALUE_BYTES_MAX {
+                    return Err(StoreError::Integrity(format!("a dumped value of {length} bytes")));
+                }
+                at += 4;
+                let Some(value) = bytes.get(at..at + length) else { return needs(at + length) };
+                if tag == TAG_TEXT && std::str::from_utf8(value).is_err() {
+                    return Err(StoreError::Integrity("dumped text is not UTF-8".into()));
+                }
+                fields.push((tag, length as u64, at));
+                at += length;
+            }
+            other => return Err(StoreError::Integrity(format!("unknown value tag {other} in a dumped row"))),
+        }
+    }
+    Ok(Parsed::Row(at))
 }
 
 #[cfg(test)]
@@ -2117,9 +2164,9 @@ mod tests {
             stream.extend_from_slice(&blob);
             stream.push(TAG_NULL);
         }
-        let mut reader = &stream[..];
+        // Through buffers smaller than most rows, and of a size rows never line up with.
+        let mut reader = std::io::BufReader::with_capacity(997, &stream[..]);
         let mut rows = RowReader::new(&mut reader, 3);
-        rows.buffer = vec![0u8; 1000];
         let mut count = 0u32;
         while let Some(values) = rows.next_row().expect("row") {
             assert_eq!(values[0], Val::Int(i64::from(count)));
