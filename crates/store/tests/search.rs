@@ -307,16 +307,6 @@ fn oracle(world: &World, query: &Query, visibility: &Visibility) -> BTreeSet<Str
         .collect()
 }
 
-fn pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((name, value)) => (name.to_string(), value.to_string()),
-            None => (p.to_string(), String::new()),
-        })
-        .collect()
-}
-
 /// Runs a search page by page; returns the ids in order, the total, and the pages.
 fn run(
     world: &World,
@@ -458,7 +448,7 @@ fn decimal_text(value: f64, random: &mut Random) -> String {
 }
 
 fn compare(world: &World, text: &str, resource_type: &str, visibility: &Visibility, random: &mut Random) -> bool {
-    let (query, _) = match parse_query(resource_type, &pairs(text), Handling::Strict) {
+    let (query, _) = match parse_query(resource_type, &medvault_testkit::query_pairs(text), Handling::Strict) {
         Ok(parsed) => parsed,
         Err(_) => return false,
     };
@@ -588,7 +578,8 @@ fn sorted_results_are_in_order_and_page_without_gaps() {
         ("Observation", "_sort=value-quantity"),
     ] {
         assert!(compare(&world, text, resource_type, &Visibility::All, &mut random), "{text} parses");
-        let (query, _) = parse_query(resource_type, &pairs(text), Handling::Strict).expect("parse");
+        let (query, _) =
+            parse_query(resource_type, &medvault_testkit::query_pairs(text), Handling::Strict).expect("parse");
         let (ids, _, _) = run(&world, &query, &Visibility::All, 5, text);
         let (code, descending) = query.sort[0].clone();
         let keys: Vec<Option<String>> = ids
@@ -629,7 +620,8 @@ fn sort_key(known: &Known, code: &str, descending: bool) -> Option<String> {
 #[test]
 fn a_cursor_works_only_for_its_own_query() {
     let world = open_world();
-    let (query, _) = parse_query("Observation", &pairs("status=final"), Handling::Strict).expect("parse");
+    let (query, _) =
+        parse_query("Observation", &medvault_testkit::query_pairs("status=final"), Handling::Strict).expect("parse");
     let options = SearchOptions {
         visibility: &Visibility::All,
         page_size: 2,
@@ -653,7 +645,7 @@ fn a_cursor_works_only_for_its_own_query() {
 }
 
 fn count(world: &World, resource_type: &str, text: &str) -> Result<u64, StoreError> {
-    let (query, _) = parse_query(resource_type, &pairs(text), Handling::Strict).expect("parse");
+    let (query, _) = parse_query(resource_type, &medvault_testkit::query_pairs(text), Handling::Strict).expect("parse");
     let options =
         SearchOptions { visibility: &Visibility::All, page_size: 0, cursor: None, query_digest: [0; 32], total: true };
     Ok(world.store.search(&query, &options)?.total.expect("a total"))

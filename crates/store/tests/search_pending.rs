@@ -33,14 +33,8 @@ fn observation(id: &str, code: &str, value: f64) -> Write {
 
 /// The ids matching `query` (every page) and the total the store gives.
 fn search(store: &Store, query: &str) -> (Vec<String>, Option<u64>) {
-    let pairs: Vec<(String, String)> = query
-        .split('&')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').expect("name=value");
-            (name.to_string(), value.to_string())
-        })
-        .collect();
-    let (parsed, _) = parse_query("Observation", &pairs, Handling::Strict).expect("query");
+    let (parsed, _) =
+        parse_query("Observation", &medvault_testkit::query_pairs(query), Handling::Strict).expect("query");
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     let mut total = None;
@@ -86,12 +80,27 @@ fn count(database: &rusqlite::Connection, sql: &str) -> i64 {
     database.query_row(sql, [], |row| row.get(0)).expect("count")
 }
 
-#[test]
-fn pending_documents_are_found_by_this_process_another_one_and_after_a_restart() {
-    let dir = TempDir::new("search-pending");
+/// A new store in a new directory, and the key file that opens it.
+fn new_store(name: &str) -> (TempDir, KeyFile, Store) {
+    let dir = TempDir::new(name);
     let key = KeyFile { path: dir.path().join("master.key") };
     MasterKey::generate().expect("random").create_key_file(&key.path).expect("key file");
     let store = Store::create(&dir.path().join("data"), &key, Arc::new(SystemClock)).expect("create");
+    (dir, key, store)
+}
+
+/// Waits until some writer has posted every pending document.
+fn wait_until_posted(dir: &TempDir, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&database(dir), "SELECT COUNT(*) FROM search_pending") > 0 {
+        assert!(Instant::now() < deadline, "{who} did not post the pending documents");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pending_documents_are_found_by_this_process_another_one_and_after_a_restart() {
+    let (dir, key, store) = new_store("search-pending");
     store.hold_search_posts(true);
     write(&store, &(0..40).map(|i| observation(&format!("a{i:03}"), "2339-0", 90.0 + i as f64)).collect::<Vec<_>>());
     assert_eq!(store.pending_search_documents(), 40);
@@ -108,11 +117,7 @@ fn pending_documents_are_found_by_this_process_another_one_and_after_a_restart()
     let other = Store::open(&dir.path().join("data"), &key, Arc::new(SystemClock)).expect("second process");
     other.hold_search_posts(true);
     assert_eq!(search(&other, glucose), (ids("a", 0..40), Some(40)));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&database(&dir), "SELECT COUNT(*) FROM search_pending") > 0 {
-        assert!(Instant::now() < deadline, "the second process did not post at start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_posted(&dir, "the second process, at its start,");
     assert_eq!(search(&store, glucose), (ids("a", 0..40), Some(40)), "the first process sees the post");
     write(&store, &(40..50).map(|i| observation(&format!("a{i:03}"), "2339-0", 90.0 + i as f64)).collect::<Vec<_>>());
     assert_eq!(store.pending_search_documents(), 10);
@@ -160,22 +165,15 @@ fn pending_documents_are_found_by_this_process_another_one_and_after_a_restart()
     let (found, total) = search(&store, glucose);
     assert_eq!(total, Some(51));
     assert!(ids("b", 0..8).iter().all(|id| found.contains(id)));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&database(&dir), "SELECT COUNT(*) FROM search_pending") > 0 {
-        assert!(Instant::now() < deadline, "the writer did not post the pending documents");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_posted(&dir, "the writer, after the restart,");
     assert_eq!(store.pending_search_documents(), 0);
     assert_eq!(search(&store, glucose).1, Some(51));
 }
 
 #[test]
 fn a_format_5_store_is_upgraded_and_its_documents_count_as_posted() {
-    let dir = TempDir::new("search-pending-v5");
-    let key = KeyFile { path: dir.path().join("master.key") };
-    MasterKey::generate().expect("random").create_key_file(&key.path).expect("key file");
+    let (dir, key, store) = new_store("search-pending-v5");
     {
-        let store = Store::create(&dir.path().join("data"), &key, Arc::new(SystemClock)).expect("create");
         write(&store, &(0..12).map(|i| observation(&format!("c{i:03}"), "2339-0", 1.0)).collect::<Vec<_>>());
         store.post_search_documents().expect("post");
         store.close();

@@ -57,6 +57,19 @@ pub fn r4_examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fhir/testdata/r4-examples")
 }
 
+/// The `name=value` pairs of a query string (`a=b&c`, not percent-encoded), as a server
+/// hands them to `medvault_fhir::search::parse_query`; a pair without `=` has an empty value.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (pair.to_string(), String::new()),
+        })
+        .collect()
+}
+
 /// Parses a JSON file, panicking with its path on failure (test fixtures only).
 pub fn read_json(path: &Path) -> serde_json::Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
