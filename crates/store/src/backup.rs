@@ -30,8 +30,9 @@ use crate::{Store, StoreError};
 /// cannot revive stolen logins; the search index, which a restored store rebuilds (its
 /// generations in `meta` are not dumped either, so the store knows it has none).
 pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_tickets", "search_entries", "search_docs", "search_pending"];
-/// `meta` rows never backed up: the search index's generations (`index-token.md`).
-pub const EPHEMERAL_META: &[&str] = &["search_active", "search_building", "search_posts"];
+/// `meta` rows never backed up: the search index's generations and the state of its posting
+/// (`index-token.md`): every `meta` row whose name starts with `search_`.
+pub const EPHEMERAL_META: &[&str] = &["search_active", "search_building", "search_posts", "search_post_cursor"];
 /// Tables rebuilt from `versions` on restore; their rows are not backed up.
 pub const DERIVED_TABLES: &[&str] = &["resources", "ledger_nodes"];
 /// Tables whose rows are ledger leaves or name one, and the column holding the leaf index:

@@ -73,6 +73,8 @@ fn source() -> Source {
             store.post_search_documents().expect("post");
         }
     }
+    // And a post in progress, with its cursor in `meta`.
+    assert!(!store.post_search_documents_step(500).expect("slice"));
     // Audit blocks of reads (one per group commit, several records naming several patients
     // each: enough index rows for interior pages), then a write's own.
     for block in 0..100i64 {
@@ -285,6 +287,12 @@ fn a_rebuilt_database_is_sound_holds_every_row_and_keeps_working() {
             rows.clear();
         }
         if name == "meta" {
+            let search_rows = rows.iter().filter(|row| row.starts_with("[Text(\"search_")).count();
+            let ephemeral = rows
+                .iter()
+                .filter(|row| EPHEMERAL_META.iter().any(|meta| row.starts_with(&format!("[Text(\"{meta}\")"))))
+                .count();
+            assert_eq!(search_rows, ephemeral, "every search_ row of meta is ephemeral: {rows:?}");
             let before = rows.len();
             rows.retain(|row| !EPHEMERAL_META.iter().any(|meta| row.starts_with(&format!("[Text(\"{meta}\")"))));
             assert!(
