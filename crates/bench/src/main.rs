@@ -470,7 +470,15 @@ impl ModeRun {
             settings.connections,
             settings.duration_s
         ));
-        self.measured_wrk(tools, settings, &self.read_script)
+        let run = self.measured_wrk(tools, settings, &self.read_script)?;
+        progress(format!(
+            "[{}] read by id: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms",
+            self.sealing.label(),
+            run.requests_per_s(),
+            run.p50_ms,
+            run.p99_ms
+        ));
+        Ok(run)
     }
 
     /// A wrk run, with the CPU this process (the server; wrk is another process) spent in it.
