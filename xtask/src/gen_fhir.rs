@@ -15,12 +15,13 @@
 //! "valueSets":{ "<value set url>": {"<code system url>": ["code", ...], ...}, ... },
 //! "compartment":{ "<resource type>": ["dotted.json.path", ...], ... }}
 //! ```
-//! An element is `{"n": name, "min": 1?, "max": "*"?, "t": type, "b": value set url?}`:
+//! An element is `{"n": name, "min": 1?, "max": "*"?, "t": type, "b": value set url?, "s": 1?}`:
 //! `t` is one type name, or an array of type names for a choice element `name[x]`
 //! (whose JSON properties are `name` + the type name with its first letter in upper case).
 //! A type name is a FHIR primitive type, `Resource` (any resource), or the name of another
 //! node: a complex data type, or the path of a backbone element (its own children, or the
-//! target of a `contentReference`). `min` is omitted when 0, `max` when 1.
+//! target of a `contentReference`). `min` is omitted when 0, `max` when 1. `s` is there when
+//! the definition marks the element `isSummary` (what `_summary=true` returns).
 //! The README beside it lists what could not be carried over.
 //!
 //! Second output: `r4-search-parameters.json`, the search-parameter table (format version 1,
@@ -199,6 +200,8 @@ struct Element {
     types: Vec<String>,
     choice: bool,
     binding: Option<String>,
+    /// `isSummary` in the definition.
+    summary: bool,
 }
 
 impl Model {
@@ -342,7 +345,8 @@ fn parse_element(element: &Value, path: &str, name: &str, resource_root: bool) -
     if types.is_empty() || (types.len() > 1 && !choice) {
         bail!("{path}: {} types", types.len());
     }
-    Ok(Element { name: name.to_string(), path: path.to_string(), min, many, types, choice, binding: None })
+    let summary = element["isSummary"].as_bool() == Some(true);
+    Ok(Element { name: name.to_string(), path: path.to_string(), min, many, types, choice, binding: None, summary })
 }
 
 /// The FHIR type of one `ElementDefinition.type`; FHIRPath system types (used for `id`
@@ -654,6 +658,9 @@ fn element_json(element: &Element) -> Value {
     object.insert("t".into(), types);
     if let Some(binding) = &element.binding {
         object.insert("b".into(), Value::from(binding.as_str()));
+    }
+    if element.summary {
+        object.insert("s".into(), Value::from(1));
     }
     Value::Object(object)
 }

@@ -6,6 +6,7 @@
 pub mod compartment;
 pub mod outcome;
 pub mod search;
+pub mod summary;
 pub mod validate;
 
 mod format;

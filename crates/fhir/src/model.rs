@@ -149,6 +149,8 @@ pub(crate) struct Element {
     pub(crate) variants: Vec<Variant>,
     /// Index into [`Model::value_sets`] of a required binding that can be checked.
     pub(crate) binding: Option<u16>,
+    /// Marked `isSummary` in the definition.
+    pub(crate) summary: bool,
 }
 
 #[derive(Debug)]
@@ -357,7 +359,8 @@ fn parse_element(
         Some(url) => Some(*value_set_ids.get(url).ok_or_else(|| format!("{node_name}.{name}: no value set {url}"))?),
         None => None,
     };
-    Ok(Element { name: Box::from(name), min, many, choice, variants, binding })
+    let summary = element_json["s"] == 1;
+    Ok(Element { name: Box::from(name), min, many, choice, variants, binding, summary })
 }
 
 fn parse_value_set(url: &str, systems_json: &Value) -> Result<ValueSet, String> {

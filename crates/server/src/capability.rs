@@ -90,9 +90,9 @@ pub fn capability_statement(base: &str, now_ms: i64) -> Value {
                               History pages with _count (at most 1000) and _since. Search: every token, reference, \
                               string, date, uri, number and quantity parameter of the R4 definitions listed per type, \
                               with the modifiers in the extension below, prefixes eq ne lt gt le ge sa eb ap, chaining one \
-                              level, _has, _include(:iterate), _revinclude, _sort, _total, _summary=count|data|false, \
+                              level, _has, _include(:iterate), _revinclude, _sort, _total, _summary=true|text|count|data|false, \
                               _elements, _count (at most 1000), and Prefer: handling=strict|lenient (lenient by default). \
-                              Composite and special parameters, _summary=true|text, :in, :not-in, :above/:below on \
+                              Composite and special parameters, :in, :not-in, :above/:below on \
                               tokens are not supported. Records are sealed at rest; the search index holds keyed tokens \
                               only.",
             "security": {

@@ -16,6 +16,7 @@ use medvault_fhir::outcome::{Issue, Severity};
 use medvault_fhir::search::{
     extract, parse_query, Clause, Handling, IndexValue, Query, QueryValue, SearchError, SearchWarning, Summary, Total,
 };
+use medvault_fhir::summary::{self, SummaryKind};
 use medvault_store::search::{Previous, SearchOptions, SearchResult, Visibility};
 use medvault_store::{StoreError, StoredVersion};
 use serde::Serialize;
@@ -81,6 +82,9 @@ enum Subset {
     Elements(Vec<String>),
     /// `_summary=data`: without the narrative.
     WithoutText,
+    /// `_summary=true` or `_summary=text`: what the definitions of each resource's type
+    /// keep (`medvault_fhir::summary`).
+    Summary(SummaryKind),
 }
 
 impl Service {
@@ -396,21 +400,24 @@ fn check_inner_scopes(access: &ClinicalAccess, query: &Query) -> Result<(), ApiE
     Ok(())
 }
 
-/// `_elements` and `_summary`: how results are shown. `_summary=true` and `text` need the
-/// summary flags of the definitions, which this build does not carry.
+/// `_elements` and `_summary`: how results are shown.
 fn subset(query: &mut Query, handling: Handling, issues: &mut Vec<Issue>) -> Result<Subset, ApiError> {
-    match query.summary {
-        Some(Summary::True | Summary::Text) => {
-            let message =
-                "_summary=true and _summary=text are not supported (use _elements); the parameter was ignored";
+    let summary = match query.summary {
+        Some(Summary::True) => Some(SummaryKind::True),
+        Some(Summary::Text) => Some(SummaryKind::Text),
+        Some(Summary::Data) => return Ok(Subset::WithoutText),
+        _ => None,
+    };
+    if let Some(kind) = summary {
+        if !query.elements.is_empty() {
+            // The specification leaves the pair undefined; the summary wins, and says so.
+            let message = "_elements is ignored beside _summary=true or _summary=text";
             if handling == Handling::Strict {
-                return Err(ApiError::new(400, "not-supported", message.replace("; the parameter was ignored", "")));
+                return Err(ApiError::new(400, "not-supported", message));
             }
             issues.push(warning(message.to_string()));
-            query.summary = None;
         }
-        Some(Summary::Data) => return Ok(Subset::WithoutText),
-        _ => {}
+        return Ok(Subset::Summary(kind));
     }
     if query.elements.is_empty() {
         Ok(Subset::Whole)
@@ -514,9 +521,18 @@ fn bundle(
 
 /// A resource as shown: as stored, or subsetted and tagged `SUBSETTED`.
 fn shown(json: &[u8], subset: &Subset) -> Result<Box<RawValue>, ApiError> {
+    if let Subset::Whole = subset {
+        return raw_resource(json);
+    }
+    let mut value: Value =
+        serde_json::from_slice(json).map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
     let keep: Box<dyn Fn(&str) -> bool> = match subset {
-        Subset::Whole => return raw_resource(json),
+        Subset::Whole => Box::new(|_: &str| true),
         Subset::WithoutText => Box::new(|name: &str| name != "text"),
+        Subset::Summary(kind) => {
+            let (resource_type, kind) = (value["resourceType"].as_str().unwrap_or_default().to_string(), *kind);
+            Box::new(move |name: &str| summary::keeps(&resource_type, name, kind))
+        }
         Subset::Elements(elements) => {
             let elements = elements.clone();
             Box::new(move |name: &str| {
@@ -524,8 +540,6 @@ fn shown(json: &[u8], subset: &Subset) -> Result<Box<RawValue>, ApiError> {
             })
         }
     };
-    let mut value: Value =
-        serde_json::from_slice(json).map_err(|_| ApiError::internal("a stored resource is not JSON"))?;
     if let Value::Object(object) = &mut value {
         object.retain(|name, _| keep(name.trim_start_matches('_')));
         let meta = object.entry("meta").or_insert_with(|| Value::Object(Default::default()));

@@ -192,6 +192,59 @@ async fn includes_chains_and_has_follow_references() {
 }
 
 #[tokio::test]
+async fn summaries_keep_what_the_definitions_mark_and_the_mandatory_elements() {
+    let server = seeded().await;
+    let mut detailed = observation("detailed", "p0", "4548-4", 2);
+    detailed["text"] =
+        json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">HbA1c 7 %</div>"});
+    detailed["note"] = json!([{"text": "fasting"}]);
+    detailed["interpretation"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]);
+    put(&server, detailed).await;
+    let subsetted = |resource: &Value| {
+        resource["meta"]["tag"].as_array().is_some_and(|tags| tags.iter().any(|t| t["code"] == "SUBSETTED"))
+    };
+    let keys = |resource: &Value| -> BTreeSet<String> {
+        resource.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    };
+
+    let summary = server.call("GET", "/fhir/Observation?_id=detailed&_summary=true", None).await.json();
+    let resource = &summary["entry"][0]["resource"];
+    assert!(subsetted(resource), "{resource}");
+    let expected =
+        ["resourceType", "id", "meta", "status", "code", "subject", "performer", "effectiveDateTime", "valueQuantity"];
+    assert_eq!(keys(resource), expected.iter().map(|k| k.to_string()).collect(), "{resource}");
+    assert_eq!(resource["valueQuantity"]["value"], 7, "a kept element is kept whole");
+
+    let text = server.call("GET", "/fhir/Observation?_id=detailed&_summary=text", None).await.json();
+    let resource = &text["entry"][0]["resource"];
+    assert!(subsetted(resource), "{resource}");
+    let expected = ["resourceType", "id", "meta", "text", "status", "code"];
+    assert_eq!(keys(resource), expected.iter().map(|k| k.to_string()).collect(), "{resource}");
+
+    // Patients: identifier, name and birthDate are summary elements.
+    let patients = server.call("GET", "/fhir/Patient?_id=p3&_summary=true", None).await.json();
+    let resource = &patients["entry"][0]["resource"];
+    assert_eq!(resource["identifier"][0]["value"], "MRN-p3");
+    assert_eq!(resource["birthDate"], "1971-05-17");
+
+    // With _elements too: lenient ignores _elements and says so; strict refuses.
+    let both = server.call("GET", "/fhir/Observation?_id=detailed&_summary=text&_elements=note", None).await.json();
+    assert!(both["entry"][0]["resource"].get("note").is_none());
+    assert!(both.to_string().contains("_elements is ignored"), "{both}");
+    let auth = format!("Bearer {}", server.clinician);
+    let strict = server
+        .send(
+            "GET",
+            "/fhir/Observation?_id=detailed&_summary=true&_elements=note",
+            &[("authorization", &auth), ("prefer", "handling=strict")],
+            None,
+        )
+        .await;
+    assert_eq!(strict.status, 400, "{}", String::from_utf8_lossy(&strict.body));
+    assert_eq!(strict.json()["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test]
 async fn elements_post_search_and_everything() {
     let server = seeded().await;
     let subset = server.call("GET", "/fhir/Patient?_id=p3&_elements=birthDate", None).await.json();
