@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use medvault_crypto::master::{KeyFile, Passphrase};
 use medvault_crypto::{MasterKey, MasterKeySource};
+use medvault_server::alert_sink::{AlertSink, TlsSyslog};
 use medvault_server::auth::Role;
 use medvault_store::{Store, StoreError};
 
@@ -158,8 +159,15 @@ struct ServeArgs {
     #[arg(long)]
     public_base_url: Option<String>,
     /// Also send audit alerts to this syslog receiver (RFC 5424 over UDP), e.g. siem.example:514.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "alert_syslog_tls")]
     alert_syslog: Option<String>,
+    /// Also send audit alerts to this syslog receiver over TLS (RFC 5425), e.g.
+    /// siem.example:6514; its certificate must chain to --alert-syslog-ca.
+    #[arg(long, value_name = "HOST:PORT", requires = "alert_syslog_ca")]
+    alert_syslog_tls: Option<String>,
+    /// The certificates (PEM) that --alert-syslog-tls trusts for the receiver.
+    #[arg(long, value_name = "FILE", requires = "alert_syslog_tls")]
+    alert_syslog_ca: Option<PathBuf>,
     /// Refuse all writes (read-only lockdown) when an account changes over 100 records a
     /// minute, until an administrator lifts it (POST /admin/lockdown/lift).
     #[arg(long)]
@@ -431,22 +439,25 @@ fn serve(args: ServeArgs, store: Option<Store>) -> anyhow::Result<ExitCode> {
         fallback_authority: args.listen.to_string(),
         public_base: args.public_base_url.clone().map(|b| b.trim_end_matches('/').to_string()),
     };
-    let alert_syslog = match &args.alert_syslog {
-        Some(target) => Some(
-            std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
+    let alert_sink = match (&args.alert_syslog, &args.alert_syslog_tls, &args.alert_syslog_ca) {
+        (Some(target), _, _) => {
+            let address = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
                 .with_context(|| format!("--alert-syslog '{target}' is not HOST:PORT"))?
                 .next()
-                .with_context(|| format!("--alert-syslog '{target}' resolves to no address"))?,
-        ),
-        None => None,
+                .with_context(|| format!("--alert-syslog '{target}' resolves to no address"))?;
+            Some(AlertSink::udp(address).context("cannot open a socket for --alert-syslog")?)
+        }
+        (None, Some(target), Some(ca)) => Some(AlertSink::Tls(
+            TlsSyslog::start(target, ca).map_err(|error| anyhow::anyhow!("--alert-syslog-tls: {error}"))?,
+        )),
+        _ => None,
     };
     let state = medvault_server::http::AppState::with_alerts(
         service,
         config.clone(),
-        alert_syslog,
+        alert_sink,
         args.lockdown_on_mass_modification,
-    )
-    .context("cannot open a socket for --alert-syslog")?;
+    );
     let app = medvault_server::http::router(state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -31,7 +31,7 @@ pub struct Auditor {
     /// The latest alerts, for auditors (`GET /admin/alerts`), newest last.
     recent: Mutex<std::collections::VecDeque<medvault_audit::Alert>>,
     /// Where alerts are sent besides the log: RFC 5424 over UDP.
-    sink: Option<(std::net::UdpSocket, std::net::SocketAddr)>,
+    sink: Option<crate::alert_sink::AlertSink>,
     /// When set (`serve --lockdown-on-mass-modification`), a mass-modification alert puts
     /// the server in read-only lockdown until an administrator lifts it.
     lockdown_enabled: bool,
@@ -79,12 +79,10 @@ impl Auditor {
         self.lockdown.swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Also sends every alert as an RFC 5424 message over UDP to `target` (a SIEM's syslog).
-    pub fn with_syslog(mut self, target: std::net::SocketAddr) -> std::io::Result<Self> {
-        let bind: std::net::SocketAddr =
-            if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        self.sink = Some((std::net::UdpSocket::bind(bind)?, target));
-        Ok(self)
+    /// Also sends every alert as an RFC 5424 message to `sink` (a SIEM's syslog receiver).
+    pub fn with_syslog(mut self, sink: crate::alert_sink::AlertSink) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// The latest alerts, oldest first.
@@ -192,11 +190,8 @@ impl Auditor {
                 detail = %alert.detail,
                 "audit alert"
             );
-            if let Some((socket, target)) = &self.sink {
-                let line = medvault_audit::syslog_alert(&alert, "medvault", "medvault");
-                if let Err(error) = socket.send_to(line.as_bytes(), target) {
-                    tracing::error!(%error, "an alert could not be sent to the syslog target");
-                }
+            if let Some(sink) = &self.sink {
+                sink.send(&medvault_audit::syslog_alert(&alert, "medvault", "medvault"));
             }
             if let Ok(mut recent) = self.recent.lock() {
                 if recent.len() >= RECENT_ALERTS_MAX {

@@ -64,22 +64,23 @@ impl AppState {
         Arc::new(Self::build(service, config, auth, false))
     }
 
-    /// A server whose alerts also go to a syslog target (RFC 5424 over UDP), and that
-    /// goes into read-only lockdown on mass modification if `lockdown` is set.
+    /// A server whose alerts also go to a syslog receiver (RFC 5424 over UDP or TLS:
+    /// `alert_sink.rs`), and that goes into read-only lockdown on mass modification if
+    /// `lockdown` is set.
     pub fn with_alerts(
         service: Service,
         config: HttpConfig,
-        target: Option<std::net::SocketAddr>,
+        sink: Option<crate::alert_sink::AlertSink>,
         lockdown: bool,
-    ) -> std::io::Result<Arc<Self>> {
+    ) -> Arc<Self> {
         let mut auditor = crate::audit::Auditor::new(service.store().clone());
-        if let Some(target) = target {
-            auditor = auditor.with_syslog(target)?;
+        if let Some(sink) = sink {
+            auditor = auditor.with_syslog(sink);
         }
         if lockdown {
             auditor = auditor.with_lockdown();
         }
-        Ok(Arc::new(Self::build_with(service, config, AuthConfig::default(), false, Arc::new(auditor))))
+        Arc::new(Self::build_with(service, config, AuthConfig::default(), false, Arc::new(auditor)))
     }
 
     /// A server that skips session checks and authorization, or auditing, or both, so a

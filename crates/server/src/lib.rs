@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod alert_sink;
 pub mod audit;
 pub mod audit_search;
 pub mod auth;

@@ -82,7 +82,7 @@ impl TestServer {
             store.create_service_token("test-clinician", "system/*.cruds", None).expect("token").to_string();
         let config = HttpConfig { scheme: "http", fallback_authority: "127.0.0.1:8080".into(), public_base: None };
         let state = if lockdown {
-            AppState::with_alerts(Service::new(store.clone()), config, None, true).expect("state")
+            AppState::with_alerts(Service::new(store.clone()), config, None, true)
         } else {
             AppState::with_auth(Service::new(store.clone()), config, AuthConfig::default())
         };
