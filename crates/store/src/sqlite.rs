@@ -576,9 +576,9 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
 /// unmaps a connection's whole mapping at the start of its first read after another
 /// connection committed (every move of the audit journal, each second under reads; every
 /// write), maps it again, and faults every page back in. On a store of about 1 GB the
-/// `munmap` alone held a request's worker thread for 8–19 ms, and the other worker waited
+/// `munmap` alone held a request's worker thread for 7.5–19 ms, and the other worker waited
 /// on the process's memory-map lock: the read p99 grew with the store
-/// (docs/PERFORMANCE.md, *Read p99: the readers' mapping*).
+/// (docs/PERFORMANCE.md, *Read p99 on large stores*).
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let connection = open_connection(path, false)?;
     connection.execute_batch("PRAGMA mmap_size = 0;")?;
