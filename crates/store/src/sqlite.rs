@@ -33,9 +33,6 @@ const WRITER_CACHE_KIB: u32 = 256 * 1024;
 /// WAL pages before an automatic checkpoint (SQLite's default is 1,000).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const BUSY_TIMEOUT_MS: u64 = 10_000;
-/// How much of the database file a reader maps (SQLite caps it at 2 GiB; pages beyond are
-/// read with `pread`).
-const READER_MMAP_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Longest time a committed audit record of a read waits for a sync (power-loss safety).
 pub const AUDIT_SYNC_MS: u64 = 100;
 /// Longest time a read's audit record stays in the audit journal before the writer moves it
@@ -574,14 +571,17 @@ fn migrate(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A pooled reader connection. It reads the database file through a memory mapping
-/// (`READER_MMAP_BYTES`): every commit of another connection (a move of the audit journal,
-/// each second under reads) empties a connection's page cache, and pages read again from
-/// the mapping cost no system call and no copy. The price: an I/O error on the mapped
-/// file ends the process with `SIGBUS` instead of failing one read (SECURITY.md).
+/// A pooled reader connection. It reads the database file with `pread` into its own page
+/// cache, never through a memory mapping (`PRAGMA mmap_size = 0`). In WAL mode SQLite
+/// unmaps a connection's whole mapping at the start of its first read after another
+/// connection committed (every move of the audit journal, each second under reads; every
+/// write), maps it again, and faults every page back in. On a store of about 1 GB the
+/// `munmap` alone held a request's worker thread for 7.5–19 ms, and the other worker waited
+/// on the process's memory-map lock: the read p99 grew with the store
+/// (docs/PERFORMANCE.md, *Read p99 on large stores*).
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let connection = open_connection(path, false)?;
-    connection.execute_batch(&format!("PRAGMA mmap_size = {READER_MMAP_BYTES};"))?;
+    connection.execute_batch("PRAGMA mmap_size = 0;")?;
     Ok(connection)
 }
 
