@@ -30,7 +30,7 @@ pub struct Auditor {
     canaries: Mutex<(CanaryTokens, Option<i64>)>,
     /// The latest alerts, for auditors (`GET /admin/alerts`), newest last.
     recent: Mutex<std::collections::VecDeque<medvault_audit::Alert>>,
-    /// Where alerts are sent besides the log: RFC 5424 over UDP.
+    /// Where alerts are sent besides the log: a syslog receiver, over UDP or TLS.
     sink: Option<crate::alert_sink::AlertSink>,
     /// When set (`serve --lockdown-on-mass-modification`), a mass-modification alert puts
     /// the server in read-only lockdown until an administrator lifts it.
