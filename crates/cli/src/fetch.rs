@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,19 +35,9 @@ pub fn get(url: &str, token: &str, ca_cert: Option<&Path>) -> anyhow::Result<(u1
     let mut response = Vec::new();
     if tls {
         let ca_cert = ca_cert.context("an https URL needs --ca-cert (the certificates to trust)")?;
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls_pki_types::pem::PemObject;
-        for certificate in rustls_pki_types::CertificateDer::pem_file_iter(ca_cert)
-            .with_context(|| format!("cannot read {}", ca_cert.display()))?
-        {
-            roots.add(certificate.context("bad certificate")?).context("unusable certificate")?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = medvault_server::serve::client_config_trusting(ca_cert)?;
         let name = rustls_pki_types::ServerName::try_from(host.to_string()).context("bad host name")?;
-        let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+        let connection = rustls::ClientConnection::new(config, name)?;
         let mut stream = rustls::StreamOwned::new(connection, socket);
         stream.write_all(request.as_bytes())?;
         read_all(&mut stream, &mut response)?;

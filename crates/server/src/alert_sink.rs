@@ -17,8 +17,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 
 /// Messages waiting for the TLS connection.
 pub const ALERT_SYSLOG_QUEUE_MAX: usize = 1_024;
@@ -68,27 +67,10 @@ impl TlsSyslog {
         let (host, _) = address.rsplit_once(':').ok_or_else(|| format!("'{address}' is not HOST:PORT"))?;
         let host = host.trim_matches(['[', ']']);
         let name = ServerName::try_from(host.to_string()).map_err(|_| format!("'{host}' is not a host name"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        let certificates = CertificateDer::pem_file_iter(ca_certificates)
-            .map_err(|error| format!("cannot read {}: {error}", ca_certificates.display()))?;
-        for certificate in certificates {
-            let certificate =
-                certificate.map_err(|error| format!("{}: a bad certificate: {error}", ca_certificates.display()))?;
-            roots
-                .add(certificate)
-                .map_err(|error| format!("{}: an unusable certificate: {error}", ca_certificates.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{} holds no certificate", ca_certificates.display()));
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|error| error.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = crate::serve::client_config_trusting(ca_certificates).map_err(|error| error.to_string())?;
         let (queue, messages) = std::sync::mpsc::sync_channel(ALERT_SYSLOG_QUEUE_MAX);
         let dropped = Arc::new(AtomicU64::new(0));
-        let peer = SyslogPeer { address: address.to_string(), name, config: Arc::new(config) };
+        let peer = SyslogPeer { address: address.to_string(), name, config };
         std::thread::Builder::new()
             .name("alert-syslog".into())
             .spawn(move || peer.run(messages))

@@ -65,6 +65,31 @@ pub fn tls_config(certificate_path: &Path, key_path: &Path) -> Result<Arc<rustls
     Ok(Arc::new(config))
 }
 
+/// A rustls client configuration with TLS 1.3 and 1.2 only, ring's provider, trusting only
+/// the certificates in the PEM file `ca_certificates` (there is no system trust store): what
+/// the server's outgoing connections use (alerts over TLS, `witness cosign --url`).
+pub fn client_config_trusting(ca_certificates: &Path) -> Result<Arc<rustls::ClientConfig>, ServeError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca_certificates)
+        .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", ca_certificates.display())))?;
+    for certificate in certificates {
+        let certificate = certificate
+            .map_err(|e| ServeError::Tls(format!("{}: a bad certificate: {e}", ca_certificates.display())))?;
+        roots
+            .add(certificate)
+            .map_err(|e| ServeError::Tls(format!("{}: an unusable certificate: {e}", ca_certificates.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(ServeError::Tls(format!("{} holds no certificate", ca_certificates.display())));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
